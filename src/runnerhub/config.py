@@ -1,0 +1,319 @@
+"""Settings: one YAML file plus ``RUNNERHUB_*`` environment overrides.
+
+pydantic-settings does the validation and the environment merging (nested fields use
+``__``: ``RUNNERHUB_DATABASE__DSN``). Environment variables win over the file, so a
+secret can stay out of the file. Every error names the file, the field and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "RUNNERHUB_"
+MAX_WEBHOOK_BODY = 5 * 1024 * 1024
+_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator (no stack trace needed)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSettings(_Strict):
+    id: str = Field(default_factory=socket.gethostname, min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    state_dir: Path = Path("/var/lib/runnerhub")
+
+
+class DatabaseSettings(_Strict):
+    # libpq connection string or URI; several hosts are allowed (libpq multi-host).
+    dsn: SecretStr
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    statement_timeout_ms: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DatabaseSettings:
+        if self.pool_max_size < self.pool_min_size:
+            raise ValueError("pool_max_size must be at least pool_min_size")
+        return self
+
+
+class WebhookSettings(_Strict):
+    # Several secrets make rotation possible: add the new one, switch GitHub, drop the old.
+    secrets: list[SecretStr] = Field(min_length=1)
+    max_body_bytes: int = Field(default=MAX_WEBHOOK_BODY, ge=1024, le=MAX_WEBHOOK_BODY)
+
+    @field_validator("secrets")
+    @classmethod
+    def _non_empty(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in v):
+            raise ValueError("a webhook secret must not be empty")
+        return v
+
+
+class AppAuth(_Strict):
+    app_id: int = Field(gt=0)
+    installation_id: int = Field(gt=0)
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AppAuth:
+        if (self.private_key is None) == (self.private_key_file is None):
+            raise ValueError("give exactly one of private_key and private_key_file")
+        return self
+
+    def key_pem(self) -> str:
+        if self.private_key is not None:
+            return self.private_key.get_secret_value()
+        assert self.private_key_file is not None
+        try:
+            return self.private_key_file.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"github.auth.app.private_key_file: cannot read {self.private_key_file}: "
+                f"{exc.strerror}"
+            ) from exc
+
+
+class GitHubAuth(_Strict):
+    token: SecretStr | None = None
+    app: AppAuth | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> GitHubAuth:
+        if (self.token is None) == (self.app is None):
+            raise ValueError("give exactly one of token (a PAT) and app (a GitHub App)")
+        return self
+
+
+class HookRef(_Strict):
+    """A webhook whose deliveries the reconciler checks (repository or organization hook)."""
+
+    repository: str | None = None
+    organization: str | None = None
+    hook_id: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> HookRef:
+        if (self.repository is None) == (self.organization is None):
+            raise ValueError("give exactly one of repository and organization")
+        return self
+
+
+class GitHubSettings(_Strict):
+    api_url: str = "https://api.github.com"
+    auth: GitHubAuth
+    repositories: list[str] = Field(default_factory=list)
+    organizations: list[str] = Field(default_factory=list)
+    # Where failed deliveries are looked up: the GitHub App's hook and/or repo/org hooks.
+    app_hook_deliveries: bool = False
+    hooks: list[HookRef] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("repositories")
+    @classmethod
+    def _repos(cls, v: list[str]) -> list[str]:
+        for repo in v:
+            if not _REPO_RE.match(repo):
+                raise ValueError(f"{repo!r} is not of the form owner/name")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class ProcessBackendSettings(_Strict):
+    # The runner command. The JIT config reaches it in the environment variable
+    # ACTIONS_RUNNER_INPUT_JITCONFIG (which the Actions runner reads as --jitconfig), so it
+    # never shows in `ps`; "{jitconfig}" in an argument is substituted if you insist.
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    stop_grace_s: float = Field(default=10.0, ge=0)
+
+
+class PoolSettings(_Strict):
+    name: str
+    labels: list[str] = Field(min_length=1)
+    min_idle: int = Field(default=0, ge=0)
+    max_runners: int = Field(default=10, ge=1)
+    backend: Literal["process"] = "process"
+    process: ProcessBackendSettings | None = None
+    runner_group_id: int = Field(default=1, ge=1)
+    # Where spare (min_idle) runners register; job runners register where their job lives.
+    organization: str | None = None
+    repository: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be lowercase letters, digits and '-', at most 31 characters")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        if any(not label.strip() for label in v):
+            raise ValueError("labels must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolSettings:
+        if self.min_idle > self.max_runners:
+            raise ValueError("min_idle must not exceed max_runners")
+        if self.backend == "process" and self.process is None:
+            raise ValueError("backend 'process' needs a 'process' section with a command")
+        if self.min_idle and not (self.organization or self.repository):
+            raise ValueError("min_idle > 0 needs organization or repository to register spares")
+        return self
+
+
+class ApiToken(_Strict):
+    name: str
+    token: SecretStr
+    role: Literal["read", "admin"]
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("an API token must be at least 16 characters")
+        return v
+
+
+class SchedulerSettings(_Strict):
+    tick_s: float = Field(default=5.0, gt=0)
+    retry_base_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    max_parallel_provisions: int = Field(default=8, ge=1)
+    runner_name_prefix: str = Field(default="rh", pattern=r"^[a-z0-9-]{1,10}$")
+
+
+class ReconcilerSettings(_Strict):
+    interval_s: float = Field(default=60.0, gt=0)
+    redeliver: bool = True
+    delivery_lookback_s: float = Field(default=3 * 24 * 3600.0, gt=0)
+
+
+class JanitorSettings(_Strict):
+    interval_s: float = Field(default=10.0, gt=0)
+    # A runner that started but never took its job is replaced after this long.
+    idle_spare_ttl_s: float = Field(default=300.0, gt=0)
+
+
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    database: DatabaseSettings
+    webhook: WebhookSettings
+    github: GitHubSettings
+    pools: list[PoolSettings] = Field(default_factory=list)
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
+    janitor: JanitorSettings = Field(default_factory=JanitorSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must override it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Settings:
+        names = [p.name for p in self.pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(dupes)}")
+        tokens = [t.token.get_secret_value() for t in self.api_tokens]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("api_tokens: two tokens have the same value")
+        return self
+
+    def pool(self, name: str) -> PoolSettings | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s))"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against examples/runnerhub.yaml)"
+        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        hint = f" (or environment variable {env_name})" if env_name in os.environ else ""
+        lines.append(f"  - {loc}{hint}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read, merge with the environment and validate; raise ConfigError on any problem."""
+    path = Path(path)
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None

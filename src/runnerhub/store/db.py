@@ -1,0 +1,58 @@
+"""Connections to PostgreSQL: one async pool per node (psycopg 3 + psycopg_pool).
+
+psycopg 3 is the maintained driver with native async, pipeline mode and libpq multi-host
+DSNs (`target_session_attrs=read-write`), which the HA issues need; psycopg_pool gives a
+pool that reconnects by itself after the database comes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from runnerhub.config import DatabaseSettings
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+Pool = AsyncConnectionPool[Conn]
+
+# Errors that mean "the database is not reachable now", as opposed to a bug in a query.
+UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached (or not within the budget); the caller answers 503."""
+
+
+def _kwargs(settings: DatabaseSettings, app_name: str) -> dict[str, Any]:
+    return {
+        "row_factory": dict_row,
+        "connect_timeout": max(1, round(settings.connect_timeout_s)),
+        "application_name": app_name,
+        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+    }
+
+
+async def open_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> Pool:
+    """Open the pool without waiting for the database: a node starts even while it is down."""
+    pool: Pool = AsyncConnectionPool(
+        settings.dsn.get_secret_value(),
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        kwargs=_kwargs(settings, app_name),
+        timeout=settings.connect_timeout_s,
+        reconnect_timeout=0,  # keep trying for ever; a node outlives a database outage
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name=app_name,
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+async def connect(dsn: str, app_name: str = "runnerhub", autocommit: bool = False) -> Conn:
+    return await psycopg.AsyncConnection.connect(
+        dsn, row_factory=dict_row, autocommit=autocommit, application_name=app_name
+    )
