@@ -52,7 +52,8 @@ GITHUB_RATE_RESET = Gauge(
     ["resource"],
 )
 LOOP_RUNS = Counter(
-    "runnerhub_control_loop_runs_total", "Control-loop cycles, by loop and result.",
+    "runnerhub_control_loop_runs_total",
+    "Control-loop cycles, by loop and result.",
     ["loop", "result"],
 )
 RECONCILER_REPAIRS = Counter(

@@ -93,11 +93,14 @@ class LocalPostgres:
         self.bin_dir = find_bin_dir()
         self._prefix, self._uid, self._gid = _run_as()
         self.data_dir = self.base_dir / "pgdata"
-        if self._uid is not None and self._gid is not None:
-            if not _traversable(self.base_dir, self._uid, self._gid):
-                # e.g. a state directory under /root: keep the data where postgres can reach it.
-                digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:16]
-                self.data_dir = Path("/var/tmp/runnerhub-pg") / digest / "pgdata"
+        if (
+            self._uid is not None
+            and self._gid is not None
+            and not _traversable(self.base_dir, self._uid, self._gid)
+        ):
+            # e.g. a state directory under /root: keep the data where postgres can reach it.
+            digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:16]
+            self.data_dir = Path("/var/tmp/runnerhub-pg") / digest / "pgdata"
         self.log_file = self.data_dir.parent / "postgresql.log"
         self._pwfile = self.base_dir / "pg-password"
 
@@ -133,8 +136,16 @@ class LocalPostgres:
         try:
             self._check(
                 self._cmd(
-                    "initdb", "-D", str(self.data_dir), "-U", self.user, "-E", "UTF8",
-                    "--locale=C", "--auth=scram-sha-256", f"--pwfile={tmp_pw}",
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={tmp_pw}",
                 ),
                 "initdb",
             )
@@ -168,8 +179,15 @@ class LocalPostgres:
         self._chown(self.log_file)
         self._check(
             self._cmd(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                "-t", str(int(timeout_s)), "start",
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(timeout_s)),
+                "start",
             ),
             "pg_ctl start",
         )

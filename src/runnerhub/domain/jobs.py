@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     WAITING = "waiting"  # held by an environment protection rule; no runner yet
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
@@ -35,7 +35,7 @@ _RANK = {
 }
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What applying an observation did to a job; stored with each delivery."""
 
     CREATED = "created"

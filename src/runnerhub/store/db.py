@@ -19,7 +19,9 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 Pool = AsyncConnectionPool[Conn]
 
 # Errors that mean "the database is not reachable now", as opposed to a bug in a query.
-UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
+UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
+# The same, or no answer within the caller's own deadline.
+UNAVAILABLE_OR_SLOW: tuple[type[Exception], ...] = (TimeoutError, *UNAVAILABLE)
 
 
 class DatabaseUnavailable(Exception):
@@ -35,9 +37,9 @@ def _kwargs(settings: DatabaseSettings, app_name: str) -> dict[str, Any]:
     }
 
 
-async def open_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> Pool:
-    """Open the pool without waiting for the database: a node starts even while it is down."""
-    pool: Pool = AsyncConnectionPool(
+def make_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> Pool:
+    """A pool, not yet open (open it inside the event loop with `pool.open(wait=False)`)."""
+    return AsyncConnectionPool(
         settings.dsn.get_secret_value(),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -48,6 +50,11 @@ async def open_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> 
         open=False,
         name=app_name,
     )
+
+
+async def open_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> Pool:
+    """Open without waiting for the database: a node starts even while it is down."""
+    pool = make_pool(settings, app_name)
     await pool.open(wait=False)
     return pool
 

@@ -1,0 +1,58 @@
+# RunnerHub: `make demo` runs a local cluster with a demo workload; `make test` runs every
+# check. Both install what is missing first (Debian/Ubuntu packages, then a virtualenv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian/Ubuntu packages the tests and the demo start for real.
+APT_PACKAGES := postgresql postgresql-contrib python3-venv python3-dev gcc wrk
+PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
+
+.PHONY: demo test lint typecheck unit deps system venv bench clean
+
+demo: deps
+	$(BIN)/runnerhub up
+
+test: deps lint typecheck
+	$(BIN)/pytest -q
+
+lint: deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: deps
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/ingest.py
+
+deps: system venv
+
+# System packages: installed only when a command they provide is missing.
+system: $(STAMPS)/system
+$(STAMPS)/system:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $(PG_PACKAGE) postgresql-contrib"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v gcc >/dev/null || missing="$$missing gcc python3-dev"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""Bearer tokens with roles: `read` may look, `admin` may also act."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import HTTPException, Request
+
+from runnerhub.config import ApiToken
+
+Role = Literal["read", "admin"]
+_RANK = {"read": 0, "admin": 1}
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+class TokenAuth:
+    def __init__(self, tokens: Sequence[ApiToken]) -> None:
+        self._tokens = [
+            (t.token.get_secret_value().encode(), Principal(t.name, t.role)) for t in tokens
+        ]
+
+    def identify(self, header: str | None) -> Principal:
+        if not header:
+            raise HTTPException(
+                401,
+                "missing Authorization header (expected: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(
+                401,
+                "Authorization must be 'Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        given = token.strip().encode()
+        found: Principal | None = None
+        for secret, principal in self._tokens:  # compare with all: no timing hint
+            if hmac.compare_digest(secret, given):
+                found = principal
+        if found is None:
+            raise HTTPException(401, "unknown API token", headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    def require(self, role: Role) -> Callable[[Request], Awaitable[Principal]]:
+        async def dependency(request: Request) -> Principal:
+            principal = self.identify(request.headers.get("authorization"))
+            if _RANK[principal.role] < _RANK[role]:
+                raise HTTPException(
+                    403,
+                    f"token {principal.name!r} has role {principal.role!r}; this needs {role!r}",
+                )
+            return principal
+
+        return dependency

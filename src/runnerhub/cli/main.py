@@ -1,0 +1,148 @@
+"""The `runnerhub` command (Typer + Rich).
+
+Heavy imports happen inside the commands, so `runnerhub --help` and the simulators start
+fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="runnerhub",
+    help="A highly available control plane for self-hosted GitHub Actions runners.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DEFAULT_STATE = Path(".runnerhub")
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"runnerhub: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(path: Path):  # type: ignore[no-untyped-def]
+    from runnerhub.config import ConfigError, load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+@app.command()
+def server(config: ConfigOpt) -> None:
+    """Run one RunnerHub node: webhooks, API, health and the control loops."""
+    settings = _settings(config)
+    from runnerhub.server import serve
+
+    serve(settings)
+
+
+@db_app.command("migrate")
+def db_migrate(
+    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    dsn: Annotated[str | None, typer.Option(help="A libpq DSN instead of --config.")] = None,
+) -> None:
+    """Apply pending migrations (safe to run on several nodes at once)."""
+    from runnerhub.store.db import UNAVAILABLE
+    from runnerhub.store.migrate import MigrationError, migrate
+
+    if (config is None) == (dsn is None):
+        _fail("give exactly one of --config and --dsn")
+    target = dsn if dsn is not None else _settings(config).database.dsn.get_secret_value()  # type: ignore[arg-type]
+    try:
+        applied = asyncio.run(migrate(target))
+    except MigrationError as exc:
+        _fail(str(exc))
+    except UNAVAILABLE as exc:
+        _fail(f"cannot reach the database: {exc}", code=1)
+    if applied:
+        for m in applied:
+            typer.echo(f"applied {m.version:04d}_{m.name}")
+    else:
+        typer.echo("database is up to date")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def github_sim(ctx: typer.Context) -> None:
+    """Run the GitHub simulator (see `runnerhub github-sim --help`)."""
+    from runnerhub.sim.github import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def runner_sim(ctx: typer.Context) -> None:
+    """Run the runner simulator (behaves like `./run.sh --jitconfig …`)."""
+    from runnerhub.sim.runner import main as runner_main
+
+    raise typer.Exit(runner_main(list(ctx.args)))
+
+
+@app.command()
+def up(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the local cluster keeps its state.")
+    ] = DEFAULT_STATE,
+    port: Annotated[int, typer.Option(help="RunnerHub's HTTP port (0: any free one).")] = 8080,
+    demo_jobs: Annotated[int, typer.Option(help="Jobs the demo workload enqueues.")] = 30,
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop once the demo workload has completed.")
+    ] = False,
+) -> None:
+    """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
+    from runnerhub.cluster.local import run_local_cluster
+
+    sys.exit(
+        run_local_cluster(
+            state_dir, port=port, demo_jobs=demo_jobs, exit_after_demo=exit_after_demo
+        )
+    )
+
+
+@app.command()
+def status(
+    state_dir: Annotated[
+        Path, typer.Option(help="A local cluster's state directory.")
+    ] = DEFAULT_STATE,
+    url: Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role read.")
+    ] = None,
+) -> None:
+    """Pools, jobs and runners as tables."""
+    from runnerhub.cli.status import show_status
+
+    sys.exit(show_status(state_dir, url, token))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

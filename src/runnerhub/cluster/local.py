@@ -1,0 +1,414 @@
+"""`runnerhub up`: a whole RunnerHub on this machine, under one state directory.
+
+It starts its own PostgreSQL, the GitHub simulator, one RunnerHub node whose process backend
+runs runner simulators, and a demo workload; shows progress, then the URLs, the API token
+and a live summary. Ctrl-C stops everything in order (node, runners, simulator, database);
+running it again on the same directory resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+
+from runnerhub.cli.status import render
+from runnerhub.cluster.ports import free_port
+from runnerhub.cluster.postgres import LocalPostgres, PostgresError
+from runnerhub.waiting import Timeout, wait_until_sync
+
+ORG = "acme"
+REPOS = ["acme/web", "acme/api"]
+DEMO_POOLS: list[dict[str, Any]] = [
+    {"name": "linux", "labels": ["self-hosted", "linux", "x64"], "max_runners": 8},
+    {"name": "gpu", "labels": ["self-hosted", "linux", "x64", "gpu"], "max_runners": 2},
+    {
+        "name": "arm",
+        "labels": ["self-hosted", "linux", "arm64"],
+        "max_runners": 4,
+        "min_idle": 1,
+        "organization": ORG,
+    },
+]
+# What the demo asks for, with weights: most jobs are plain Linux, some need a GPU or ARM,
+# and one in twenty asks for a GitHub-hosted runner (RunnerHub leaves those alone).
+DEMO_LABELS = [
+    (["self-hosted", "linux", "x64"], 12),
+    (["self-hosted", "linux", "x64", "gpu"], 3),
+    (["self-hosted", "linux", "arm64"], 4),
+    (["ubuntu-latest"], 1),
+]
+
+
+@dataclass
+class Secrets:
+    webhook_secret: str
+    admin_token: str
+    read_token: str
+    github_token: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Secrets:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        made = cls(
+            webhook_secret=secrets.token_urlsafe(32),
+            admin_token="rh_admin_" + secrets.token_urlsafe(24),
+            read_token="rh_read_" + secrets.token_urlsafe(24),
+            github_token="ghp_sim" + secrets.token_hex(18),
+        )
+        _write_private(path, json.dumps(made.__dict__, indent=2))
+        return made
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only we can read (it holds secrets), atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            # Own session: Ctrl-C reaches `up` only, which then stops everything in order.
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalCluster:
+    state_dir: Path
+    port: int = 8080
+    demo_jobs: int = 30
+    console: Console = field(default_factory=Console)
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.services: list[Service] = []
+        self.pg = LocalPostgres(self.state_dir / "postgres")
+        self.stopping = threading.Event()
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
+        self.logs.mkdir(exist_ok=True)
+        self.secrets = Secrets.load_or_create(self.state_dir / "secrets.json")
+        with self.console.status("starting PostgreSQL…"):
+            self.pg.init()
+            self.pg.start()
+            self.pg.wait_ready()
+            self.dsn = self.pg.create_database("runnerhub")
+        self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
+
+        if not _port_free(self.port):
+            chosen = free_port()
+            self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
+            self.port = chosen
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.webhook_url = f"{self.api_url}/webhooks/github"
+
+        with self.console.status("starting the GitHub simulator…"):
+            self.sim_url = self._start_sim()
+        self.console.print(f"[green]✓[/green] GitHub simulator at {self.sim_url}")
+
+        config = self._write_config()
+        node = Service(
+            "node-1",
+            [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
+            self.logs / "node-1.log",
+        )
+        with self.console.status("starting RunnerHub node-1 (migrating the database)…"):
+            node.start()
+            self.services.append(node)
+            self._wait_http(f"{self.api_url}/readyz", node, "node-1 to become ready")
+        self.console.print(f"[green]✓[/green] RunnerHub node-1 at {self.api_url}")
+        self._write_cluster_file()
+
+    def _start_sim(self) -> str:
+        ready = self.state_dir / "github-sim.ready"
+        ready.unlink(missing_ok=True)
+        sim = Service(
+            "github-sim",
+            [
+                sys.executable,
+                "-m",
+                "runnerhub.cli.main",
+                "github-sim",
+                "--port",
+                "0",
+                "--webhook-url",
+                self.webhook_url,
+                "--org",
+                ORG,
+                *[a for r in REPOS for a in ("--repo", r)],
+                "--state-file",
+                str(self.state_dir / "github-sim.json"),
+                "--ready-file",
+                str(ready),
+            ],
+            self.logs / "github-sim.log",
+        )
+        sim.start(
+            env={
+                "RUNNERHUB_SIM_WEBHOOK_SECRET": self.secrets.webhook_secret,
+                "RUNNERHUB_SIM_PATS": self.secrets.github_token,
+            }
+        )
+        self.services.append(sim)
+        wait_until_sync(lambda: ready.exists() or not sim.alive(), 30, "the GitHub simulator")
+        if not sim.alive():
+            raise RuntimeError(f"the GitHub simulator exited:\n{sim.tail()}")
+        port = json.loads(ready.read_text())["port"]
+        return f"http://127.0.0.1:{port}"
+
+    def _write_config(self) -> Path:
+        runner_cmd = [sys.executable, "-m", "runnerhub.sim.runner", "--idle-timeout", "600"]
+        config = {
+            "node": {
+                "id": "node-1",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "state_dir": str(self.state_dir / "node-1"),
+            },
+            "database": {"dsn": self.dsn},
+            "webhook": {"secrets": [self.secrets.webhook_secret]},
+            "github": {
+                "api_url": self.sim_url,
+                "auth": {"token": self.secrets.github_token},
+                "organizations": [ORG],
+                "hooks": [{"organization": ORG, "hook_id": 1}],
+            },
+            "pools": [
+                {**p, "process": {"command": runner_cmd, "stop_grace_s": 5}} for p in DEMO_POOLS
+            ],
+            "api_tokens": [
+                {"name": "admin", "token": self.secrets.admin_token, "role": "admin"},
+                {"name": "reader", "token": self.secrets.read_token, "role": "read"},
+            ],
+            "scheduler": {"tick_s": 2},
+            "janitor": {"interval_s": 2},
+            "reconciler": {"interval_s": 15},
+            "log": {"level": "info", "format": "json"},
+        }
+        path = self.state_dir / "runnerhub.yaml"
+        _write_private(
+            path,
+            "# written by `runnerhub up`; holds secrets\n"
+            + yaml.safe_dump(config, sort_keys=False),
+        )
+        return path
+
+    def _wait_http(self, url: str, svc: Service, what: str, timeout_s: float = 60) -> None:
+        def ready() -> bool:
+            if not svc.alive():
+                raise RuntimeError(f"{svc.name} exited while starting:\n{svc.tail()}")
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until_sync(ready, timeout_s, what, interval_s=0.1)
+
+    def _write_cluster_file(self) -> None:
+        info = {
+            "state_dir": str(self.state_dir),
+            "config_file": str(self.state_dir / "runnerhub.yaml"),
+            "api_url": self.api_url,
+            "webhook_url": self.webhook_url,
+            "admin_token": self.secrets.admin_token,
+            "read_token": self.secrets.read_token,
+            "webhook_secret": self.secrets.webhook_secret,
+            "github_sim_url": self.sim_url,
+            "github_token": self.secrets.github_token,
+            "database_dsn": self.dsn,
+            "pids": {"postgres": self.pg.pid(), **{s.name: s.pid for s in self.services}},
+            "started_at": time.time(),
+        }
+        _write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
+
+    # -- demo workload ---------------------------------------------------------------------
+
+    def enqueue_demo(self) -> list[int]:
+        """Enqueue the demo jobs once per state directory; return every demo job id."""
+        marker = self.state_dir / "demo-jobs.json"
+        if marker.exists():
+            return list(json.loads(marker.read_text()))
+        rng = random.Random(7)
+        labels, weights = zip(*DEMO_LABELS, strict=True)
+        ids: list[int] = []
+        with httpx.Client(base_url=self.sim_url, timeout=10) as sim:
+            for i in range(self.demo_jobs):
+                r = sim.post(
+                    "/_sim/jobs",
+                    json={
+                        "repository": REPOS[i % len(REPOS)],
+                        "labels": rng.choices(labels, weights)[0],
+                        "duration_s": round(rng.uniform(1.0, 4.0), 1),
+                        "count": 1,
+                        "workflow_name": "demo",
+                    },
+                )
+                r.raise_for_status()
+                ids.extend(j["id"] for j in r.json()["jobs"])
+        _write_private(marker, json.dumps(ids))
+        return ids
+
+    def demo_progress(self, ids: list[int]) -> tuple[int, int, int]:
+        """(completed, self-hosted demo jobs, jobs run more than once) from the simulator."""
+        with httpx.Client(base_url=self.sim_url, timeout=5) as sim:
+            jobs = [j for j in sim.get("/_sim/jobs").json()["jobs"] if j["id"] in set(ids)]
+        ours = [j for j in jobs if "ubuntu-latest" not in j["labels"]]
+        done = sum(1 for j in ours if j["status"] == "completed")
+        doubles = sum(1 for j in ours if len(j.get("executions", [])) > 1)
+        return done, len(ours), doubles
+
+    # -- watch and stop --------------------------------------------------------------------
+
+    def banner(self) -> Panel:
+        return Panel.fit(
+            f"[b]RunnerHub is up[/b]  (state: {self.state_dir})\n"
+            f"  API         {self.api_url}/api/v1   docs: {self.api_url}/docs\n"
+            f"  webhooks    {self.webhook_url}\n"
+            f"  metrics     {self.api_url}/metrics\n"
+            f"  GitHub sim  {self.sim_url}\n"
+            f"  admin token {self.secrets.admin_token}\n"
+            f"  cluster     {self.state_dir / 'cluster.json'}\n"
+            "Ctrl-C stops everything; `runnerhub up` again resumes.",
+            title="runnerhub up",
+        )
+
+    def watch(self, ids: list[int], exit_after_demo: bool) -> int:
+        headers = {"Authorization": f"Bearer {self.secrets.admin_token}"}
+        with (
+            httpx.Client(base_url=self.api_url, headers=headers, timeout=5) as api,
+            Live(
+                console=self.console, refresh_per_second=2, transient=False, auto_refresh=False
+            ) as live,
+        ):
+            while not self.stopping.is_set():
+                dead = [s.name for s in self.services if not s.alive()]
+                if dead:
+                    self.console.print(f"[red]{', '.join(dead)} exited; stopping[/red]")
+                    return 1
+                try:
+                    done, total, doubles = self.demo_progress(ids)
+                    line = f"demo: {done}/{total} self-hosted jobs completed, {doubles} run twice"
+                    live.update(Group(self.banner(), render(api), line), refresh=True)
+                except httpx.HTTPError as exc:
+                    live.update(Group(self.banner(), f"(waiting for the API: {exc})"), refresh=True)
+                    done, total, doubles = 0, 1, 0
+                if exit_after_demo and total and done == total:
+                    self.console.print(
+                        f"[green]demo complete: {done} jobs, each run once[/green]"
+                        if not doubles
+                        else f"[red]{doubles} jobs ran twice[/red]"
+                    )
+                    return 0 if not doubles else 1
+                self.stopping.wait(1.0)
+        return 0
+
+    def stop(self) -> None:
+        self.console.print("stopping…")
+        for svc in [s for s in self.services if s.name.startswith("node")]:
+            svc.stop()
+        self._stop_runner_processes()
+        for svc in self.services:
+            svc.stop()
+        try:
+            self.pg.stop()
+        except PostgresError as exc:
+            self.console.print(f"[yellow]{exc}[/yellow]")
+        self.console.print(f"stopped; `runnerhub up` resumes from {self.state_dir}")
+
+    def _stop_runner_processes(self) -> None:
+        """Runners run in their own sessions so they outlive a node crash; stop them here."""
+        for record in (self.state_dir / "node-1" / "process" / "runners").glob("*.json"):
+            try:
+                pid = int(json.loads(record.read_text())["pid"])
+                os.killpg(pid, signal.SIGTERM)
+            except (OSError, ValueError, KeyError):
+                continue
+
+
+def run_local_cluster(state_dir: Path, port: int, demo_jobs: int, exit_after_demo: bool) -> int:
+    cluster = LocalCluster(state_dir, port=port, demo_jobs=demo_jobs)
+    signal.signal(signal.SIGTERM, lambda *_: cluster.stopping.set())
+    try:
+        cluster.start()
+        ids = cluster.enqueue_demo()
+        return cluster.watch(ids, exit_after_demo)
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, PostgresError, Timeout) as exc:
+        cluster.console.print(f"[red]runnerhub up: {exc}[/red]")
+        return 1
+    finally:
+        cluster.stop()

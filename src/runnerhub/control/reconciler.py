@@ -1,0 +1,208 @@
+"""The reconciler: compare our view with GitHub's and repair what webhooks missed.
+
+Three sweeps, each on its own so one failing does not stop the others:
+1. jobs: queued and in-progress runs of every repository in scope; jobs we never heard of
+   are inserted, states we missed are caught up (through the same state machine as intake,
+   so nothing moves backwards); jobs we think open that GitHub no longer lists are fetched.
+2. deliveries: failed webhook deliveries (status not OK) that never reached us are
+   redelivered; GitHub would never retry them itself.
+3. runners: registrations with our name prefix that no live runner row claims are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from runnerhub import metrics
+from runnerhub.backends.base import RunnerBackend
+from runnerhub.context import NodeContext
+from runnerhub.control.loop import ControlLoop
+from runnerhub.domain.events import PayloadError, job_from_api
+from runnerhub.domain.jobs import JobFacts, Outcome
+from runnerhub.domain.naming import is_ours
+from runnerhub.domain.pools import Pool as MatchPool
+from runnerhub.domain.pools import match
+from runnerhub.github.client import GitHubClient
+from runnerhub.github.errors import GitHubError, RunnerBusy
+from runnerhub.github.models import HookDelivery, HookTarget
+from runnerhub.intake.webhook import Scope
+from runnerhub.store import runners as runner_store
+from runnerhub.store.jobs import apply_observation
+
+log = structlog.get_logger("runnerhub.reconciler")
+
+MAX_REDELIVERIES_PER_SWEEP = 200
+
+
+@dataclass
+class SweepReport:
+    jobs_seen: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.repairs[kind] = self.repairs.get(kind, 0) + n
+        metrics.RECONCILER_REPAIRS.labels(kind).inc(n)
+
+
+class Reconciler(ControlLoop):
+    name = "reconciler"
+
+    def __init__(
+        self, ctx: NodeContext, github: GitHubClient, backends: Mapping[str, RunnerBackend]
+    ) -> None:
+        super().__init__(ctx.settings.reconciler.interval_s)
+        self.ctx = ctx
+        self.github = github
+        self.backends = backends
+        s = ctx.settings
+        self.node = s.node.id
+        self.prefix = s.scheduler.runner_name_prefix
+        self._pools = [MatchPool.of(p.name, p.labels, p.min_idle, p.max_runners) for p in s.pools]
+        self._scope = Scope(s.github.repositories, s.github.organizations)
+        self.last_report: SweepReport | None = None
+        self.wakeup = ctx.reconcile_wakeup  # the API's "reconcile now" wakes us
+
+    async def cycle(self) -> None:
+        report = SweepReport()
+        for sweep in (self._sweep_jobs, self._sweep_deliveries, self._sweep_runners):
+            try:
+                await sweep(report)
+            except GitHubError as exc:
+                report.errors.append(f"{sweep.__name__}: {exc}")
+        self.last_report = report
+        if report.repairs or report.errors:
+            log.info(
+                "reconciled",
+                repairs=report.repairs,
+                errors=report.errors,
+                jobs_seen=report.jobs_seen,
+            )
+        if report.errors:
+            raise RuntimeError("; ".join(report.errors))
+
+    # -- 1. jobs -------------------------------------------------------------------------
+
+    async def repositories(self) -> list[str]:
+        s = self.ctx.settings.github
+        repos = list(s.repositories)
+        for org in s.organizations:
+            repos.extend(r for r in await self.github.list_org_repos(org) if r not in repos)
+        return repos
+
+    async def _sweep_jobs(self, report: SweepReport) -> None:
+        seen: set[int] = set()
+        for repo in await self.repositories():
+            for status in ("queued", "in_progress"):
+                for run in await self.github.list_runs(repo, status):
+                    for job in await self.github.list_run_jobs(repo, int(run["id"])):
+                        seen.add(int(job["id"]))
+                        await self._observe(job, repo, report)
+        async with self.ctx.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, repository FROM jobs WHERE state <> 'completed' AND NOT hosted "
+                "AND updated_at < now() - interval '5 seconds'"
+            )
+            open_jobs = [(r["id"], r["repository"]) for r in await cur.fetchall()]
+        for job_id, repo in open_jobs:
+            if job_id in seen or not self._scope.covers(repo):
+                continue
+            fetched = await self.github.get_job(repo, job_id)
+            if fetched is not None:
+                await self._observe(fetched, repo, report)
+
+    async def _observe(self, job: dict[str, object], repo: str, report: SweepReport) -> None:
+        report.jobs_seen += 1
+        try:
+            obs = job_from_api(job, repo)
+        except PayloadError as exc:
+            log.warning("GitHub returned a job we cannot read", repository=repo, error=str(exc))
+            return
+        outcome = await self.apply(obs)
+        if outcome is Outcome.CREATED:
+            report.count("job_inserted")
+        elif outcome in (Outcome.ADVANCED, Outcome.UPDATED):
+            report.count("job_caught_up")
+
+    async def apply(self, obs: JobFacts) -> Outcome:
+        async with self.ctx.control_tx() as conn:
+            tr = await apply_observation(
+                conn, obs, match(obs.labels, self._pools), source="reconciler", node=self.node
+            )
+        return tr.outcome
+
+    # -- 2. deliveries ---------------------------------------------------------------------
+
+    def hooks(self) -> list[HookTarget]:
+        s = self.ctx.settings.github
+        targets = [HookTarget.app()] if s.app_hook_deliveries else []
+        return targets + [HookTarget.from_ref(h) for h in s.hooks]
+
+    async def _sweep_deliveries(self, report: SweepReport) -> None:
+        if not self.ctx.settings.reconciler.redeliver:
+            return
+        since = datetime.now(UTC) - timedelta(
+            seconds=self.ctx.settings.reconciler.delivery_lookback_s
+        )
+        budget = MAX_REDELIVERIES_PER_SWEEP
+        for hook in self.hooks():
+            deliveries = await self.github.list_deliveries(hook, since=since)
+            failed = _failed_guids(deliveries)
+            if not failed:
+                continue
+            async with self.ctx.db.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT delivery_guid FROM webhook_deliveries WHERE delivery_guid = ANY(%s)",
+                    (list(failed),),
+                )
+                have = {r["delivery_guid"] for r in await cur.fetchall()}
+            for guid, delivery_id in failed.items():
+                if guid in have or budget <= 0:
+                    continue
+                await self.github.redeliver(hook, delivery_id)
+                budget -= 1
+                report.count("redelivered")
+
+    # -- 3. runners ------------------------------------------------------------------------
+
+    async def _sweep_runners(self, report: SweepReport) -> None:
+        scopes = {f"org:{p.organization}" for p in self.ctx.settings.pools if p.organization}
+        scopes |= {f"repo:{p.repository}" for p in self.ctx.settings.pools if p.repository}
+        async with self.ctx.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT scope FROM runners WHERE created_at > now() - interval '7 days'"
+            )
+            scopes |= {r["scope"] for r in await cur.fetchall()}
+        # GitHub first, our side second: a runner row is written before its registration,
+        # so whatever GitHub lists now that is ours already has its row.
+        registered = {scope: await self.github.list_runners(scope) for scope in sorted(scopes)}
+        async with self.ctx.db.connection() as conn:
+            known = {r.name for r in await runner_store.live(conn)}
+        for backend in self.backends.values():
+            known.update(b.name for b in await backend.list() if b.alive)
+        for scope, runners in registered.items():
+            for gh in runners:
+                if not is_ours(self.prefix, gh.name) or gh.name in known or gh.busy:
+                    continue
+                try:
+                    if await self.github.delete_runner(scope, gh.id):
+                        report.count("registration_removed")
+                        log.info("removed a registration nothing runs", runner=gh.name, scope=scope)
+                except RunnerBusy:
+                    pass
+
+
+def _failed_guids(deliveries: Iterable[HookDelivery]) -> dict[str, int]:
+    """GUIDs that never got an OK answer, mapped to their newest attempt's id."""
+    ok: set[str] = set()
+    newest: dict[str, HookDelivery] = {}
+    for d in deliveries:
+        if d.ok:
+            ok.add(d.guid)
+        elif d.guid not in newest or d.delivered_at > newest[d.guid].delivered_at:
+            newest[d.guid] = d
+    return {guid: d.id for guid, d in newest.items() if guid not in ok}

@@ -1,0 +1,126 @@
+"""Webhook deliveries in PostgreSQL: recorded with the job change they cause, in one
+transaction (I1), exactly once per delivery GUID (I2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runnerhub.domain.jobs import JobFacts
+from runnerhub.domain.pools import Match
+from runnerhub.store.db import Conn, Pool
+from runnerhub.store.jobs import apply_observations, load_for_update, lock_jobs
+
+DUPLICATE_DELIVERY = "duplicate_delivery"
+
+_INSERT = """
+INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by, payload,
+                                outcome, detail, job_id)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
+ON CONFLICT (delivery_guid) DO NOTHING
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    guid: str
+    event: str
+    action: str | None
+    hook_id: int | None
+    payload: str | None  # the JSON text as received; None when it was not JSON
+    received_by: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    outcome: str
+    job_id: int | None = None
+    job_state: str | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.outcome == DUPLICATE_DELIVERY
+
+
+def _row(d: Delivery, outcome: str, detail: str | None, job_id: int | None) -> tuple[Any, ...]:
+    return (d.guid, d.event, d.action, d.hook_id, d.received_by, d.payload, outcome, detail, job_id)
+
+
+async def record(pool: Pool, d: Delivery, outcome: str, detail: str | None = None) -> Recorded:
+    """Record a delivery that changes no job (ping, other events, invalid payloads)."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(_INSERT, _row(d, outcome, detail, None))
+        inserted = await cur.fetchone()
+    return Recorded(outcome if inserted else DUPLICATE_DELIVERY)
+
+
+async def seen(conn: Conn, guid: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM webhook_deliveries WHERE delivery_guid = %s", (guid,))
+    return await cur.fetchone() is not None
+
+
+class _DuplicateRace(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class JobDelivery:
+    delivery: Delivery
+    obs: JobFacts
+    match: Match
+
+
+async def record_job_events(pool: Pool, items: Sequence[JobDelivery], node: str) -> list[Recorded]:
+    """Record workflow_job deliveries and their jobs' new states in one transaction: all
+    of them or nothing. A delivery whose GUID is already stored changes nothing."""
+    for _ in range(2):
+        try:
+            return await _record_job_events(pool, items, node)
+        except _DuplicateRace:
+            continue  # a concurrent copy committed first; the next try sees it
+    raise RuntimeError("delivery GUIDs kept racing")  # pragma: no cover - needs 3 racers
+
+
+async def _record_job_events(pool: Pool, items: Sequence[JobDelivery], node: str) -> list[Recorded]:
+    job_ids = [i.obs.job_id for i in items]
+    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+        # Under the jobs' locks a concurrent copy of a delivery has either committed (we
+        # see its GUID) or not begun; the unique GUID is the last line of defence. The
+        # lock and both reads travel in one round trip (pipeline mode).
+        await lock_jobs(conn, job_ids)
+        seen_cur = await conn.execute(
+            "SELECT delivery_guid FROM webhook_deliveries WHERE delivery_guid = ANY(%s)",
+            ([i.delivery.guid for i in items],),
+        )
+        current = await load_for_update(conn, job_ids)
+        seen = {r["delivery_guid"] for r in await seen_cur.fetchall()}
+        fresh: list[int] = []
+        results: list[Recorded | None] = []
+        for n, item in enumerate(items):
+            if item.delivery.guid in seen:
+                results.append(Recorded(DUPLICATE_DELIVERY, item.obs.job_id))
+            else:
+                seen.add(item.delivery.guid)
+                fresh.append(n)
+                results.append(None)
+        transitions = await apply_observations(
+            conn, [(items[n].obs, items[n].match) for n in fresh], "webhook", node, current
+        )
+        rows = []
+        for n, tr in zip(fresh, transitions, strict=True):
+            d = items[n].delivery
+            rows.append(_row(d, tr.outcome.value, None, items[n].obs.job_id))
+            results[n] = Recorded(tr.outcome.value, tr.facts.job_id, tr.facts.state.value)
+        if rows:
+            async with conn.cursor() as c:
+                await c.executemany(_INSERT, rows, returning=True)
+                inserted = 0
+                while True:
+                    inserted += len(await c.fetchall())
+                    if not c.nextset():
+                        break
+            if inserted != len(rows):
+                raise _DuplicateRace  # rolls the job changes back with it
+    return [r for r in results if r is not None]

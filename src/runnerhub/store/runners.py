@@ -1,0 +1,221 @@
+"""Runners in PostgreSQL: the provisioning intent (one row per deterministic name) and the
+life of each runner. Every state change is logged to the append-only events table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from runnerhub.store.db import Conn
+
+LIVE_STATES = ("requested", "registered", "running", "busy")
+
+RUNNER_COLUMNS = """id, name, pool, scope, labels, provisioned_for, generation, job_id, state,
+    backend, backend_ref, github_runner_id, attempts, next_attempt_at, last_error,
+    created_at, registered_at, started_at, busy_at, exited_at, removed_at, updated_at"""
+
+
+@dataclass(frozen=True)
+class RunnerRow:
+    name: str
+    pool: str
+    scope: str
+    labels: tuple[str, ...]
+    provisioned_for: int | None
+    generation: int
+    job_id: int | None
+    state: str
+    backend: str
+    backend_ref: str | None
+    github_runner_id: int | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> RunnerRow:
+        return cls(
+            name=row["name"],
+            pool=row["pool"],
+            scope=row["scope"],
+            labels=tuple(row["labels"]),
+            provisioned_for=row["provisioned_for"],
+            generation=row["generation"],
+            job_id=row["job_id"],
+            state=row["state"],
+            backend=row["backend"],
+            backend_ref=row["backend_ref"],
+            github_runner_id=row["github_runner_id"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+            created_at=row["created_at"],
+        )
+
+
+async def log_event(conn: Conn, node: str, kind: str, subject: str, **detail: Any) -> None:
+    await conn.execute(
+        "INSERT INTO events (node, kind, subject, detail) VALUES (%s, %s, %s, %s)",
+        (node, kind, subject, json.dumps(detail, default=str)),
+    )
+
+
+async def live(conn: Conn, pool: str | None = None) -> list[RunnerRow]:
+    cur = await conn.execute(
+        f"SELECT {RUNNER_COLUMNS} FROM runners WHERE state = ANY(%s) "
+        "AND (%s::text IS NULL OR pool = %s) ORDER BY id",
+        (list(LIVE_STATES), pool, pool),
+    )
+    return [RunnerRow.of(r) for r in await cur.fetchall()]
+
+
+async def in_state(conn: Conn, state: str, limit: int = 100) -> list[RunnerRow]:
+    cur = await conn.execute(
+        f"SELECT {RUNNER_COLUMNS} FROM runners WHERE state = %s ORDER BY updated_at LIMIT %s",
+        (state, limit),
+    )
+    return [RunnerRow.of(r) for r in await cur.fetchall()]
+
+
+async def get(conn: Conn, name: str) -> RunnerRow | None:
+    cur = await conn.execute(
+        f"SELECT {RUNNER_COLUMNS} FROM runners WHERE name = %s",
+        (name,),
+    )
+    row = await cur.fetchone()
+    return RunnerRow.of(row) if row else None
+
+
+async def insert_requested(
+    conn: Conn,
+    *,
+    name: str,
+    pool: str,
+    scope: str,
+    labels: list[str],
+    job_id: int | None,
+    generation: int,
+    backend: str,
+    node: str,
+) -> bool:
+    """Record the intent to provision `name`; False when the name is already taken (I5)."""
+    cur = await conn.execute(
+        """INSERT INTO runners (name, pool, scope, labels, provisioned_for, generation, job_id,
+                                state, backend)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s)
+           ON CONFLICT (name) DO NOTHING RETURNING id""",
+        (name, pool, scope, labels, job_id, generation, job_id, backend),
+    )
+    created = await cur.fetchone() is not None
+    if created:
+        await log_event(
+            conn, node, "runner.requested", f"runner:{name}", pool=pool, job=job_id, scope=scope
+        )
+    return created
+
+
+async def set_state(
+    conn: Conn,
+    name: str,
+    state: str,
+    node: str,
+    *,
+    expect: tuple[str, ...] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a runner to `state` (only from `expect` when given) and set extra columns."""
+    stamp = {
+        "registered": "registered_at",
+        "running": "started_at",
+        "busy": "busy_at",
+        "exited": "exited_at",
+        "removed": "removed_at",
+    }.get(state)
+    sets = ["state = %(state)s", "updated_at = now()"]
+    if stamp:
+        sets.append(f"{stamp} = coalesce({stamp}, now())")
+    allowed = {
+        "backend_ref",
+        "github_runner_id",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "job_id",
+    }
+    for key in fields:
+        if key not in allowed:
+            raise ValueError(f"unknown runner column {key}")
+        sets.append(f"{key} = %({key})s")
+    where = "name = %(name)s"
+    if expect:
+        where += " AND state = ANY(%(expect)s)"
+    cur = await conn.execute(
+        f"UPDATE runners SET {', '.join(sets)} WHERE {where} RETURNING id",
+        {"state": state, "name": name, "expect": list(expect or ()), **fields},
+    )
+    changed = await cur.fetchone() is not None
+    if changed:
+        shown = {k: v for k, v in fields.items() if k != "next_attempt_at"}
+        await log_event(conn, node, f"runner.{state}", f"runner:{name}", **shown)
+    return changed
+
+
+async def assign(conn: Conn, name: str, job_id: int, node: str) -> None:
+    """Point a live runner at another queued job (the one it was started for is taken)."""
+    cur = await conn.execute(
+        "UPDATE runners SET job_id = %s, updated_at = now() "
+        "WHERE name = %s AND state = ANY(%s) RETURNING id",
+        (job_id, name, list(LIVE_STATES)),
+    )
+    if await cur.fetchone() is not None:
+        await log_event(conn, node, "runner.assigned", f"runner:{name}", job=job_id)
+
+
+async def record_failure(
+    conn: Conn, name: str, error: str, next_attempt_at: datetime, node: str
+) -> None:
+    await conn.execute(
+        """UPDATE runners SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,
+                  updated_at = now() WHERE name = %s""",
+        (error, next_attempt_at, name),
+    )
+    await log_event(
+        conn,
+        node,
+        "runner.provision_failed",
+        f"runner:{name}",
+        error=error,
+        next_attempt_at=next_attempt_at.isoformat(),
+    )
+
+
+async def next_spare_serial(conn: Conn) -> int:
+    cur = await conn.execute("SELECT nextval('runner_spare_serial') AS n")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def list_runners(
+    conn: Conn, state: str | None, pool: str | None, limit: int, before_id: int | None
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"""SELECT {RUNNER_COLUMNS} FROM runners
+            WHERE (%(state)s::text IS NULL OR state = %(state)s)
+              AND (%(pool)s::text IS NULL OR pool = %(pool)s)
+              AND (%(before)s::bigint IS NULL OR id < %(before)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+        {"state": state, "pool": pool, "before": before_id, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def counts(conn: Conn) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT pool, state, count(*) AS n FROM runners "
+        "WHERE state <> 'removed' GROUP BY pool, state"
+    )
+    return await cur.fetchall()

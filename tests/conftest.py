@@ -1,0 +1,84 @@
+"""Shared fixtures: a real PostgreSQL server for the whole session, a fresh database per test.
+
+The server is started by the tests in a temporary directory on a free loopback port; it is
+never the machine's own PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.config import Settings
+from runnerhub.store.db import Pool, open_pool
+from runnerhub.store.migrate import migrate
+
+TEMPLATE_DB = "rh_template"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    pg = LocalPostgres(tmp_path_factory.mktemp("pg"))
+    pg.init()
+    pg.start()
+    pg.wait_ready()
+    dsn = pg.create_database(TEMPLATE_DB)
+    asyncio.run(migrate(dsn))
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def dsn(postgres: LocalPostgres) -> str:
+    """A fresh, migrated database for one test (a copy of the template: fast)."""
+    return postgres.create_database(f"t{next(_db_counter)}_{int(time.time())}", TEMPLATE_DB)
+
+
+def make_settings(dsn: str, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        "node": {"id": "node-test", "state_dir": "/tmp/runnerhub-test"},
+        "database": {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 8, "connect_timeout_s": 2},
+        "webhook": {"secrets": ["s3cret-current", "s3cret-previous"]},
+        "github": {"api_url": "http://127.0.0.1:9", "auth": {"token": "ghp_testtoken"}},
+        "pools": [
+            {
+                "name": "linux",
+                "labels": ["self-hosted", "linux", "x64"],
+                "max_runners": 5,
+                "process": {"command": ["true"]},
+            },
+            {
+                "name": "gpu",
+                "labels": ["self-hosted", "linux", "x64", "gpu"],
+                "max_runners": 2,
+                "process": {"command": ["true"]},
+            },
+        ],
+        "api_tokens": [
+            {"name": "reader", "token": "read-token-0123456789", "role": "read"},
+            {"name": "root", "token": "admin-token-0123456789", "role": "admin"},
+        ],
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return Settings(**data)
+
+
+@pytest.fixture
+def settings_factory(dsn: str) -> Callable[..., Settings]:
+    return lambda **kw: make_settings(dsn, **kw)
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[Pool]:
+    pool = await open_pool(make_settings(dsn).database)
+    await pool.wait(timeout=10)
+    yield pool
+    await pool.close()

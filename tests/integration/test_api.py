@@ -1,0 +1,167 @@
+"""REST API: roles, clear 401/403, filters and cursor pagination, capacity per pool,
+metrics and OpenAPI; nothing secret in any response."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from runnerhub.api.app import create_app
+from runnerhub.config import Settings
+from runnerhub.context import NodeContext
+from runnerhub.store.db import Pool
+from tests.payloads import signed, workflow_job
+
+READ = {"Authorization": "Bearer read-token-0123456789"}
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+
+
+@pytest.fixture
+async def client(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(NodeContext(settings_factory(), db))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://node"
+    ) as c:
+        yield c
+    await app.state.intake.batcher.close()
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    job_id: int,
+    action: str = "queued",
+    labels: list[str] | None = None,
+    repository: str = "acme/app",
+) -> None:
+    body, headers = signed(
+        workflow_job(
+            job_id,
+            action,
+            labels=labels,
+            repository=repository,
+            runner_name="r" if action != "queued" else None,
+            conclusion="success",
+        )
+    )
+    r = await client.post("/webhooks/github", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+
+
+async def test_no_token_is_401_with_a_clear_message(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/jobs")
+    assert r.status_code == 401
+    assert "Bearer" in r.json()["detail"]
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = await client.get("/api/v1/jobs", headers={"Authorization": "Bearer nope-nope-nope-nope"})
+    assert (r.status_code, r.json()["detail"]) == (401, "unknown API token")
+    r = await client.get("/api/v1/jobs", headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401
+
+
+async def test_a_read_token_cannot_act(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/reconcile", headers=READ)
+    assert r.status_code == 403
+    assert "role 'read'" in r.json()["detail"] and "'admin'" in r.json()["detail"]
+    assert (await client.post("/api/v1/reconcile", headers=ADMIN)).status_code == 202
+
+
+async def test_jobs_filter_and_paginate_with_a_cursor(client: httpx.AsyncClient) -> None:
+    for i in range(7):
+        await deliver(
+            client,
+            1000 + i,
+            labels=["self-hosted", "gpu"] if i % 3 == 0 else None,
+            repository="acme/app" if i % 2 else "acme/other",
+        )
+    await deliver(client, 1001, "in_progress")
+    seen: list[int] = []
+    cursor = None
+    while True:
+        url = "/api/v1/jobs?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = (await client.get(url, headers=READ)).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True) == list(range(1006, 999, -1))
+    queued = (await client.get("/api/v1/jobs?state=queued", headers=READ)).json()["items"]
+    assert 1001 not in [j["id"] for j in queued] and len(queued) == 6
+    gpu = (await client.get("/api/v1/jobs?pool=gpu", headers=READ)).json()["items"]
+    assert sorted(j["id"] for j in gpu) == [1000, 1003, 1006]
+    other = (await client.get("/api/v1/jobs?repository=acme/other", headers=READ)).json()
+    assert sorted(j["id"] for j in other["items"]) == [1000, 1002, 1004, 1006]
+
+
+async def test_bad_parameters_are_400_or_422_not_500(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/v1/jobs?cursor=@@@", headers=READ)).status_code == 400
+    assert (await client.get("/api/v1/jobs?state=lost", headers=READ)).status_code == 422
+    assert (await client.get("/api/v1/jobs?limit=0", headers=READ)).status_code == 422
+    r = await client.get("/api/v1/jobs/424242", headers=READ)
+    assert (r.status_code, r.json()["detail"]) == (404, "no job with id 424242")
+
+
+async def test_pools_show_queued_current_and_desired(client: httpx.AsyncClient) -> None:
+    for i in range(7):
+        await deliver(client, 2000 + i)
+    pools = {p["name"]: p for p in (await client.get("/api/v1/pools", headers=READ)).json()}
+    assert pools["linux"]["queued_jobs"] == 7
+    assert pools["linux"]["desired_runners"] == 5  # capped by max_runners
+    assert pools["gpu"]["desired_runners"] == 0
+
+
+async def test_cluster_names_this_node(client: httpx.AsyncClient) -> None:
+    c = (await client.get("/api/v1/cluster", headers=READ)).json()
+    assert c["leader"] == "node-test"
+    assert c["nodes"][0]["healthy"] is True
+
+
+async def test_metrics_count_deliveries_and_jobs(client: httpx.AsyncClient) -> None:
+    await deliver(client, 3000)
+    text = (await client.get("/metrics")).text
+    assert 'runnerhub_webhook_deliveries_total{outcome="created"}' in text
+    assert 'runnerhub_jobs{state="queued"} 1.0' in text
+    assert "runnerhub_oldest_queued_job_age_seconds" in text
+
+
+async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/runners",
+        "/api/v1/pools",
+        "/api/v1/cluster",
+    } <= set(spec["paths"])
+
+
+async def test_no_secret_in_any_response(client: httpx.AsyncClient) -> None:
+    await deliver(client, 4000)
+    bodies = [
+        (await client.get(p, headers=ADMIN)).text
+        for p in (
+            "/api/v1/jobs",
+            "/api/v1/runners",
+            "/api/v1/pools",
+            "/api/v1/cluster",
+            "/api/v1/summary",
+            "/openapi.json",
+        )
+    ] + [(await client.get("/metrics")).text]
+    for secret in (
+        "s3cret-current",
+        "s3cret-previous",
+        "ghp_testtoken",
+        "admin-token-0123456789",
+        "read-token-0123456789",
+        "password",
+    ):
+        assert not any(secret in b for b in bodies), secret
+
+
+async def test_webhook_path_answers_only_post(client: httpx.AsyncClient) -> None:
+    r = await client.get("/webhooks/github")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
