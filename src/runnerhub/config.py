@@ -66,6 +66,10 @@ class WebhookSettings(_Strict):
     # Several secrets make rotation possible: add the new one, switch GitHub, drop the old.
     secrets: list[SecretStr] = Field(min_length=1)
     max_body_bytes: int = Field(default=MAX_WEBHOOK_BODY, ge=1024, le=MAX_WEBHOOK_BODY)
+    # Group commit: deliveries arriving together share a transaction. Fewer writers make
+    # bigger batches (less CPU per delivery); more overlap round trips.
+    batch_writers: int = Field(default=1, ge=1, le=32)
+    max_batch: int = Field(default=100, ge=1, le=1000)
 
     @field_validator("secrets")
     @classmethod

@@ -193,3 +193,27 @@ def test_forged_and_replayed_deliveries_change_nothing(cluster: Cluster) -> None
     assert r.json()["outcome"] == "stale"
     after = cluster.query("SELECT id, state, conclusion, runner_name FROM jobs ORDER BY id")
     assert after == before
+
+
+def test_a_queued_job_wakes_the_scheduler_at_once_not_on_its_tick(cluster: Cluster) -> None:
+    # The tick is a minute: only LISTEN/NOTIFY can explain a runner request within seconds.
+    cluster.start_sim()
+    cluster.start_node(scheduler={"tick_s": 60})
+
+    def scheduler_ran() -> bool:  # its first cycle is behind it: the next needs a wake-up
+        text = httpx.get(f"{cluster.api_url}/metrics", timeout=5).text
+        return 'runnerhub_control_loop_runs_total{loop="scheduler",result="ok"}' in text
+
+    wait_until_sync(scheduler_ran, 20, "the scheduler's first cycle")
+    [job_id] = cluster.enqueue("acme/web", LINUX, count=1, duration_s=0.1)
+    rows = wait_until_sync(
+        lambda: cluster.query(
+            "SELECT r.created_at - j.first_seen_at AS delay FROM runners r "
+            "JOIN jobs j ON j.id = r.provisioned_for WHERE j.id = %s",
+            job_id,
+        ),
+        10,
+        "the runner request",
+    )
+    assert rows[0]["delay"].total_seconds() < 5
+    cluster.wait_all_completed([job_id], timeout_s=30)

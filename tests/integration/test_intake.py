@@ -284,3 +284,24 @@ async def test_unreachable_database_is_503_within_budget() -> None:
         await app.state.intake.batcher.close()
     finally:
         await pool.close()
+
+
+async def test_an_unstorable_payload_is_400_and_spares_its_batch(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    poison = workflow_job(400)
+    poison["workflow_job"]["name"] = "build \u0000 nul"  # JSON allows it; PostgreSQL does not
+    good = [workflow_job(401 + i) for i in range(5)]
+    answers = await asyncio.gather(post(client, poison), *(post(client, g) for g in good))
+    assert answers[0].status_code == 400
+    assert "cannot store" in answers[0].json()["message"]
+    assert [a.status_code for a in answers[1:]] == [202] * 5
+    assert await count(db, "SELECT count(*) FROM jobs WHERE id BETWEEN 401 AND 405") == 5
+    assert (
+        await count(
+            db,
+            "SELECT count(*) FROM webhook_deliveries "
+            "WHERE outcome = 'unstorable' AND payload IS NULL",
+        )
+        == 1
+    )

@@ -168,7 +168,9 @@ class LocalCluster:
             self.dsn = self.pg.create_database("runnerhub")
         self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
 
-        if not _port_free(self.port):
+        if self.port == 0:
+            self.port = free_port()
+        elif not _port_free(self.port):
             chosen = free_port()
             self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
             self.port = chosen

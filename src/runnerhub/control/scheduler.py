@@ -13,6 +13,7 @@ means an earlier attempt got that far: adopt what exists, never make a second ru
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ class Scheduler(ControlLoop):
     def __init__(
         self, ctx: NodeContext, github: GitHubClient, backends: Mapping[str, RunnerBackend]
     ) -> None:
-        super().__init__(ctx.settings.scheduler.tick_s, min_gap_s=0.05)
+        # Cycles coalesce under a burst of deliveries; a queued job still waits well under 1 s.
+        super().__init__(ctx.settings.scheduler.tick_s, min_gap_s=0.2)
         self.ctx = ctx
         self.github = github
         self.backends = backends
@@ -145,11 +147,11 @@ class Scheduler(ControlLoop):
         runners = [
             LiveRunner(r.name, r.scope, r.job_id, r.state == "busy", r.created_at) for r in live
         ]
-        serial = 0
-        if pool.min_idle:
+        plan = plan_pool(spec, queued, runners, self.prefix)
+        if plan.spares_wanted:  # name the spares: serials only when some are needed
             async with self.ctx.db.connection() as conn:
-                serial = await runner_store.next_spare_serial(conn)
-        plan = plan_pool(spec, queued, runners, self.prefix, serial)
+                serials = await runner_store.spare_serials(conn, plan.spares_wanted)
+            plan = plan_pool(spec, queued, runners, self.prefix, serials)
         metrics.POOL_DESIRED.labels(pool.name).set(plan.desired)
 
         reasons = dict(plan.waiting)
@@ -214,15 +216,22 @@ class Scheduler(ControlLoop):
 
     async def _update_reasons(self, jobs: list[_Job], reasons: dict[int, str]) -> None:
         changed = [
-            (reasons[j.id], j.id)
+            {"id": j.id, "reason": reasons[j.id]}
             for j in jobs
             if j.id in reasons and reasons[j.id] != j.waiting_reason
         ]
         if not changed:
             return
-        async with self.ctx.control_tx() as conn, conn.cursor() as cur:
-            await cur.executemany(
-                "UPDATE jobs SET waiting_reason = %s WHERE id = %s AND state = 'queued'", changed
+        # A reason is advice, not state: skip rows intake holds right now rather than make a
+        # delivery wait (they are updated on the next cycle).
+        async with self.ctx.control_tx() as conn:
+            await conn.execute(
+                """UPDATE jobs SET waiting_reason = r.reason
+                   FROM jsonb_to_recordset(%s::jsonb) AS r(id bigint, reason text)
+                   WHERE jobs.id = r.id AND jobs.id IN (
+                       SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'queued'
+                       ORDER BY id FOR UPDATE SKIP LOCKED)""",
+                (json.dumps(changed), [c["id"] for c in changed]),
             )
 
     # -- background work -------------------------------------------------------------------

@@ -65,7 +65,7 @@ class Retire:
     runner: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class PoolPlan:
     pool: str
     desired: int
@@ -74,6 +74,7 @@ class PoolPlan:
     assigns: list[Assign] = field(default_factory=list)
     retires: list[Retire] = field(default_factory=list)
     waiting: dict[int, str] = field(default_factory=dict)  # job id -> reason
+    spares_wanted: int = 0
 
 
 def can_serve(runner_scope: str, repository: str) -> bool:
@@ -92,9 +93,10 @@ def plan_pool(
     jobs: Sequence[QueuedJob],
     runners: Sequence[LiveRunner],
     prefix: str,
-    next_spare_serial: int,
+    spare_serials: Sequence[int] = (),
 ) -> PoolPlan:
-    """Decide what one pool needs now. `jobs` come oldest first."""
+    """Decide what one pool needs now. `jobs` come oldest first; `spare_serials` number
+    new spare runners (when there are fewer than needed, fewer spares are started now)."""
     queued_ids = {j.job_id for j in jobs}
     covered = {r.job_id for r in runners if r.job_id in queued_ids}
     needing = [j for j in jobs if j.job_id not in covered]
@@ -130,8 +132,10 @@ def plan_pool(
         plan.provisions.append(Provision(name, job.scope, job.job_id, job.next_generation))
 
     if len(free) < pool.min_idle and pool.spare_scope is not None:
-        for i in range(min(pool.min_idle - len(free), max(room, 0))):
-            name = spare_runner_name(prefix, pool.name, next_spare_serial + i)
+        wanted = min(pool.min_idle - len(free), max(room, 0))
+        plan.spares_wanted = wanted
+        for serial in list(spare_serials)[:wanted]:
+            name = spare_runner_name(prefix, pool.name, serial)
             plan.provisions.append(Provision(name, pool.spare_scope, None))
     elif len(free) > pool.min_idle:
         # Keep the newest as spares; the oldest have waited longest for nothing.

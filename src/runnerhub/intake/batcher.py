@@ -10,12 +10,19 @@ at a time, so one bad delivery cannot take its neighbours down with it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import psycopg
 import structlog
 
 from runnerhub.store.db import UNAVAILABLE, Pool
-from runnerhub.store.deliveries import JobDelivery, Recorded, record_job_events
+from runnerhub.store.deliveries import (
+    UNSTORABLE,
+    JobDelivery,
+    Recorded,
+    record,
+    record_job_events,
+)
 
 log = structlog.get_logger("runnerhub.intake.batcher")
 
@@ -27,7 +34,7 @@ class _Pending:
 
 
 class IntakeBatcher:
-    def __init__(self, db: Pool, node: str, max_batch: int = 100, workers: int = 4) -> None:
+    def __init__(self, db: Pool, node: str, max_batch: int = 100, workers: int = 1) -> None:
         self._db = db
         self._node = node
         self._max_batch = max_batch
@@ -65,12 +72,7 @@ class IntakeBatcher:
             return
         except Exception as exc:
             if len(batch) == 1:
-                log.error(
-                    "recording a delivery failed",
-                    delivery=batch[0].item.delivery.guid,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                _fail(batch[0], exc)
+                await self._refuse(batch[0], exc)
                 return
             for p in batch:  # find the one that breaks the batch
                 await self._commit([p])
@@ -78,6 +80,25 @@ class IntakeBatcher:
         for p, r in zip(batch, results, strict=True):
             if not p.done.done():
                 p.done.set_result(r)
+
+    async def _refuse(self, p: _Pending, exc: Exception) -> None:
+        """One delivery PostgreSQL will not take (say a NUL character in a string): keep a
+        record of it without its payload and tell the sender, instead of a bare 500."""
+        d = p.item.delivery
+        log.error(
+            "recording a delivery failed", delivery=d.guid, error=f"{type(exc).__name__}: {exc}"
+        )
+        if not isinstance(exc, psycopg.DataError):
+            _fail(p, exc)
+            return
+        try:
+            stripped = replace(d, payload=None)
+            rec = await record(self._db, stripped, UNSTORABLE, f"{type(exc).__name__}: {exc}")
+        except Exception as again:
+            _fail(p, again)
+            return
+        if not p.done.done():
+            p.done.set_result(Recorded(rec.outcome, p.item.obs.job_id))
 
     async def close(self) -> None:
         for t in self._tasks:

@@ -66,7 +66,9 @@ class WebhookIntake:
         ]
         self._scope = Scope(settings.github.repositories, settings.github.organizations)
         self._db = pool
-        self.batcher = IntakeBatcher(pool, self._node)
+        self.batcher = IntakeBatcher(
+            pool, self._node, settings.webhook.max_batch, settings.webhook.batch_writers
+        )
 
     async def endpoint(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -165,6 +167,14 @@ class WebhookIntake:
         rec = await self.batcher.record(
             deliveries.JobDelivery(d, obs, match(obs.labels, self._pools))
         )
+        if rec.outcome == deliveries.UNSTORABLE:
+            return Answer(
+                400,
+                rec.outcome,
+                "the payload holds text PostgreSQL cannot store "
+                "(such as a NUL character); recorded without it",
+                obs.job_id,
+            )
         status = 200 if rec.duplicate else 202
         return Answer(
             status, rec.outcome, f"job {obs.job_id} is {rec.job_state or 'unchanged'}", obs.job_id

@@ -3,6 +3,7 @@ transaction (I1), exactly once per delivery GUID (I2)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 from runnerhub.domain.jobs import JobFacts
 from runnerhub.domain.pools import Match
 from runnerhub.store.db import Conn, Pool
-from runnerhub.store.jobs import apply_observations, load_for_update, lock_jobs
+from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
 
 DUPLICATE_DELIVERY = "duplicate_delivery"
+UNSTORABLE = "unstorable"  # valid and signed, but PostgreSQL refuses its content
 
 _INSERT = """
 INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by, payload,
@@ -21,6 +23,26 @@ VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
 ON CONFLICT (delivery_guid) DO NOTHING
 RETURNING id
 """
+
+
+def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
+    """The batch's JSON document; each payload is spliced in as the JSON text it arrived as
+    (it parsed as JSON already), instead of being parsed and serialised again."""
+    parts = []
+    for d, outcome, job_id in rows:
+        head = json.dumps(
+            {
+                "guid": d.guid,
+                "event": d.event,
+                "action": d.action,
+                "hook_id": d.hook_id,
+                "received_by": d.received_by,
+                "outcome": outcome,
+                "job_id": job_id,
+            }
+        )
+        parts.append(f'{head[:-1]}, "payload": {d.payload or "null"}}}')
+    return "[" + ",".join(parts) + "]"
 
 
 @dataclass(frozen=True)
@@ -105,22 +127,11 @@ async def _record_job_events(pool: Pool, items: Sequence[JobDelivery], node: str
                 seen.add(item.delivery.guid)
                 fresh.append(n)
                 results.append(None)
-        transitions = await apply_observations(
-            conn, [(items[n].obs, items[n].match) for n in fresh], "webhook", node, current
-        )
-        rows = []
-        for n, tr in zip(fresh, transitions, strict=True):
-            d = items[n].delivery
-            rows.append(_row(d, tr.outcome.value, None, items[n].obs.job_id))
+        writes = plan_writes(current, [(items[n].obs, items[n].match) for n in fresh], "webhook")
+        rows: list[tuple[Delivery, str, int | None]] = []
+        for n, tr in zip(fresh, writes.transitions, strict=True):
+            rows.append((items[n].delivery, tr.outcome.value, items[n].obs.job_id))
             results[n] = Recorded(tr.outcome.value, tr.facts.job_id, tr.facts.state.value)
-        if rows:
-            async with conn.cursor() as c:
-                await c.executemany(_INSERT, rows, returning=True)
-                inserted = 0
-                while True:
-                    inserted += len(await c.fetchall())
-                    if not c.nextset():
-                        break
-            if inserted != len(rows):
-                raise _DuplicateRace  # rolls the job changes back with it
+        if rows and await writes.execute(conn, node, _document(rows)) != len(rows):
+            raise _DuplicateRace  # rolls the job changes back with it
     return [r for r in results if r is not None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,37 +17,67 @@ NOTIFY_CHANNEL = "runnerhub_jobs"
 # Row locks in id order: every writer that locks several jobs does so in this order.
 _SELECT_FOR_UPDATE = "SELECT * FROM jobs WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 
-_INSERT = """
-INSERT INTO jobs (id, run_id, run_attempt, repository, name, workflow_name, labels, state,
-                  conclusion, pool, hosted, runner_name, runner_id, waiting_reason,
-                  github_created_at, started_at, completed_at, queued_at, last_source)
-VALUES (%(id)s, %(run_id)s, %(run_attempt)s, %(repository)s, %(name)s, %(workflow_name)s,
-        %(labels)s, %(state)s, %(conclusion)s, %(pool)s, %(hosted)s, %(runner_name)s,
-        %(runner_id)s, %(waiting_reason)s, %(created_at)s, %(started_at)s, %(completed_at)s,
-        CASE WHEN %(state)s = 'queued' THEN now() END, %(source)s)
-"""
+# Writes take a whole batch as one JSON document (one statement, whatever the batch size):
+# psycopg's per-statement cost, not PostgreSQL's, is what limits a busy node.
+_JOB_RECORD = """r(id bigint, run_id bigint, run_attempt int, repository text, name text,
+    workflow_name text, labels jsonb, state text, conclusion text, pool text, hosted boolean,
+    runner_name text, runner_id bigint, waiting_reason text, created_at timestamptz,
+    started_at timestamptz, completed_at timestamptz, source text)"""
 
-_UPDATE = """
-UPDATE jobs SET state = %(state)s, conclusion = %(conclusion)s, name = %(name)s,
-       workflow_name = %(workflow_name)s, runner_name = %(runner_name)s,
-       runner_id = %(runner_id)s, github_created_at = %(created_at)s,
-       started_at = %(started_at)s, completed_at = %(completed_at)s,
-       queued_at = CASE WHEN %(state)s = 'queued' THEN coalesce(queued_at, now())
-                        ELSE queued_at END,
-       waiting_reason = CASE WHEN %(state)s IN ('queued', 'waiting') THEN waiting_reason END,
-       updated_at = now(), last_source = %(source)s
-WHERE id = %(id)s
+# Everything a batch writes, in one statement: data-modifying CTEs each run exactly once.
+# The deliveries part is empty for the reconciler, which records no delivery.
+_WRITE = f"""
+WITH job_inserts AS (
+    INSERT INTO jobs (id, run_id, run_attempt, repository, name, workflow_name, labels, state,
+                      conclusion, pool, hosted, runner_name, runner_id, waiting_reason,
+                      github_created_at, started_at, completed_at, queued_at, last_source)
+    SELECT r.id, r.run_id, r.run_attempt, r.repository, r.name, r.workflow_name,
+           ARRAY(SELECT jsonb_array_elements_text(r.labels)), r.state, r.conclusion, r.pool,
+           r.hosted, r.runner_name, r.runner_id, r.waiting_reason, r.created_at,
+           r.started_at, r.completed_at, CASE WHEN r.state = 'queued' THEN now() END, r.source
+    FROM jsonb_to_recordset(%(inserts)s::jsonb) AS {_JOB_RECORD}
+    RETURNING 1
+), job_updates AS (
+    UPDATE jobs j SET state = r.state, conclusion = r.conclusion, name = r.name,
+           workflow_name = r.workflow_name, runner_name = r.runner_name,
+           runner_id = r.runner_id, github_created_at = r.created_at,
+           started_at = r.started_at, completed_at = r.completed_at,
+           queued_at = CASE WHEN r.state = 'queued' THEN coalesce(j.queued_at, now())
+                            ELSE j.queued_at END,
+           waiting_reason = CASE WHEN r.state IN ('queued', 'waiting')
+                                 THEN j.waiting_reason END,
+           updated_at = now(), last_source = r.source
+    FROM jsonb_to_recordset(%(updates)s::jsonb) AS {_JOB_RECORD}
+    WHERE j.id = r.id
+    RETURNING 1
+), runners_busy AS (
+    -- A job going in_progress names the runner GitHub gave it to; if that runner is ours
+    -- it is now busy with this job (maybe not the job it was started for: GitHub decides).
+    UPDATE runners SET state = 'busy', job_id = r.job_id, busy_at = coalesce(busy_at, now()),
+           updated_at = now()
+    FROM jsonb_to_recordset(%(busy)s::jsonb) AS r(job_id bigint, name text)
+    WHERE runners.name = r.name
+      AND runners.state IN ('requested', 'registered', 'running', 'busy')
+    RETURNING 1
+), audit AS (
+    INSERT INTO events (node, kind, subject, detail)
+    SELECT %(node)s, r.kind, r.subject, r.detail
+    FROM jsonb_to_recordset(%(events)s::jsonb) AS r(kind text, subject text, detail jsonb)
+    RETURNING 1
+), deliveries AS (
+    INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by,
+                                    payload, outcome, detail, job_id)
+    SELECT r.guid, r.event, r.action, r.hook_id, r.received_by, r.payload, r.outcome,
+           r.detail, r.job_id
+    FROM jsonb_to_recordset(%(deliveries)s::jsonb) AS r(guid text, event text, action text,
+         hook_id bigint, received_by text, payload jsonb, outcome text, detail text,
+         job_id bigint)
+    ON CONFLICT (delivery_guid) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM deliveries) AS deliveries_inserted,
+       CASE WHEN %(notify)s THEN pg_notify('{NOTIFY_CHANNEL}', '') END AS notified
 """
-
-# A job going in_progress names the runner GitHub gave it to; if that runner is ours it is
-# now busy with this job (which may not be the job it was started for: GitHub decides).
-_RUNNER_BUSY = """
-UPDATE runners SET state = 'busy', job_id = %s, busy_at = coalesce(busy_at, now()),
-       updated_at = now()
-WHERE name = %s AND state IN ('requested', 'registered', 'running', 'busy')
-"""
-
-_EVENT = "INSERT INTO events (node, kind, subject, detail) VALUES (%s, %s, %s, %s)"
 
 
 def facts_from_row(row: dict[str, Any]) -> JobFacts:
@@ -82,11 +112,15 @@ def _params(facts: JobFacts, source: str) -> dict[str, Any]:
         "conclusion": facts.conclusion,
         "runner_name": facts.runner_name,
         "runner_id": facts.runner_id,
-        "created_at": facts.created_at,
-        "started_at": facts.started_at,
-        "completed_at": facts.completed_at,
+        "created_at": _iso(facts.created_at),
+        "started_at": _iso(facts.started_at),
+        "completed_at": _iso(facts.completed_at),
         "source": source,
     }
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
 
 
 async def lock_jobs(conn: Conn, job_ids: Iterable[int]) -> None:
@@ -108,35 +142,53 @@ async def load_for_update(conn: Conn, job_ids: Iterable[int]) -> dict[int, JobFa
     return {row["id"]: facts_from_row(row) for row in await cur.fetchall()}
 
 
-async def apply_observations(
-    conn: Conn,
-    items: Sequence[tuple[JobFacts, Match]],
-    source: str,
-    node: str,
-    current: dict[int, JobFacts] | None = None,
-) -> list[Transition]:
-    """Apply observations in order inside the caller's transaction, which holds
-    `lock_jobs` for them (and may pass what `load_for_update` returned). Several of one job
-    chain through the state machine; the writes go out together (pipelined)."""
-    if not items:
-        return []
-    if current is None:
-        current = await load_for_update(conn, (o.job_id for o, _ in items))
+@dataclass
+class JobWrites:
+    """What applying a batch of observations writes (see `_WRITE`)."""
+
+    transitions: list[Transition]
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    busy: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def execute(self, conn: Conn, node: str, deliveries: str = "[]") -> int:
+        """Write it all in one statement; return how many deliveries were inserted."""
+        cur = await conn.execute(
+            _WRITE,
+            {
+                "inserts": json.dumps(self.inserts),
+                "updates": json.dumps(self.updates),
+                "busy": json.dumps(self.busy),
+                "events": json.dumps(self.events),
+                "deliveries": deliveries,
+                "node": node,
+                # one wake-up is enough for the scheduler
+                "notify": bool(self.inserts or self.updates),
+            },
+        )
+        row = await cur.fetchone()
+        return int(row["deliveries_inserted"]) if row else 0
+
+
+def plan_writes(
+    current: dict[int, JobFacts], items: Sequence[tuple[JobFacts, Match]], source: str
+) -> JobWrites:
+    """Apply observations in order to what we hold (`load_for_update`): several of one job
+    chain through the state machine. No I/O: the result says what to write."""
     current = dict(current)
     existed = set(current)
     matches: dict[int, Match] = {}
     changed: dict[int, JobFacts] = {}
-    transitions: list[Transition] = []
-    events: list[tuple[str, str, str, str]] = []
-    busy: list[tuple[int, str]] = []
+    w = JobWrites(transitions=[])
     for obs, m in items:
         tr = apply(current.get(obs.job_id), obs)
-        transitions.append(tr)
+        w.transitions.append(tr)
         if tr.changed:
             current[obs.job_id] = changed[obs.job_id] = tr.facts
             matches.setdefault(obs.job_id, m)
             if tr.facts.runner_name and tr.facts.state is JobState.IN_PROGRESS:
-                busy.append((obs.job_id, tr.facts.runner_name))
+                w.busy.append({"job_id": obs.job_id, "name": tr.facts.runner_name})
         detail: dict[str, Any] = {
             "outcome": tr.outcome.value,
             "state": tr.facts.state.value,
@@ -146,38 +198,31 @@ async def apply_observations(
             detail["ignored_state"] = obs.state.value
         if tr.facts.runner_name:
             detail["runner"] = tr.facts.runner_name
-        events.append((node, f"job.{tr.outcome.value}", f"job:{obs.job_id}", json.dumps(detail)))
-
-    inserts, updates = [], []
+        w.events.append(
+            {"kind": f"job.{tr.outcome.value}", "subject": f"job:{obs.job_id}", "detail": detail}
+        )
     for job_id, facts in sorted(changed.items()):
         params = _params(facts, source)
         if job_id in existed:
-            updates.append(params)
+            w.updates.append(params)
         else:
             m = matches[job_id]
-            inserts.append(
+            w.inserts.append(
                 {**params, "pool": m.pool, "hosted": m.hosted, "waiting_reason": m.reason}
             )
-    async with conn.cursor() as c:
-        if inserts:
-            await c.executemany(_INSERT, inserts)
-        if updates:
-            await c.executemany(_UPDATE, updates)
-        if busy:
-            busy.sort(key=lambda b: b[1])  # runner rows in name order, like other writers
-            await c.executemany(_RUNNER_BUSY, busy)
-        await c.executemany(_EVENT, events)
-        if changed:  # one wake-up is enough for the scheduler
-            await c.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(len(changed))))
-    return transitions
+    w.busy.sort(key=lambda b: str(b["name"]))  # runner rows in name order, like other writers
+    return w
 
 
 async def apply_observation(
     conn: Conn, obs: JobFacts, match: Match, source: str, node: str
 ) -> Transition:
-    """One observation in its own lock (the reconciler's path)."""
+    """One observation under its own lock, inside the caller's transaction."""
     await lock_jobs(conn, [obs.job_id])
-    return (await apply_observations(conn, [(obs, match)], source, node))[0]
+    current = await load_for_update(conn, [obs.job_id])
+    writes = plan_writes(current, [(obs, match)], source)
+    await writes.execute(conn, node)
+    return writes.transitions[0]
 
 
 # -- reading --------------------------------------------------------------------------------

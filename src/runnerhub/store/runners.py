@@ -192,11 +192,11 @@ async def record_failure(
     )
 
 
-async def next_spare_serial(conn: Conn) -> int:
-    cur = await conn.execute("SELECT nextval('runner_spare_serial') AS n")
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
+async def spare_serials(conn: Conn, n: int) -> list[int]:
+    cur = await conn.execute(
+        "SELECT nextval('runner_spare_serial') AS n FROM generate_series(1, %s)", (n,)
+    )
+    return [int(r["n"]) for r in await cur.fetchall()]
 
 
 async def list_runners(

@@ -1,0 +1,67 @@
+"""`runnerhub up` (what `make demo` runs): starts PostgreSQL, the simulator, a node and the
+demo workload; every demo job runs once; a second run on the same directory resumes."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def up(state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runnerhub.cli.main",
+            "up",
+            "--state-dir",
+            str(state),
+            "--port",
+            "0",
+            "--demo-jobs",
+            "8",
+            "--exit-after-demo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_up_runs_the_demo_and_resumes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = up(state)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "each run once" in first.stdout
+    info = json.loads((state / "cluster.json").read_text())
+    assert {
+        "webhook_url",
+        "api_url",
+        "admin_token",
+        "webhook_secret",
+        "github_sim_url",
+        "pids",
+    } <= set(info)
+    assert set(info["pids"]) == {"postgres", "github-sim", "node-1"}
+    for secret_file in ("cluster.json", "secrets.json", "runnerhub.yaml"):
+        assert stat.S_IMODE((state / secret_file).stat().st_mode) == 0o600
+    # Stopped cleanly: no process of it is left.
+    for pid in info["pids"].values():
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+
+    again = up(state)  # resumes: same database, same jobs, nothing enqueued twice
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((state / "cluster.json").read_text())["admin_token"] == info["admin_token"]
+    assert re.search(r"demo complete: (\d+) jobs, each run once", again.stdout)
