@@ -176,6 +176,13 @@ class PoolSettings(_Strict):
     organization: str | None = None
     repository: str | None = None
 
+    @property
+    def spare_scope(self) -> str | None:
+        """Where spare runners register: "org:<name>", "repo:<owner/name>" or nowhere."""
+        if self.organization:
+            return f"org:{self.organization}"
+        return f"repo:{self.repository}" if self.repository else None
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:

@@ -217,3 +217,83 @@ def test_a_queued_job_wakes_the_scheduler_at_once_not_on_its_tick(cluster: Clust
     )
     assert rows[0]["delay"].total_seconds() < 5
     cluster.wait_all_completed([job_id], timeout_s=30)
+
+
+def test_a_github_app_node_heals_through_the_app_hook_deliveries(cluster: Cluster) -> None:
+    # GitHub App auth end to end: App JWT → installation tokens that expire quickly, and
+    # failed deliveries found and redelivered through /app/hook/deliveries (JWT auth).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = cluster.tmp / "app.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (cluster.tmp / "app.pem").write_text(pem)
+    cluster.start_sim(
+        "--app-id",
+        "4242",
+        "--app-public-key-file",
+        str(public),
+        "--installation-id",
+        "77",
+        "--token-ttl",
+        "5",
+    )
+    cluster.sim("POST", "/_sim/faults", json={"drop_webhooks": 0.3, "seed": 5})
+    app = {
+        "app": {
+            "app_id": 4242,
+            "installation_id": 77,
+            "private_key_file": str(cluster.tmp / "app.pem"),
+        }
+    }
+    cluster.start_node(
+        github={"auth": app, "hooks": [], "app_hook_deliveries": True}, reconciler={"interval_s": 1}
+    )
+    ids = cluster.enqueue("acme/web", LINUX, count=12, duration_s=0.1)
+    cluster.wait_all_completed(ids, timeout_s=120)
+    assert_each_ran_once(cluster, ids)
+    cluster.wait_db_completed(ids, timeout_s=60)
+    assert [d for d in cluster.sim("GET", "/_sim/deliveries")["deliveries"] if d.get("redelivery")]
+    log = (cluster.tmp / "node.log").read_text()
+    assert "BEGIN PRIVATE KEY" not in log and pem.splitlines()[1] not in log
+
+
+def test_stray_registrations_are_removed_and_secrets_stay_out_of_the_log(
+    cluster: Cluster,
+) -> None:
+    cluster.start_sim()
+    cluster.start_node(reconciler={"interval_s": 1})
+    auth = {"Authorization": f"Bearer {cluster.github_token}"}
+    url = f"{cluster.sim_url}/orgs/acme/actions/runners/generate-jitconfig"
+    for name in ("rh-stray-1", "someone-elses-runner"):
+        body = {"name": name, "runner_group_id": 1, "labels": LINUX}
+        assert httpx.post(url, headers=auth, json=body).status_code == 201
+    # Something must give the reconciler the org scope to look at: run one job there.
+    ids = cluster.enqueue("acme/web", LINUX, count=2, duration_s=0.1)
+    cluster.wait_all_completed(ids, timeout_s=60)
+
+    def registered() -> set[str]:
+        return {
+            r["name"]
+            for r in cluster.sim("GET", "/_sim/runners")["runners"]
+            if not r.get("deleted")
+        }
+
+    wait_until_sync(lambda: "rh-stray-1" not in registered(), 30, "the stray to be removed")
+    assert "someone-elses-runner" in registered()  # not ours: left alone
+    log = (cluster.tmp / "node.log").read_text()
+    for secret in (
+        cluster.github_token,
+        cluster.webhook_secret,
+        cluster.admin_token,
+        cluster.dsn.split("password=")[1].split()[0],
+    ):
+        assert secret not in log

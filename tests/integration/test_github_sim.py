@@ -8,7 +8,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import inspect
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runnerhub.sim.github import SimConfig, serve
+from runnerhub.waiting import wait_until
 
 PAT = "ghp_simtest"
 PAT2 = "ghp_other"
@@ -40,22 +40,6 @@ SECRET = "hook-secret"
 APP_ID = 31337
 INSTALLATION_ID = 77
 DOCS = "https://docs.github.com/rest"
-
-
-async def wait_for(
-    predicate: Callable[[], Any], within: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy, for `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def free_socket() -> socket.socket:
@@ -105,7 +89,7 @@ async def run_receiver() -> AsyncIterator[tuple[Receiver, str]]:
     sock = free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    await wait_for(lambda: server.started, what="receiver start")
+    await wait_until(lambda: server.started, what="receiver start")
     try:
         yield receiver, f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
     finally:
@@ -250,7 +234,7 @@ async def test_app_jwt_flow_and_installation_token_expiry(app_key: rsa.RSAPrivat
             response = await anon.get("/repos/octo/app/actions/runners", headers=token)
             return response.status_code == 401
 
-        await wait_for(expired, what="installation token expiry")
+        await wait_until(expired, what="installation token expiry")
         response = await anon.get("/repos/octo/app/actions/runners", headers=token)
         assert response.json() == {
             "message": "Bad credentials",
@@ -543,7 +527,7 @@ async def test_webhooks_are_signed_complete_and_in_order(app_key: rsa.RSAPrivate
         }
         await w.proto(config, "complete", {"job_id": job_id, "conclusion": "success"})
 
-        got = await wait_for(
+        got = await wait_until(
             lambda: len(w.receiver.for_job(job_id)) == 3 and w.receiver.for_job(job_id),
             what="three webhooks",
         )
@@ -570,7 +554,7 @@ async def test_webhooks_are_signed_complete_and_in_order(app_key: rsa.RSAPrivate
         assert (started["runner_name"], started["runner_id"]) == ("org-r", runner["id"])
         assert completed["conclusion"] == "success" and completed["completed_at"]
 
-        deliveries = await wait_for(w.deliveries, what="delivery records")
+        deliveries = await wait_until(w.deliveries, what="delivery records")
         assert {(d["status"], d["status_code"], d["redelivery"]) for d in deliveries} == {
             ("OK", 200, False)
         }
@@ -583,7 +567,7 @@ async def test_webhooks_are_signed_complete_and_in_order(app_key: rsa.RSAPrivate
 async def test_repo_hook_without_app_or_org(app_key: rsa.RSAPrivateKey) -> None:
     async with world(app_key, app_id=None, app_public_key_pem=None, installation_id=None) as w:
         [job_id] = await w.create_jobs("octo/lib")
-        [received] = await wait_for(lambda: w.receiver.for_job(job_id), what="a webhook")
+        [received] = await wait_until(lambda: w.receiver.for_job(job_id), what="a webhook")
         assert received.headers["x-github-hook-installation-target-type"] == "repository"
         assert "organization" not in received.payload
         assert "installation" not in received.payload
@@ -596,7 +580,7 @@ async def test_failed_dropped_and_lost_deliveries_are_recorded_not_retried(
     async with world(app_key) as w:
         w.receiver.statuses.append(503)
         [failed] = await w.create_jobs()
-        await wait_for(lambda: w.receiver.for_job(failed), what="the 503 attempt")
+        await wait_until(lambda: w.receiver.for_job(failed), what="the 503 attempt")
 
         await w.api.post("/_sim/faults", json={"drop_webhooks": 1.0})
         [dropped] = await w.create_jobs()
@@ -607,7 +591,7 @@ async def test_failed_dropped_and_lost_deliveries_are_recorded_not_retried(
             records = await w.deliveries()
             return records if len(records) == 3 else None
 
-        records = await wait_for(three_records, what="three delivery records")
+        records = await wait_until(three_records, what="three delivery records")
         by_job = {
             json.loads(json.dumps(d["request"]["payload"]))["workflow_job"]["id"]: d
             for d in records
@@ -624,7 +608,7 @@ async def test_failed_dropped_and_lost_deliveries_are_recorded_not_retried(
         # A later event of the failed job is delivered; the failed one never came again.
         await w.api.delete("/_sim/faults")
         await w.api.post(f"/_sim/jobs/{failed}/cancel")
-        await wait_for(lambda: len(w.receiver.for_job(failed)) == 2, what="the cancel event")
+        await wait_until(lambda: len(w.receiver.for_job(failed)) == 2, what="the cancel event")
         assert [r.payload["action"] for r in w.receiver.for_job(failed)] == [
             "queued",
             "completed",
@@ -639,7 +623,7 @@ async def test_unreachable_receiver_is_a_failed_connection(app_key: rsa.RSAPriva
     closed.close()
     async with world(app_key, webhook_url=f"http://127.0.0.1:{port}/hook") as w:
         await w.create_jobs()
-        [record] = await wait_for(w.deliveries, what="a delivery record")
+        [record] = await wait_until(w.deliveries, what="a delivery record")
         assert (record["status"], record["status_code"]) == ("failed to connect to host", 0)
 
 
@@ -650,10 +634,10 @@ async def test_redelivery_keeps_the_guid_and_deliveries_paginate(
         w.receiver.statuses.append(500)
         [job_id] = await w.create_jobs()
         await w.create_jobs(count=2)
-        await wait_for(lambda: len(w.receiver.received) == 3, what="three webhooks")
+        await wait_until(lambda: len(w.receiver.received) == 3, what="three webhooks")
         original = w.receiver.for_job(job_id)[0]
 
-        items = await wait_for(
+        items = await wait_until(
             lambda: listed_n(w, "/repos/octo/app/hooks/9/deliveries", 3), what="three deliveries"
         )
         assert [d["id"] for d in items] == sorted((d["id"] for d in items), reverse=True)
@@ -681,7 +665,7 @@ async def test_redelivery_keeps_the_guid_and_deliveries_paginate(
 
         attempt = await w.api.post(f"/repos/octo/app/hooks/9/deliveries/{failed['id']}/attempts")
         assert (attempt.status_code, attempt.json()) == (202, {})
-        again = await wait_for(
+        again = await wait_until(
             lambda: len(w.receiver.for_job(job_id)) == 2 and w.receiver.for_job(job_id)[1],
             what="the redelivery",
         )
@@ -689,7 +673,7 @@ async def test_redelivery_keeps_the_guid_and_deliveries_paginate(
         assert again.body == original.body
         verify_signatures(again)
 
-        items = await wait_for(
+        items = await wait_until(
             lambda: listed_n(w, "/repos/octo/app/hooks/9/deliveries", 4), what="four deliveries"
         )
         newest = items[0]
@@ -768,7 +752,7 @@ async def test_runner_protocol_assignment_rule_and_tokens(app_key: rsa.RSAPrivat
             runners = (await w.api.get("/_sim/runners")).json()["runners"]
             return any(r["name"] == "later" and r["polling"] for r in runners)
 
-        await wait_for(polling, what="the long poll to start")
+        await wait_until(polling, what="the long poll to start")
         [new_job] = await w.create_jobs("octo/lib")
         assert (await poll).json()["job_id"] == new_job
         assert (await w.proto(later, "acquire?wait_s=0")).status_code == 409
@@ -802,11 +786,11 @@ async def test_lost_runner_fails_its_job_after_the_heartbeat_timeout(
         async def failed() -> bool:
             return bool((await w.fate(job_id))["status"] == "completed")
 
-        await wait_for(failed, within=5, what="the lost runner's job to fail")
+        await wait_until(failed, timeout_s=5, what="the lost runner's job to fail")
         fate = await w.fate(job_id)
         assert (fate["conclusion"], fate["executions"]) == ("failure", ["lost"])
         assert (await w.proto(config, "heartbeat")).status_code == 410
-        events = await wait_for(
+        events = await wait_until(
             lambda: len(w.receiver.for_job(job_id)) == 3 and w.receiver.for_job(job_id),
             what="the completed webhook",
         )
@@ -855,9 +839,9 @@ async def test_state_survives_a_restart(app_key: rsa.RSAPrivateKey, tmp_path: Pa
         await w.proto(config, "session")
         await w.proto(config, "acquire?wait_s=1")
         await w.proto(config, "complete", {"job_id": done, "conclusion": "success"})
-        await wait_for(lambda: len(w.receiver.received) == 4, what="four webhooks")
+        await wait_until(lambda: len(w.receiver.received) == 4, what="four webhooks")
         # Written while running (debounced), not only at shutdown.
-        await wait_for(
+        await wait_until(
             lambda: state_file.exists() and '"executions":["r"]' in state_file.read_text(),
             what="a snapshot on disk",
         )
@@ -888,7 +872,7 @@ async def test_webhooks_pending_at_shutdown_are_failed_deliveries_after_restart(
     async with world(app_key, state_file=state_file, webhook_workers=1) as w:
         w.receiver.hold = asyncio.Event()  # the receiver never answers
         await w.create_jobs(count=3)
-        await wait_for(lambda: w.receiver.received, what="the first attempt")
+        await wait_until(lambda: w.receiver.received, what="the first attempt")
     async with world(app_key, state_file=state_file) as w:
         records = await w.deliveries()
         assert len(records) == 3
@@ -919,7 +903,7 @@ async def test_main_serves_writes_the_ready_file_and_stops_on_sigterm(tmp_path: 
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await wait_for(ready_file.exists, within=20, what="the ready file")
+        await wait_until(ready_file.exists, timeout_s=20, what="the ready file")
         ready = json.loads(ready_file.read_text())
         assert ready["pid"] == process.pid
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ready['port']}") as client:

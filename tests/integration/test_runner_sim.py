@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import inspect
 import json
 import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,24 +19,9 @@ import pytest
 
 from runnerhub.sim.github import SimConfig, serve
 from runnerhub.sim.runner import ENV_JITCONFIG
+from runnerhub.waiting import wait_until
 
 PAT = "ghp_runner_tests"
-
-
-async def wait_for(
-    predicate: Callable[[], Any], within: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy, for `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
@@ -210,7 +193,7 @@ async def test_sigterm_while_idle_exits_within_a_second(sim: Sim) -> None:
     async def polling() -> bool:
         return bool((await sim.runner_record(runner_id))["polling"])
 
-    await wait_for(polling, what="the runner's long poll")
+    await wait_until(polling, what="the runner's long poll")
     runner.process.send_signal(signal.SIGTERM)
     code, out, err = await runner.finish(within=1.0)
     assert code == 0, err
@@ -225,7 +208,7 @@ async def test_sigterm_while_running_reports_the_job_cancelled(sim: Sim) -> None
     async def started() -> bool:
         return bool((await sim.fate(job_id))["status"] == "in_progress")
 
-    await wait_for(started, what="the job to start")
+    await wait_until(started, what="the job to start")
     runner.process.send_signal(signal.SIGTERM)
     code, out, err = await runner.finish(within=3)
     assert code == 0, err
@@ -242,7 +225,7 @@ async def test_a_job_cancelled_on_github_stops_the_runner(sim: Sim) -> None:
     async def started() -> bool:
         return bool((await sim.fate(job_id))["status"] == "in_progress")
 
-    await wait_for(started, what="the job to start")
+    await wait_until(started, what="the job to start")
     assert (await sim.api.post(f"/_sim/jobs/{job_id}/cancel")).status_code == 200
     code, out, _ = await runner.finish(within=5)
     assert code == 0
@@ -264,7 +247,7 @@ async def test_deleted_registration_exits_3(sim: Sim) -> None:
     async def polling() -> bool:
         return bool((await sim.runner_record(runner_id))["polling"])
 
-    await wait_for(polling, what="the runner's long poll")
+    await wait_until(polling, what="the runner's long poll")
     assert (await sim.api.delete(f"/repos/{repo}/actions/runners/{runner_id}")).status_code == 204
     code, _, err = await runner.finish(within=3)
     assert code == 3, err
@@ -304,17 +287,17 @@ async def test_heartbeats_keep_a_long_job_alive_and_a_killed_runner_fails_its_jo
         async def started(job_id: int) -> bool:
             return bool((await sim.fate(job_id))["status"] == "in_progress")
 
-        await wait_for(lambda: started(alive_job), what="the long job to start")
+        await wait_until(lambda: started(alive_job), what="the long job to start")
         [lost_job] = await sim.create_jobs(repo, duration_s=30)
         _, lost = await sim.start_runner(repo, "lost")
-        await wait_for(lambda: started(lost_job), what="the second job to start")
+        await wait_until(lambda: started(lost_job), what="the second job to start")
         lost.process.kill()
 
         async def completed(job_id: int) -> dict[str, Any] | None:
             fate = await sim.fate(job_id)
             return fate if fate["status"] == "completed" else None
 
-        lost_fate = await wait_for(lambda: completed(lost_job), what="the lost job to fail")
+        lost_fate = await wait_until(lambda: completed(lost_job), what="the lost job to fail")
         assert (lost_fate["conclusion"], lost_fate["executions"]) == ("failure", ["lost"])
         code, _, err = await alive.finish(within=10)
         assert code == 0, err

@@ -170,8 +170,7 @@ class Reconciler(ControlLoop):
     # -- 3. runners ------------------------------------------------------------------------
 
     async def _sweep_runners(self, report: SweepReport) -> None:
-        scopes = {f"org:{p.organization}" for p in self.ctx.settings.pools if p.organization}
-        scopes |= {f"repo:{p.repository}" for p in self.ctx.settings.pools if p.repository}
+        scopes = {p.spare_scope for p in self.ctx.settings.pools if p.spare_scope}
         async with self.ctx.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT DISTINCT scope FROM runners WHERE created_at > now() - interval '7 days'"

@@ -126,14 +126,7 @@ class Scheduler(ControlLoop):
     async def _serve_pool(
         self, pool: PoolSettings, jobs: list[_Job], live: list[RunnerRow]
     ) -> dict[int, str]:
-        spare_scope = (
-            f"org:{pool.organization}"
-            if pool.organization
-            else f"repo:{pool.repository}"
-            if pool.repository
-            else None
-        )
-        spec = PoolSpec(pool.name, pool.min_idle, pool.max_runners, spare_scope)
+        spec = PoolSpec(pool.name, pool.min_idle, pool.max_runners, pool.spare_scope)
         queued = [
             QueuedJob(
                 j.id,

@@ -10,7 +10,7 @@ from typing import Any
 
 from runnerhub.domain.jobs import JobFacts
 from runnerhub.domain.pools import Match
-from runnerhub.store.db import Conn, Pool
+from runnerhub.store.db import Pool
 from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
 
 DUPLICATE_DELIVERY = "duplicate_delivery"
@@ -23,26 +23,6 @@ VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
 ON CONFLICT (delivery_guid) DO NOTHING
 RETURNING id
 """
-
-
-def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
-    """The batch's JSON document; each payload is spliced in as the JSON text it arrived as
-    (it parsed as JSON already), instead of being parsed and serialised again."""
-    parts = []
-    for d, outcome, job_id in rows:
-        head = json.dumps(
-            {
-                "guid": d.guid,
-                "event": d.event,
-                "action": d.action,
-                "hook_id": d.hook_id,
-                "received_by": d.received_by,
-                "outcome": outcome,
-                "job_id": job_id,
-            }
-        )
-        parts.append(f'{head[:-1]}, "payload": {d.payload or "null"}}}')
-    return "[" + ",".join(parts) + "]"
 
 
 @dataclass(frozen=True)
@@ -70,17 +50,32 @@ def _row(d: Delivery, outcome: str, detail: str | None, job_id: int | None) -> t
     return (d.guid, d.event, d.action, d.hook_id, d.received_by, d.payload, outcome, detail, job_id)
 
 
+def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
+    """The batch's JSON document; each payload is spliced in as the JSON text it arrived as
+    (it parsed as JSON already), instead of being parsed and serialised again."""
+    parts = []
+    for d, outcome, job_id in rows:
+        head = json.dumps(
+            {
+                "guid": d.guid,
+                "event": d.event,
+                "action": d.action,
+                "hook_id": d.hook_id,
+                "received_by": d.received_by,
+                "outcome": outcome,
+                "job_id": job_id,
+            }
+        )
+        parts.append(f'{head[:-1]}, "payload": {d.payload or "null"}}}')
+    return "[" + ",".join(parts) + "]"
+
+
 async def record(pool: Pool, d: Delivery, outcome: str, detail: str | None = None) -> Recorded:
     """Record a delivery that changes no job (ping, other events, invalid payloads)."""
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(_INSERT, _row(d, outcome, detail, None))
         inserted = await cur.fetchone()
     return Recorded(outcome if inserted else DUPLICATE_DELIVERY)
-
-
-async def seen(conn: Conn, guid: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM webhook_deliveries WHERE delivery_guid = %s", (guid,))
-    return await cur.fetchone() is not None
 
 
 class _DuplicateRace(Exception):
