@@ -65,3 +65,48 @@ def test_up_runs_the_demo_and_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((state / "cluster.json").read_text())["admin_token"] == info["admin_token"]
     assert re.search(r"demo complete: (\d+) jobs, each run once", again.stdout)
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    import signal
+
+    from runnerhub.waiting import wait_until_sync
+
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runnerhub.cli.main",
+            "up",
+            "--state-dir",
+            str(state),
+            "--port",
+            "0",
+            "--demo-jobs",
+            "20",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        cluster_file = state / "cluster.json"
+        wait_until_sync(cluster_file.exists, 60, "the cluster to come up")
+        pids = json.loads(cluster_file.read_text())["pids"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for pid in pids.values():
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        ), pid
+    records = list((state / "node-1" / "process" / "runners").glob("*.json"))
+    for record in records:  # runner processes were stopped too
+        pid = json.loads(record.read_text())["pid"]
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        ), record.name

@@ -403,6 +403,8 @@ class LocalCluster:
 def run_local_cluster(state_dir: Path, port: int, demo_jobs: int, exit_after_demo: bool) -> int:
     cluster = LocalCluster(state_dir, port=port, demo_jobs=demo_jobs)
     signal.signal(signal.SIGTERM, lambda *_: cluster.stopping.set())
+    # Ctrl-C, even when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cluster.start()
         ids = cluster.enqueue_demo()
