@@ -7,8 +7,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian/Ubuntu packages the tests and the demo start for real.
-APT_PACKAGES := postgresql postgresql-contrib python3-venv python3-dev gcc wrk
 PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
 
 .PHONY: demo test lint typecheck unit deps system venv bench clean
@@ -38,7 +36,9 @@ $(STAMPS)/system:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing $(PG_PACKAGE) postgresql-contrib"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v gcc >/dev/null || missing="$$missing gcc python3-dev"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
