@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 ENV_PREFIX = "RUNNERHUB_"
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024
+MiB = 1024 * 1024
 _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
@@ -45,6 +46,9 @@ class NodeSettings(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
     state_dir: Path = Path("/var/lib/runnerhub")
+    # Where the process backend keeps its runner records (default: <state_dir>/process).
+    # Nodes on one host share it, so whichever of them leads adopts every runner.
+    runner_state_dir: Path | None = None
 
 
 class DatabaseSettings(_Strict):
@@ -77,6 +81,18 @@ class WebhookSettings(_Strict):
         if any(not s.get_secret_value() for s in v):
             raise ValueError("a webhook secret must not be empty")
         return v
+
+
+class SpoolSettings(_Strict):
+    """The node's local journal of verified deliveries, written (and fsync'd) while
+    PostgreSQL is unreachable and replayed into it when it is back."""
+
+    enabled: bool = True
+    dir: Path | None = None  # default: <node.state_dir>/spool
+    # Past this much undrained data the endpoint answers 503 rather than accept more.
+    max_bytes: int = Field(default=256 * MiB, ge=MiB)
+    segment_bytes: int = Field(default=16 * MiB, ge=64 * 1024)  # capped at max_bytes
+    drain_interval_s: float = Field(default=1.0, gt=0)
 
 
 class AppAuth(_Strict):
@@ -241,6 +257,38 @@ class JanitorSettings(_Strict):
     idle_spare_ttl_s: float = Field(default=300.0, gt=0)
 
 
+class HASettings(_Strict):
+    """Leader election. No etcd endpoints: a single node that is always the leader."""
+
+    etcd_endpoints: list[str] = Field(default_factory=list)
+    key_prefix: str = Field(default="/runnerhub", pattern=r"^/[A-Za-z0-9_./-]*$")
+    # etcd rounds lease TTLs to whole seconds and will not go below ~2 s by default.
+    lease_ttl_s: float = Field(default=2.0, ge=1.0)
+    renewals_per_ttl: int = Field(default=4, ge=2, le=20)
+    safety_margin_s: float = Field(default=0.5, gt=0)
+    etcd_timeout_s: float = Field(default=0.5, gt=0)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for e in v:
+            host, _, port = e.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{e!r} is not host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _margin(self) -> HASettings:
+        if self.safety_margin_s >= self.lease_ttl_s:
+            raise ValueError("safety_margin_s must be smaller than lease_ttl_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.etcd_endpoints)
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -254,12 +302,14 @@ class Settings(BaseSettings):
     node: NodeSettings = Field(default_factory=NodeSettings)
     database: DatabaseSettings
     webhook: WebhookSettings
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
     github: GitHubSettings
     pools: list[PoolSettings] = Field(default_factory=list)
     api_tokens: list[ApiToken] = Field(default_factory=list)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
+    ha: HASettings = Field(default_factory=HASettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

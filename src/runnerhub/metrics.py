@@ -61,3 +61,48 @@ RECONCILER_REPAIRS = Counter(
     "What the reconciler repaired, by kind (job_inserted, job_caught_up, redelivered, ...).",
     ["kind"],
 )
+
+IS_LEADER = Gauge("runnerhub_leader", "1 while this node is the leader and may act.")
+LEADER_EPOCH = Gauge("runnerhub_leader_epoch", "The epoch (fencing token) of this node's term.")
+ELECTIONS = Counter("runnerhub_elections_won_total", "Times this node became the leader.")
+STEP_DOWNS = Counter(
+    "runnerhub_leader_step_downs_total",
+    "Times this node stopped leading, by reason.",
+    ["reason"],
+)
+FENCED_WRITES = Counter(
+    "runnerhub_fenced_writes_total",
+    "Control-loop writes refused: lease not renewed in time (lease) or a newer epoch (epoch).",
+    ["check"],
+)
+TAKEOVER = Histogram(
+    "runnerhub_leader_takeover_seconds",
+    "From seeing the leader key free to being ready to act (epoch recorded, runners adopted).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+
+# The spool (intake's journal while PostgreSQL is unreachable). The gauges read the node's
+# spool when scraped (bound when it opens).
+SPOOL_ENTRIES = Gauge("runnerhub_spool_entries", "Spooled deliveries not yet replayed.")
+SPOOL_BYTES = Gauge("runnerhub_spool_bytes", "Bytes of spooled deliveries not yet replayed.")
+SPOOL_OLDEST_AGE = Gauge(
+    "runnerhub_spool_oldest_entry_age_seconds",
+    "Age of the oldest spooled delivery not yet replayed (0 when the spool is empty).",
+)
+SPOOL_APPENDED = Counter(
+    "runnerhub_spool_appended_total", "Deliveries written and fsync'd to the spool."
+)
+SPOOL_DRAINED = Counter(
+    "runnerhub_spool_drained_total", "Spooled deliveries replayed into PostgreSQL."
+)
+SPOOL_REJECTED = Counter(
+    "runnerhub_spool_rejected_total", "Deliveries refused (503) because the spool was full."
+)
+SPOOL_QUARANTINED = Counter(
+    "runnerhub_spool_quarantined_total",
+    "Spooled deliveries PostgreSQL would not take, moved to the spool's quarantine directory.",
+)
+SPOOL_UNREADABLE = Counter(
+    "runnerhub_spool_unreadable_total",
+    "Spool records skipped: a torn tail left by a crash (never acknowledged) or a bad checksum.",
+)

@@ -1,19 +1,25 @@
 """One RunnerHub node: the HTTP app (intake, API, health) plus the control loops.
 
-Every node serves webhooks and the API. The control loops (scheduler, reconciler, janitor)
-run here while this node may act; with one node that is always. The next step puts them
-behind leader election, which is why they start and stop as a group.
+Every node serves webhooks and the API (active-active). The control loops (scheduler,
+reconciler, janitor) run only on the elected leader (active-passive): they start when this
+node wins the election and stop when it steps down. Without etcd endpoints configured the
+node is the only one and always leads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from fastapi import FastAPI
 
+from runnerhub import metrics
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.backends.process import ProcessBackend
@@ -25,17 +31,29 @@ from runnerhub.control.loop import ControlLoop
 from runnerhub.control.reconciler import Reconciler
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github.client import GitHubClient
+from runnerhub.ha.dcs import Term
+from runnerhub.ha.elector import Elector
+from runnerhub.ha.etcd import EtcdLeaderStore
+from runnerhub.ha.leadership import LeasePolicy
+from runnerhub.store import fencing
 from runnerhub.store.db import UNAVAILABLE, make_pool
 from runnerhub.store.migrate import migrate
+from runnerhub.store.runners import log_event
 
 log = structlog.get_logger("runnerhub.node")
+
+# A new leader reconciles with GitHub before it provisions, but not for longer than this:
+# provisioning is idempotent on its own, and failover has a time budget.
+TAKEOVER_RECONCILE_S = 5.0
+LOOP_STOP_GRACE_S = 2.0
 
 
 def make_backends(settings: Settings) -> dict[str, RunnerBackend]:
     process_pools = {p.name: p.process for p in settings.pools if p.process is not None}
     backends: dict[str, RunnerBackend] = {}
     if process_pools:
-        backends["process"] = ProcessBackend(settings.node.state_dir / "process", process_pools)
+        state = settings.node.runner_state_dir or settings.node.state_dir / "process"
+        backends["process"] = ProcessBackend(state, process_pools)
     return backends
 
 
@@ -52,9 +70,27 @@ class Node:
         self.reconciler = Reconciler(self.ctx, self.github, self.backends)
         self.loops: list[ControlLoop] = [self.scheduler, self.janitor, self.reconciler]
         self.run_control_loops = run_control_loops
+        self.elector: Elector | None = None
+        ha = settings.ha
+        if ha.enabled:
+            store = EtcdLeaderStore(ha.etcd_endpoints, ha.key_prefix, ha.etcd_timeout_s)
+            policy = LeasePolicy(ha.lease_ttl_s, ha.renewals_per_ttl, ha.safety_margin_s)
+            self.elector = Elector(
+                store,
+                settings.node.id,
+                self.ctx.public_url,
+                policy,
+                self._on_elected,
+                self._on_demoted,
+                is_draining=lambda: self.ctx.draining,
+            )
+            self.ctx.leadership = self.elector
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop_stop = asyncio.Event()
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self.app: RunnerHubApp = create_app(self.ctx, lifespan=self._lifespan)
+        self.app.state.node = self
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -66,9 +102,15 @@ class Node:
 
     async def start(self) -> None:
         await self.db.open(wait=False)
+        self.app.state.intake.start()  # the spool (and its drainer): every node has its own
         self._stop.clear()
-        self._tasks.append(asyncio.create_task(self._run(), name="runnerhub-control"))
-        log.info("node started", node=self.settings.node.id, url=self.ctx.public_url)
+        self._tasks.append(asyncio.create_task(self._run(), name="runnerhub-node"))
+        log.info(
+            "node started",
+            node=self.settings.node.id,
+            url=self.ctx.public_url,
+            election="etcd" if self.elector else "none (single node)",
+        )
 
     async def _migrate_when_reachable(self) -> None:
         dsn = self.settings.database.dsn.get_secret_value()
@@ -80,17 +122,130 @@ class Node:
                 return
             except UNAVAILABLE as exc:
                 log.warning("database not reachable for migrations; retrying", error=str(exc))
-                with suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 
     async def _run(self) -> None:
         await self._migrate_when_reachable()
-        if not self.run_control_loops or self._stop.is_set():
+        if self._stop.is_set():
             return
+        work = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        if self.run_control_loops:
+            if self.elector is not None:
+                work.append(asyncio.create_task(self.elector.run(self._stop), name="elector"))
+            else:
+                await self._start_loops()
+        await self._stop.wait()
+        await self._stop_loops()
+        await asyncio.gather(*work, return_exceptions=True)
+
+    # -- membership ------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Tell the cluster this node is alive (and learn whether it is to drain)."""
+        node = self.settings.node
+        while not self._stop.is_set():
+            role = "leader" if self.ctx.leadership.is_leader else "follower"
+            try:
+                async with self.db.connection(2.0) as conn:
+                    draining = await fencing.heartbeat(
+                        conn, node.id, self.ctx.public_url, os.getpid(), role
+                    )
+                if draining and not self.ctx.draining:
+                    log.warning("draining: no more traffic or leadership for this node")
+                self.ctx.draining = draining
+                if draining:
+                    self.ctx.leadership.request_resign("draining")
+            except UNAVAILABLE as exc:
+                log.warning("heartbeat failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.ha.heartbeat_s)
+
+    # -- leadership ------------------------------------------------------------------------
+
+    async def _on_elected(self, term: Term, vacancy_seen: float) -> None:
+        node = self.settings.node.id
+        async with self.db.connection() as conn, conn.transaction():
+            previous = await fencing.current(conn)
+            if not await fencing.record_epoch(conn, term.epoch, node):
+                newer = previous and previous["epoch"]
+                raise RuntimeError(
+                    f"epoch {term.epoch} is older than the recorded {newer} (was etcd reset?)"
+                )
+        await self._start_loops()
+        now_mono = time.monotonic()
+        takeover_s = max(0.0, now_mono - vacancy_seen)
+        seen_at = datetime.now(UTC) - timedelta(seconds=takeover_s)
+        metrics.ELECTIONS.inc()
+        metrics.IS_LEADER.set(1)
+        metrics.LEADER_EPOCH.set(term.epoch)
+        metrics.TAKEOVER.observe(takeover_s)
+        with contextlib.suppress(*UNAVAILABLE):
+            async with self.ctx.control_tx() as conn:
+                await log_event(
+                    conn,
+                    node,
+                    "leader.elected",
+                    "cluster",
+                    epoch=term.epoch,
+                    previous_leader=previous and previous["node"],
+                    previous_epoch=previous and previous["epoch"],
+                    vacancy_detected_at=seen_at.isoformat(),
+                    acting_at=datetime.now(UTC).isoformat(),
+                    takeover_s=round(takeover_s, 3),
+                )
+        log.info("acting as leader", epoch=term.epoch, takeover_s=round(takeover_s, 3))
+
+    async def _on_demoted(self, term: Term, reason: str) -> None:
+        metrics.IS_LEADER.set(0)
+        metrics.STEP_DOWNS.labels(reason.split(":")[0].split(" (")[0]).inc()
+        await self._stop_loops()
+        # Not fenced: a record of what happened, which even a deposed leader may write.
+        with contextlib.suppress(*UNAVAILABLE, TimeoutError):
+            async with asyncio.timeout(1.0), self.db.connection() as conn, conn.transaction():
+                await log_event(
+                    conn,
+                    self.settings.node.id,
+                    "leader.stepped_down",
+                    "cluster",
+                    epoch=term.epoch,
+                    reason=reason,
+                )
+
+    async def _start_loops(self) -> None:
+        """Adopt and reconcile first, then provision: a new leader must see every runner
+        the old one started before it decides a job lacks one (I5)."""
+        self._loop_stop = asyncio.Event()
+        for first, budget in (
+            (self.janitor, TAKEOVER_RECONCILE_S),
+            (self.reconciler, TAKEOVER_RECONCILE_S),
+        ):
+            try:
+                await asyncio.wait_for(first.cycle(), timeout=budget)
+            except Exception as exc:  # the loop retries; provisioning stays idempotent
+                log.warning(
+                    "takeover step did not finish",
+                    loop=first.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
         dsn = self.settings.database.dsn.get_secret_value()
-        loops = [asyncio.create_task(loop.run(self._stop), name=loop.name) for loop in self.loops]
-        loops.append(asyncio.create_task(listen(dsn, self.scheduler.wake, self._stop)))
-        await asyncio.gather(*loops)
+        stop = self._loop_stop
+        self._loop_tasks = [
+            asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops
+        ]
+        self._loop_tasks.append(
+            asyncio.create_task(listen(dsn, self.scheduler.wake, stop), name="listener")
+        )
+
+    async def _stop_loops(self) -> None:
+        self._loop_stop.set()
+        tasks, self._loop_tasks = self._loop_tasks, []
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=LOOP_STOP_GRACE_S)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.scheduler.cancel_in_flight()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -99,8 +254,9 @@ class Node:
                 await asyncio.wait_for(task, timeout=15)
             except TimeoutError:
                 task.cancel()
-        await self.scheduler.drain()
-        await self.app.state.intake.batcher.close()
+        await self.app.state.intake.close()
+        if self.elector is not None:
+            await self.elector.store.close()
         await self.github.aclose()
         await self.db.close()
         log.info("node stopped", node=self.settings.node.id)

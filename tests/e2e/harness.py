@@ -43,6 +43,7 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.node_urls: dict[str, str] = {}
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.sim_url = ""
@@ -106,8 +107,59 @@ class Cluster:
             "log": {"level": "info"},
         }
         for key, value in overrides.items():
-            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
         return cfg
+
+    def start_ha_nodes(
+        self, count: int, etcd_endpoints: list[str], **overrides: Any
+    ) -> list[Service]:
+        """`count` nodes electing a leader through etcd; node-0 listens on `self.port`
+        (where the simulator sends webhooks); all share one runner state directory."""
+        nodes = []
+        for i in range(count):
+            port = self.port if i == 0 else free_port()
+            node_cfg = {
+                "id": f"node-{i}",
+                "port": port,
+                "state_dir": str(self.tmp / f"node-{i}"),
+                "runner_state_dir": str(self.tmp / "runners"),
+            }
+            ha = {"etcd_endpoints": etcd_endpoints, "lease_ttl_s": 2, "heartbeat_s": 0.5}
+            cfg = self.config(
+                **{
+                    **overrides,
+                    "node": {**node_cfg, **overrides.get("node", {})},
+                    "ha": {**ha, **overrides.get("ha", {})},
+                }
+            )
+            nodes.append(self._start_node_process(f"node-{i}", cfg, port))
+        return nodes
+
+    def node_url(self, node: Service) -> str:
+        return self.node_urls[node.name]
+
+    def _start_node_process(self, name: str, cfg: dict[str, Any], port: int) -> Service:
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        node = Service(
+            name,
+            [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(path)],
+            self.tmp / f"{name}.log",
+        )
+        node.start()
+        self.services.append(node)
+        url = f"http://127.0.0.1:{port}"
+        self.node_urls[name] = url
+
+        def ready() -> bool:
+            assert node.alive(), f"{name} exited:\n{node.tail(40)}"
+            try:
+                return httpx.get(f"{url}/livez", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until_sync(ready, 60, f"{name} to serve", interval_s=0.1)
+        return node
 
     def start_node(self, **overrides: Any) -> Service:
         path = self.tmp / "runnerhub.yaml"
@@ -133,7 +185,11 @@ class Cluster:
     def stop(self) -> None:
         for svc in reversed(self.services):
             svc.stop()
-        for record in (self.tmp / "node" / "process" / "runners").glob("*.json"):
+        records = [
+            *(self.tmp / "node" / "process" / "runners").glob("*.json"),
+            *(self.tmp / "runners" / "runners").glob("*.json"),
+        ]
+        for record in records:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
 
@@ -158,9 +214,9 @@ class Cluster:
     def sim_jobs(self) -> dict[int, dict[str, Any]]:
         return {j["id"]: j for j in self.sim("GET", "/_sim/jobs")["jobs"]}
 
-    def api(self, path: str) -> Any:
+    def api(self, path: str, base: str | None = None) -> Any:
         r = httpx.get(
-            f"{self.api_url}{path}",
+            f"{base or self.api_url}{path}",
             timeout=10,
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )

@@ -11,6 +11,7 @@ import pytest
 from runnerhub.api.app import create_app
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
+from runnerhub.store import fencing
 from runnerhub.store.db import Pool
 from tests.payloads import signed, workflow_job
 
@@ -113,10 +114,30 @@ async def test_pools_show_queued_current_and_desired(client: httpx.AsyncClient) 
     assert pools["gpu"]["desired_runners"] == 0
 
 
-async def test_cluster_names_this_node(client: httpx.AsyncClient) -> None:
+async def test_cluster_names_this_node(client: httpx.AsyncClient, db: Pool) -> None:
+    async with db.connection() as conn:
+        assert await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader") is False
     c = (await client.get("/api/v1/cluster", headers=READ)).json()
     assert c["leader"] == "node-test"
-    assert c["nodes"][0]["healthy"] is True
+    assert [(n["id"], n["pid"], n["healthy"]) for n in c["nodes"]] == [("node-test", 42, True)]
+
+
+async def test_drain_marks_a_node_and_handoff_needs_an_election(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    async with db.connection() as conn:
+        await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader")
+    assert (await client.post("/api/v1/nodes/nope/drain", headers=ADMIN)).status_code == 404
+    assert (await client.post("/api/v1/nodes/node-test/drain", headers=READ)).status_code == 403
+    r = await client.post("/api/v1/nodes/node-test/drain", headers=ADMIN)
+    assert r.json() == {"node": "node-test", "draining": True}
+    async with db.connection() as conn:
+        assert await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader") is True
+    c = (await client.get("/api/v1/cluster", headers=READ)).json()
+    assert c["nodes"][0]["healthy"] is False and c["nodes"][0]["draining"] is True
+    assert (await client.delete("/api/v1/nodes/node-test/drain", headers=ADMIN)).status_code == 200
+    r = await client.post("/api/v1/leader/handoff", headers=ADMIN, json={})
+    assert r.status_code == 409 and "without leader election" in r.json()["detail"]
 
 
 async def test_metrics_count_deliveries_and_jobs(client: httpx.AsyncClient) -> None:

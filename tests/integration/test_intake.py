@@ -268,7 +268,10 @@ async def test_most_specific_pool_wins(client: httpx.AsyncClient, db: Pool) -> N
 
 
 async def test_unreachable_database_is_503_within_budget() -> None:
-    settings = make_settings(f"host=127.0.0.1 port={free_port()} dbname=x user=x password=x")
+    # With the spool disabled (the spool's own behaviour: tests/integration/test_spool*.py).
+    settings = make_settings(
+        f"host=127.0.0.1 port={free_port()} dbname=x user=x password=x", spool={"enabled": False}
+    )
     pool = await open_pool(settings.database)
     try:
         app = create_app(NodeContext(settings, pool))

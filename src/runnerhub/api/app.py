@@ -99,11 +99,22 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
 
     @app.get("/readyz", summary="This node can accept deliveries")
     async def readyz() -> JSONResponse:
-        ok = await ctx.database_ok(timeout_s=1.0)
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"},
-            status_code=200 if ok else 503,
-        )
+        db_ok = await ctx.database_ok(timeout_s=1.0)
+        spool = intake.spool.stats()
+        # Ready while deliveries can be made durable: in PostgreSQL, or else in the spool.
+        ready = (db_ok or spool.writable) and not ctx.draining
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "database": "ok" if db_ok else "unreachable",
+            "spool": {
+                "writable": spool.writable,
+                "entries": spool.entries,
+                "oldest_age_s": round(spool.oldest_age_s, 3),
+            },
+            "draining": ctx.draining,
+            "leader": ctx.leadership.is_leader,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,8 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from runnerhub.api.auth import Principal, TokenAuth
-from runnerhub.context import NodeContext
+from runnerhub.context import NodeContext, NoElection
 from runnerhub.domain.capacity import desired_capacity
+from runnerhub.ha.dcs import StoreUnavailable
+from runnerhub.store import fencing
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 
@@ -94,10 +95,16 @@ class SummaryOut(BaseModel):
 class NodeOut(BaseModel):
     id: str
     url: str | None
-    pid: int
+    pid: int | None
     role: str
     healthy: bool
+    draining: bool
     last_seen: datetime
+    started_at: datetime
+
+
+class HandoffIn(BaseModel):
+    to: str | None = None
 
 
 class ClusterOut(BaseModel):
@@ -201,15 +208,81 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
 
     @router.get("/cluster", response_model=ClusterOut, summary="Nodes and the leader")
     async def cluster(_: Principal = read) -> ClusterOut:
-        me = NodeOut(
-            id=ctx.settings.node.id,
-            url=ctx.public_url,
-            pid=os.getpid(),
-            role="leader",
-            healthy=await ctx.database_ok(),
-            last_seen=datetime.now().astimezone(),
+        async with ctx.db.connection() as conn:
+            rows = await fencing.nodes(conn)
+            lead = await fencing.current(conn)
+        stale_after = 3 * ctx.settings.ha.heartbeat_s
+        nodes = [
+            NodeOut(
+                id=r["id"],
+                url=r["url"],
+                pid=r["pid"],
+                role=r["role"],
+                healthy=not r["draining"]
+                and (r["db_now"] - r["last_seen"]).total_seconds() < stale_after,
+                draining=r["draining"],
+                last_seen=r["last_seen"],
+                started_at=r["started_at"],
+            )
+            for r in rows
+        ]
+        if lead is None and not ctx.settings.ha.enabled:  # one node, always the leader
+            return ClusterOut(
+                nodes=nodes, leader=ctx.settings.node.id, epoch=None, leader_since=ctx.started_at
+            )
+        return ClusterOut(
+            nodes=nodes,
+            leader=lead and lead["node"],
+            epoch=lead and lead["epoch"],
+            leader_since=lead and lead["since"],
         )
-        return ClusterOut(nodes=[me], leader=me.id, epoch=None, leader_since=ctx.started_at)
+
+    @router.post("/leader/handoff", status_code=202, summary="Ask the leader to step down")
+    async def handoff(
+        body: HandoffIn | None = None, _: Principal = Depends(auth.require("admin"))
+    ) -> dict[str, object]:
+        target = body.to if body else None
+        if target is not None:
+            async with ctx.db.connection() as conn:
+                known = {r["id"]: r for r in await fencing.nodes(conn)}
+            if target not in known:
+                raise HTTPException(404, f"no node {target!r} in this cluster")
+            if known[target]["draining"]:
+                raise HTTPException(409, f"node {target!r} is draining; it will not lead")
+        try:
+            record = await ctx.leadership.request_handoff(target)
+        except NoElection as exc:
+            raise HTTPException(409, str(exc)) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"cannot reach etcd: {exc}") from None
+        return {
+            "status": "handoff requested",
+            "from": record.node,
+            "epoch": record.epoch,
+            "to": target,
+        }
+
+    @router.post(
+        "/nodes/{node_id}/drain",
+        status_code=202,
+        summary="Stop a node taking traffic and leadership",
+    )
+    async def drain(
+        node_id: str, _: Principal = Depends(auth.require("admin"))
+    ) -> dict[str, object]:
+        return await _set_draining(node_id, True)
+
+    @router.delete("/nodes/{node_id}/drain", summary="Let a drained node serve again")
+    async def undrain(
+        node_id: str, _: Principal = Depends(auth.require("admin"))
+    ) -> dict[str, object]:
+        return await _set_draining(node_id, False)
+
+    async def _set_draining(node_id: str, draining: bool) -> dict[str, object]:
+        async with ctx.db.connection() as conn, conn.transaction():
+            if not await fencing.set_draining(conn, node_id, draining):
+                raise HTTPException(404, f"no node {node_id!r} in this cluster")
+        return {"node": node_id, "draining": draining}
 
     @router.post("/reconcile", status_code=202, summary="Run the reconciler now (admin)")
     async def reconcile(_: Principal = Depends(auth.require("admin"))) -> dict[str, str]:

@@ -22,6 +22,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+leader_app = typer.Typer(help="The elected leader.", no_args_is_help=True)
+app.add_typer(leader_app, name="leader")
+node_app = typer.Typer(help="Nodes of the cluster.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
@@ -138,6 +142,77 @@ def status(
     from runnerhub.cli.status import show_status
 
     sys.exit(show_status(state_dir, url, token))
+
+
+StateOpt = Annotated[Path, typer.Option(help="A local cluster's state directory.")]
+UrlOpt = Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")]
+TokenOpt = Annotated[
+    str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role admin.")
+]
+
+
+def _admin_call(
+    state_dir: Path,
+    url: str | None,
+    token: str | None,
+    method: str,
+    path: str,
+    body: dict[str, object] | None = None,
+) -> dict[str, object]:
+    import httpx
+
+    from runnerhub.cli.status import endpoint
+
+    base, tok = endpoint(state_dir, url, token)
+    try:
+        r = httpx.request(
+            method,
+            f"{base}{path}",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {tok}"},
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {base}: {exc}", code=1)
+    if r.status_code >= 400:
+        detail = (
+            r.json().get("detail")
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text
+        )
+        _fail(f"{r.status_code}: {detail}", code=1)
+    return dict(r.json())
+
+
+@leader_app.command("handoff")
+def leader_handoff(
+    to: Annotated[str | None, typer.Option("--to", help="The node to hand over to.")] = None,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make the leader step down cleanly (for a rolling upgrade); optionally name its
+    successor. Ask any node: the request reaches the leader through etcd."""
+    answer = _admin_call(state_dir, url, token, "POST", "/api/v1/leader/handoff", {"to": to})
+    typer.echo(
+        f"asked {answer['from']} (epoch {answer['epoch']}) to hand over"
+        + (f" to {to}" if to else "")
+    )
+
+
+@node_app.command("drain")
+def node_drain(
+    node: Annotated[str, typer.Argument(help="The node's id.")],
+    undo: Annotated[bool, typer.Option("--undo", help="Let it serve again.")] = False,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop a node taking traffic (its /readyz fails, so the load balancer moves away) and
+    leadership (it steps down if it leads and will not campaign)."""
+    method = "DELETE" if undo else "POST"
+    answer = _admin_call(state_dir, url, token, method, f"/api/v1/nodes/{node}/drain")
+    typer.echo(f"{answer['node']}: draining={answer['draining']}")
 
 
 def main() -> None:

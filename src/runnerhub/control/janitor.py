@@ -57,6 +57,7 @@ class Janitor(ControlLoop):
             if name in live:
                 continue
             if b.alive:
+                self.ctx.ensure_may_act()
                 log.warning("stopping a runner process no live runner claims", runner=name)
                 await backend.terminate(name)
             else:
@@ -89,6 +90,7 @@ class Janitor(ControlLoop):
         """True once GitHub no longer has the runner (deleted now or already gone)."""
         if row.github_runner_id is None:
             return True
+        self.ctx.ensure_may_act()
         try:
             await self.github.delete_runner(row.scope, row.github_runner_id)
             return True

@@ -163,6 +163,7 @@ class Reconciler(ControlLoop):
             for guid, delivery_id in failed.items():
                 if guid in have or budget <= 0:
                     continue
+                self.ctx.ensure_may_act()
                 await self.github.redeliver(hook, delivery_id)
                 budget -= 1
                 report.count("redelivered")
@@ -187,6 +188,7 @@ class Reconciler(ControlLoop):
             for gh in runners:
                 if not is_ours(self.prefix, gh.name) or gh.name in known or gh.busy:
                     continue
+                self.ctx.ensure_may_act()
                 try:
                     if await self.github.delete_runner(scope, gh.id):
                         report.count("registration_removed")

@@ -248,10 +248,13 @@ class Scheduler(ControlLoop):
         if 0 < delay < self.interval_s:
             asyncio.get_running_loop().call_later(delay, self.wake)
 
-    async def drain(self) -> None:
-        """Wait for provisioning already under way (on shutdown)."""
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+    async def cancel_in_flight(self) -> None:
+        """Stop provisioning under way (this node stopped leading). Each step is idempotent
+        by runner name, so whatever a new leader finds half done it completes or adopts."""
+        tasks = list(self._in_flight.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _backend_runner(self, backend: RunnerBackend, name: str) -> BackendRunner | None:
         return next((b for b in await backend.list() if b.name == name and b.alive), None)
@@ -280,6 +283,7 @@ class Scheduler(ControlLoop):
                     )
                 log.info("runner adopted from the backend", runner=row.name)
                 return
+            self.ctx.ensure_may_act()
             jit = await self._jit_config(pool, row)
             if jit is None:
                 return
@@ -289,6 +293,7 @@ class Scheduler(ControlLoop):
                     conn, row.name, "registered", self.node, github_runner_id=jit.runner.id
                 )
             stage = "backend"
+            self.ctx.ensure_may_act()
             ref = await backend.provision(
                 RunnerSpec(
                     row.name, pool.name, tuple(pool.labels), row.job_id, jit.encoded_jit_config
@@ -378,6 +383,7 @@ class Scheduler(ControlLoop):
 
     async def _retire(self, pool: PoolSettings, row: RunnerRow) -> None:
         """Remove a spare: its registration first (GitHub refuses if it just took a job)."""
+        self.ctx.ensure_may_act()
         if row.github_runner_id is not None:
             try:
                 await self.github.delete_runner(row.scope, row.github_runner_id)

@@ -2,6 +2,10 @@
 
 The checks run cheapest and least revealing first: size (413) before reading, signature
 (401) before anything about the content is said, then headers and JSON (400).
+
+While PostgreSQL is unreachable a verified delivery goes to the node's spool (fsync'd)
+and is answered 202 `spooled`; the spool's drainer replays it later through the same
+`classify` and recording functions as live intake.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -20,10 +25,12 @@ from runnerhub.config import Settings
 from runnerhub.domain.events import PayloadError, parse_workflow_job
 from runnerhub.domain.pools import Pool as PoolSpec
 from runnerhub.domain.pools import match
-from runnerhub.intake.batcher import IntakeBatcher
+from runnerhub.intake.batcher import IntakeBatcher, record_jobs, record_plain
+from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.signature import verify
-from runnerhub.store import deliveries
+from runnerhub.intake.spool import Spool, SpoolError, SpoolFull, VerifiedDelivery
 from runnerhub.store.db import UNAVAILABLE, Pool
+from runnerhub.store.deliveries import UNSTORABLE, Delivery, JobDelivery, Recorded
 
 log = structlog.get_logger("runnerhub.intake")
 
@@ -56,6 +63,84 @@ class Scope:
         return repo in self._repos or repo.split("/", 1)[0] in self._orgs
 
 
+def _unstorable(job_id: int | None) -> Answer:
+    return Answer(
+        400,
+        UNSTORABLE,
+        "the payload holds text PostgreSQL cannot store (such as a NUL character); "
+        "recorded without it",
+        job_id,
+    )
+
+
+@dataclass(frozen=True)
+class Plain:
+    """A delivery that changes no job, and how to answer it once recorded."""
+
+    delivery: Delivery
+    outcome: str
+    detail: str | None
+    status: int
+    message: str
+    fixed_outcome: bool = False  # answer `outcome` even when it was a duplicate
+
+    def answer(self, rec: Recorded) -> Answer:
+        if rec.outcome == UNSTORABLE:
+            return _unstorable(None)
+        return Answer(
+            self.status, self.outcome if self.fixed_outcome else rec.outcome, self.message
+        )
+
+
+Classified: TypeAlias = Plain | JobDelivery
+
+
+def job_answer(item: JobDelivery, rec: Recorded) -> Answer:
+    job_id = item.obs.job_id
+    if rec.outcome == UNSTORABLE:
+        return _unstorable(job_id)
+    status = 200 if rec.duplicate else 202
+    return Answer(status, rec.outcome, f"job {job_id} is {rec.job_state or 'unchanged'}", job_id)
+
+
+def classify(v: VerifiedDelivery, pools: Sequence[PoolSpec], scope: Scope) -> Classified:
+    """What a verified delivery is and how it is to be recorded; pure, so that live intake
+    and the spool's replay record a delivery exactly alike."""
+    try:
+        text = v.body.decode("utf-8")
+        payload = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node)
+        return Plain(
+            d, "malformed", f"not JSON: {exc}", 400, f"body is not valid JSON: {exc}", True
+        )
+    action = payload.get("action") if isinstance(payload, dict) else None
+    d = Delivery(
+        v.guid, v.event, action if isinstance(action, str) else None, v.hook_id, text, v.node
+    )
+    if v.event == "ping":
+        return Plain(d, "ping", None, 200, "pong")
+    if v.event != "workflow_job":
+        return Plain(
+            d,
+            "ignored",
+            f"event {v.event} not used",
+            202,
+            f"event {v.event!r} recorded and ignored",
+        )
+    try:
+        obs = parse_workflow_job(payload)
+    except PayloadError as exc:
+        message = f"not a workflow_job payload RunnerHub understands: {exc}"
+        return Plain(d, "invalid", str(exc), 400, message, True)
+    if obs is None:
+        return Plain(d, "null_job", "workflow_job is null", 202, "workflow_job is null; recorded")
+    if not scope.covers(obs.repository):
+        message = f"repository {obs.repository} is not in scope; recorded"
+        return Plain(d, "out_of_scope", obs.repository, 202, message)
+    return JobDelivery(d, obs, match(obs.labels, pools))
+
+
 class WebhookIntake:
     def __init__(self, settings: Settings, pool: Pool) -> None:
         self._secrets = [s.get_secret_value().encode() for s in settings.webhook.secrets]
@@ -69,6 +154,23 @@ class WebhookIntake:
         self.batcher = IntakeBatcher(
             pool, self._node, settings.webhook.max_batch, settings.webhook.batch_writers
         )
+        self.spool = Spool.from_settings(settings)
+        self.drainer = SpoolDrainer(
+            self.spool, self.replay, settings.spool.drain_interval_s, settings.webhook.max_batch
+        )
+        # After the database failed, deliveries go straight to the spool for this long
+        # instead of each waiting out the pool's timeout first (the drainer replays them).
+        self._spool_for_s = settings.spool.drain_interval_s
+        self._spool_until = 0.0
+
+    def start(self) -> None:
+        """Start the spool's drainer (the node calls this once its event loop runs)."""
+        self.drainer.start()
+
+    async def close(self) -> None:
+        await self.drainer.close()
+        await self.batcher.close()
+        await self.spool.close()
 
     async def endpoint(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -121,61 +223,85 @@ class WebhookIntake:
             return Answer(400, "bad_headers", f"missing header {missing}")
         hook = h.get("x-github-hook-id")
         hook_id = int(hook) if hook and hook.isdigit() else None
+        v = VerifiedDelivery(guid, event, hook_id, body, time.time(), self._node)
+        if self.spool.enabled and time.monotonic() < self._spool_until:
+            return await self._spool(v)
         try:
-            return await self._record(event, guid, hook_id, body)
+            # Recorded at once even while older spooled deliveries of the same job wait for
+            # the drainer: safe because job state only moves forward (I3; see drainer.py).
+            return await self._record(v)
         except UNAVAILABLE as exc:
-            log.error(
-                "database unavailable; delivery refused", delivery=guid, error=type(exc).__name__
-            )
-            return Answer(
-                503, "db_unavailable", "the database is unavailable; the delivery was not accepted"
-            )
+            log.warning("database unavailable", delivery=guid, error=type(exc).__name__)
+            if not self.spool.enabled:
+                return Answer(
+                    503,
+                    "db_unavailable",
+                    "the database is unavailable; the delivery was not accepted",
+                )
+            self._spool_until = time.monotonic() + self._spool_for_s
+            return await self._spool(v)
 
-    async def _record(self, event: str, guid: str, hook_id: int | None, body: bytes) -> Answer:
+    async def _spool(self, v: VerifiedDelivery) -> Answer:
         try:
-            text = body.decode("utf-8")
-            payload = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            d = deliveries.Delivery(guid, event, None, hook_id, None, self._node)
-            await deliveries.record(self._db, d, "malformed", f"not JSON: {exc}")
-            return Answer(400, "malformed", f"body is not valid JSON: {exc}")
-        action = payload.get("action") if isinstance(payload, dict) else None
-        d = deliveries.Delivery(
-            guid, event, action if isinstance(action, str) else None, hook_id, text, self._node
-        )
-        if event == "ping":
-            rec = await deliveries.record(self._db, d, "ping")
-            return Answer(200, rec.outcome, "pong")
-        if event != "workflow_job":
-            rec = await deliveries.record(self._db, d, "ignored", f"event {event} not used")
-            return Answer(202, rec.outcome, f"event {event!r} recorded and ignored")
-        try:
-            obs = parse_workflow_job(payload)
-        except PayloadError as exc:
-            await deliveries.record(self._db, d, "invalid", str(exc))
+            await self.spool.append(v)
+        except SpoolFull as exc:
+            log.error("spool full; delivery refused", delivery=v.guid, error=str(exc))
             return Answer(
-                400, "invalid", f"not a workflow_job payload RunnerHub understands: {exc}"
+                503, "spool_full", "the database is unavailable and this node's spool is full"
             )
-        if obs is None:
-            rec = await deliveries.record(self._db, d, "null_job", "workflow_job is null")
-            return Answer(202, rec.outcome, "workflow_job is null; recorded")
-        if not self._scope.covers(obs.repository):
-            rec = await deliveries.record(self._db, d, "out_of_scope", obs.repository)
+        except SpoolError as exc:
+            log.error("spool unusable; delivery refused", delivery=v.guid, error=str(exc))
             return Answer(
-                202, rec.outcome, f"repository {obs.repository} is not in scope; recorded"
+                503,
+                "spool_unavailable",
+                "the database is unavailable and this node cannot spool the delivery",
             )
-        rec = await self.batcher.record(
-            deliveries.JobDelivery(d, obs, match(obs.labels, self._pools))
-        )
-        if rec.outcome == deliveries.UNSTORABLE:
-            return Answer(
-                400,
-                rec.outcome,
-                "the payload holds text PostgreSQL cannot store "
-                "(such as a NUL character); recorded without it",
-                obs.job_id,
-            )
-        status = 200 if rec.duplicate else 202
         return Answer(
-            status, rec.outcome, f"job {obs.job_id} is {rec.job_state or 'unchanged'}", obs.job_id
+            202,
+            "spooled",
+            "the database is unavailable; the delivery is stored on this node and will be "
+            "recorded when it is back",
         )
+
+    async def _record(self, v: VerifiedDelivery) -> Answer:
+        c = classify(v, self._pools, self._scope)
+        if isinstance(c, Plain):
+            return c.answer(await record_plain(self._db, c.delivery, c.outcome, c.detail))
+        return job_answer(c, await self.batcher.record(c))
+
+    async def replay(self, batch: Sequence[VerifiedDelivery]) -> list[Recorded | Exception]:
+        """Record spooled deliveries in journal order, exactly as live intake records them
+        (`classify`, then `record_jobs` or `record_plain`): one result or exception each.
+        From the first sign that the database is unreachable on, all get that error."""
+        results: list[Recorded | Exception] = []
+        run: list[JobDelivery] = []  # consecutive job deliveries share a transaction
+        for c in (classify(v, self._pools, self._scope) for v in batch):
+            if isinstance(c, JobDelivery):
+                run.append(c)
+                continue
+            results += await self._record_run(run)
+            run = []
+            if _unavailable(results) is None:
+                try:
+                    results.append(await record_plain(self._db, c.delivery, c.outcome, c.detail))
+                except Exception as exc:
+                    results.append(exc)
+            if _unavailable(results) is not None:
+                break
+        results += await self._record_run(run)
+        first = _unavailable(results)
+        if first is not None:
+            results = results[:first] + [results[first]] * (len(batch) - first)
+        return results
+
+    async def _record_run(self, run: list[JobDelivery]) -> list[Recorded | Exception]:
+        if not run:
+            return []
+        try:
+            return await record_jobs(self._db, run, self._node)
+        except UNAVAILABLE as exc:
+            return [exc] * len(run)
+
+
+def _unavailable(results: list[Recorded | Exception]) -> int | None:
+    return next((i for i, r in enumerate(results) if isinstance(r, UNAVAILABLE)), None)

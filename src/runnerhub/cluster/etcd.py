@@ -1,0 +1,353 @@
+"""A private etcd cluster in a directory: for leader election in the tests and benchmarks.
+
+Every member listens on loopback only, on ports chosen once and kept in `cluster.json`, so
+that starting again on the same directory resumes the same cluster with its data (etcd
+stores the peer URLs in its membership and would not accept new ones). Members run in their
+own sessions and are ours to signal: chaos tests kill, pause and resume them one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from runnerhub.cluster.ports import free_port
+from runnerhub.waiting import Timeout, wait_until_sync
+
+HOST = "127.0.0.1"
+STATE_FILE = "cluster.json"
+
+
+class EtcdError(Exception):
+    pass
+
+
+def find_binary(name: str = "etcd") -> Path:
+    """`etcd` or `etcdctl`: from $RUNNERHUB_ETCD_BIN (a directory), else the PATH."""
+    env = os.environ.get("RUNNERHUB_ETCD_BIN")
+    candidates = [Path(env) / name] if env else []
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    package = "etcd-server" if name == "etcd" else "etcd-client"
+    raise EtcdError(
+        f"{name} not found: install {package} (`make` installs it) or set RUNNERHUB_ETCD_BIN"
+    )
+
+
+def _clean_env() -> dict[str, str]:
+    # etcd reads ETCD_* variables as flags: keep the machine's settings out of our cluster.
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    log_file: Path
+    initial_cluster: str = ""
+    cluster_token: str = ""
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def argv(self) -> list[str]:
+        return [
+            str(find_binary("etcd")),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            # Ignored by etcd once the data directory holds a WAL: a restart rejoins as is.
+            "--initial-cluster",
+            self.initial_cluster,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            self.cluster_token,
+            "--heartbeat-interval",
+            str(self.heartbeat_ms),
+            "--election-timeout",
+            str(self.election_ms),
+            # A paused or partitioned member that comes back must not depose a healthy leader.
+            "--pre-vote",
+            "--quota-backend-bytes",
+            str(256 * 1024 * 1024),
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "10000",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+            "--log-level",
+            "warn",
+        ]
+
+    def start(self) -> None:
+        if self.alive():
+            return
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=_clean_env(),
+            )
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (SIGKILL, SIGSTOP, SIGCONT…); after SIGKILL, reap so the ports are free."""
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.popen.wait(10)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(signal.SIGCONT)  # a paused member must run to see SIGTERM
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def status(self, timeout_s: float = 1.0) -> dict[str, str] | None:
+        """This member's id and the leader it knows (the v3 JSON gateway), or None."""
+        try:
+            r = httpx.post(f"{self.client_url}/v3/maintenance/status", json={}, timeout=timeout_s)
+            body = r.json()
+            return {"member_id": body["header"]["member_id"], "leader": body.get("leader", "0")}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        """`/health`: this member sees a leader and a quorum read through raft succeeds."""
+        try:
+            r = httpx.get(f"{self.client_url}/health", timeout=timeout_s)
+            return r.status_code == 200 and r.json().get("health") == "true"
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+
+
+class LocalEtcd:
+    """`members` etcd processes forming one cluster under `base_dir`."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        members: int = 3,
+        cluster_token: str | None = None,
+        heartbeat_ms: int = 100,
+        election_ms: int = 1000,
+    ) -> None:
+        if members < 1:
+            raise ValueError("an etcd cluster needs at least one member")
+        self.base_dir = base_dir.resolve()
+        state = self.base_dir / STATE_FILE
+        if state.exists():
+            saved = json.loads(state.read_text())
+            if len(saved["members"]) != members:
+                raise EtcdError(
+                    f"{self.base_dir} holds a {len(saved['members'])}-member cluster, "
+                    f"not {members}: destroy() it first"
+                )
+            token = str(saved["token"])
+            ports = [(int(m["client_port"]), int(m["peer_port"])) for m in saved["members"]]
+        else:
+            token = cluster_token or f"rh-etcd-{secrets.token_hex(6)}"
+            ports = [(free_port(), free_port()) for _ in range(members)]
+        self.cluster_token = token
+        self.members = [
+            EtcdMember(
+                name=f"etcd-{i + 1}",
+                data_dir=self.base_dir / f"etcd-{i + 1}.data",
+                client_port=client,
+                peer_port=peer,
+                log_file=self.base_dir / f"etcd-{i + 1}.log",
+                cluster_token=token,
+                heartbeat_ms=heartbeat_ms,
+                election_ms=election_ms,
+            )
+            for i, (client, peer) in enumerate(ports)
+        ]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = initial
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "token": self.cluster_token,
+            "members": [
+                {"name": m.name, "client_port": m.client_port, "peer_port": m.peer_port}
+                for m in self.members
+            ],
+        }
+        (self.base_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start every member (fresh, or resuming the data already here); wait until healthy."""
+        find_binary("etcd")
+        self._save()
+        for m in self.members:
+            m.start()
+        try:
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Followers first, all at once, then the leader. A leader stopping while a follower
+        is still connected hands leadership over first, and if that follower is stopping
+        too, etcd waits its full request timeout (5 s + 2 elections) for the handover."""
+        live = [m for m in self.members if m.alive()]
+        leader = self.leader_index() if len(live) > 1 else None
+        last = [self.members[leader]] if leader is not None else []
+        followers = [m for m in live if m not in last]
+        for m in followers:
+            assert m.popen is not None
+            m.popen.send_signal(signal.SIGTERM)
+            m.popen.send_signal(signal.SIGCONT)
+        for m in [*followers, *last]:
+            m.stop()
+
+    def destroy(self) -> None:
+        """Stop, then remove the data (the logs stay, for a failed test's post-mortem)."""
+        self.stop()
+        for m in self.members:
+            shutil.rmtree(m.data_dir, ignore_errors=True)
+        (self.base_dir / STATE_FILE).unlink(missing_ok=True)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def member(self, i: int) -> EtcdMember:
+        return self.members[i]
+
+    def wait_healthy(self, timeout_s: float = 30.0, members: Sequence[int] | None = None) -> None:
+        """Wait until every member in `members` (default: all) runs, passes `/health` and
+        names the same leader; a member that exited fails fast, with its log."""
+        chosen = [self.members[i] for i in (members if members is not None else range(len(self)))]
+
+        def healthy() -> bool:
+            for m in chosen:
+                if not m.alive():
+                    code = m.popen.returncode if m.popen else None
+                    raise EtcdError(f"{m.name} is not running (exit {code}):\n{m.tail()}")
+            if not all(m.healthy() for m in chosen):
+                return False
+            statuses = [m.status() for m in chosen]
+            if any(s is None for s in statuses):
+                return False
+            leaders = {s["leader"] for s in statuses if s is not None}
+            return len(leaders) == 1 and leaders != {"0"}
+
+        try:
+            wait_until_sync(healthy, timeout_s, "etcd to become healthy", interval_s=0.05)
+        except Timeout as exc:
+            tails = "\n".join(f"--- {m.name}\n{m.tail(5)}" for m in chosen)
+            raise EtcdError(f"{exc}\n{tails}") from exc
+
+    def leader_index(self) -> int | None:
+        """Which member is raft leader now, as the running members report it (None if no
+        member answers, none knows a leader, or the leader is not running)."""
+        ids: dict[str, int] = {}
+        seen: Counter[str] = Counter()
+        for i, m in enumerate(self.members):
+            s = m.status() if m.alive() else None
+            if s is None:
+                continue
+            ids[s["member_id"]] = i
+            if s["leader"] != "0":
+                seen[s["leader"]] += 1
+        # During an election members may disagree for a moment: take the most reported.
+        return ids.get(seen.most_common(1)[0][0]) if seen else None
+
+    def etcdctl(
+        self, *args: str, endpoints: Sequence[str] | None = None, timeout_s: float = 10
+    ) -> str:
+        """Run `etcdctl` (v3 API) against `endpoints` (default: all); its stdout, or raise."""
+        env = {**_clean_env(), "ETCDCTL_API": "3"}
+        cmd = [
+            str(find_binary("etcdctl")),
+            f"--endpoints={','.join(endpoints or self.endpoints)}",
+            f"--command-timeout={max(1, int(timeout_s))}s",
+            "--dial-timeout=2s",
+            *args,
+        ]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, env=env, timeout=timeout_s + 5
+        )
+        if proc.returncode != 0:
+            raise EtcdError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def __len__(self) -> int:
+        return len(self.members)

@@ -1,0 +1,391 @@
+"""HAProxy in front of RunnerHub nodes: the configuration, and a private instance for tests.
+
+Webhook deliveries and API calls go round-robin to the nodes that answer `/readyz`. A
+request that fails because its node died (refused connection, connection closed before any
+answer, no answer in time, or a 502/503/504) is replayed on another node: GitHub does not
+retry a failed delivery by itself, and RunnerHub deduplicates deliveries by their GUID, so a
+replay is safe. `deploy/haproxy.cfg` is the production version of what `render_config`
+writes; keep the two in step.
+
+`LocalHAProxy` runs HAProxy in master-worker mode (`-W`) as our foreground child. A reload
+is SIGUSR2 to the master, which re-executes itself and passes the listening sockets from the
+old worker to the new one, so no connection is refused during a reload; the old worker
+finishes its requests, closes kept-alive connections after their next answer, then leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from runnerhub.cluster.ports import free_port
+from runnerhub.waiting import Timeout, wait_until_sync
+
+BACKEND = "runnerhub_nodes"
+Backend = tuple[str, str, int]  # (server name, host, port)
+PatroniMember = tuple[str, str, int, int]  # (server name, host, PostgreSQL port, REST port)
+
+
+class HAProxyError(Exception):
+    pass
+
+
+def find_haproxy() -> Path:
+    env = os.environ.get("RUNNERHUB_HAPROXY")
+    found = shutil.which("haproxy")
+    for c in [env, found, "/usr/sbin/haproxy"]:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return Path(c)
+    raise HAProxyError(
+        "haproxy not found: install haproxy (`make` installs it) or set RUNNERHUB_HAPROXY"
+    )
+
+
+def render_config(
+    backends: Sequence[Backend],
+    frontend_port: int,
+    stats_port: int | None = None,
+    *,
+    bind_host: str = "127.0.0.1",
+    log_target: str = "stdout format raw local0 info",
+    maxconn: int = 1024,
+    postgres_port: int | None = None,
+    postgres_members: Sequence[PatroniMember] = (),
+) -> str:
+    """An HAProxy 2.6 configuration for RunnerHub nodes; with `postgres_port`, also a TCP
+    listener that always leads to the current Patroni primary among `postgres_members`."""
+    out = [
+        "# Written by runnerhub.cluster.haproxy; deploy/haproxy.cfg explains every setting.",
+        "global",
+        f"    log {log_target}",
+        f"    maxconn {maxconn}",
+        # A request is replayed only if it fits in one buffer: room for large webhooks.
+        "    tune.bufsize 65536",
+        "    hard-stop-after 30s",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    timeout connect 1s",
+        "    timeout client 15s",
+        "    timeout server 15s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 5s",
+        "    timeout queue 5s",
+        "    timeout check 2s",
+        "",
+        "frontend runnerhub",
+        f"    bind {bind_host}:{frontend_port}",
+        "    option httplog",
+        "    option dontlognull",
+        "    option forwardfor",
+        # On reload, the old worker answers a kept-alive client's next request with
+        # "Connection: close" instead of closing the idle connection as the request comes in.
+        "    option idle-close-on-response",
+        f"    default_backend {BACKEND}",
+        "",
+        f"backend {BACKEND}",
+        "    balance roundrobin",
+        "    option httpchk GET /readyz",
+        "    http-check expect status 200",
+        # HAProxy copies a request for replay only when it holds all of it when it first
+        # sends it; without this, a POST whose body arrives after its headers is never retried.
+        "    option http-buffer-request",
+        "    retries 3",
+        "    retry-on conn-failure empty-response response-timeout 502 503 504",
+        "    option redispatch 1",
+        "    http-reuse safe",
+        "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
+    ]
+    out += [f"    server {name} {host}:{port}" for name, host, port in backends]
+    if stats_port is not None:
+        out += [
+            "",
+            "frontend stats",
+            f"    bind 127.0.0.1:{stats_port}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    stats enable",
+            "    stats uri /stats",
+            "    stats refresh 5s",
+        ]
+    if postgres_port is not None:
+        if not postgres_members:
+            raise ValueError("a PostgreSQL primary endpoint needs postgres_members")
+        out += [
+            "",
+            "listen postgres_primary",
+            f"    bind {bind_host}:{postgres_port}",
+            "    mode tcp",
+            "    option tcplog",
+            "    timeout client 30m",
+            "    timeout server 30m",
+            # Patroni answers 200 on /primary only on the leader: one server is ever up.
+            "    option httpchk GET /primary",
+            "    http-check expect status 200",
+            "    default-server inter 1s fastinter 500ms downinter 2s fall 2 rise 2 "
+            "on-marked-down shutdown-sessions",
+        ]
+        out += [
+            f"    server {name} {host}:{port} check port {api_port}"
+            for name, host, port, api_port in postgres_members
+        ]
+    return "\n".join(out) + "\n"
+
+
+def check_config(path: Path) -> str:
+    """`haproxy -c` with warnings as errors (`-dW`); its output, or raise with it."""
+    proc = subprocess.run(
+        [str(find_haproxy()), "-c", "-dW", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise HAProxyError(f"{path}: configuration rejected (exit {proc.returncode}):\n{output}")
+    return output
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    kind: str  # "master" or "worker"
+    reloads: int
+    old: bool  # a worker from before the last reload, finishing its connections
+
+
+def parse_show_proc(text: str) -> tuple[int, list[Process]]:
+    """The master CLI's `show proc`: (failed reloads, processes)."""
+    procs: list[Process] = []
+    failed = 0
+    old = False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            old = line.strip() == "# old workers"
+            continue
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].isdigit():
+            continue
+        if fields[1] == "master" and "[failed:" in line:
+            failed = int(line.split("[failed:", 1)[1].split("]", 1)[0])
+        procs.append(Process(int(fields[0]), fields[1], int(fields[2]), old))
+    return failed, procs
+
+
+class LocalHAProxy:
+    """A private HAProxy under `base_dir`, its frontend and stats page on loopback."""
+
+    def __init__(self, base_dir: Path, frontend_port: int = 0, stats_port: int | None = 0) -> None:
+        self.base_dir = base_dir.resolve()
+        self.frontend_port = frontend_port or free_port()
+        self.stats_port = (stats_port or free_port()) if stats_port is not None else None
+        self.config_file = self.base_dir / "haproxy.cfg"
+        self.log_file = self.base_dir / "haproxy.log"
+        self.master_socket = self._socket_path(self.base_dir / "master.sock")
+        self.backends: list[Backend] = []
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _socket_path(wanted: Path) -> Path:
+        # A Unix socket path must fit in 108 bytes; deep test directories may not.
+        if len(str(wanted).encode()) < 100:
+            return wanted
+        digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"rh-haproxy-{digest}.sock"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.frontend_port}"
+
+    @property
+    def stats_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.stats_port}/stats" if self.stats_port else None
+
+    @property
+    def pid(self) -> int | None:
+        """The master's pid (the workers are its children, in its process group)."""
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def render(self, backends: Sequence[Backend]) -> str:
+        return render_config(backends, self.frontend_port, self.stats_port)
+
+    def write_config(self, backends: Sequence[Backend]) -> Path:
+        """Check the new configuration, then put it in place atomically."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_file.with_suffix(".cfg.new")
+        tmp.write_text(self.render(backends))
+        try:
+            check_config(tmp)
+        except HAProxyError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(self.config_file)
+        self.backends = list(backends)
+        return self.config_file
+
+    def check_config(self) -> str:
+        return check_config(self.config_file)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, backends: Sequence[Backend] | None = None, timeout_s: float = 10.0) -> None:
+        if self.alive():
+            return
+        if backends is not None or not self.config_file.exists():
+            self.write_config(backends or [])
+        self.master_socket.unlink(missing_ok=True)
+        with self.log_file.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [
+                    str(find_haproxy()),
+                    "-W",
+                    "-db",
+                    "-f",
+                    str(self.config_file),
+                    "-S",
+                    f"{self.master_socket},mode,600",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            self._wait(
+                lambda: any(p.kind == "worker" for p in self.processes()) and self._accepts(),
+                timeout_s,
+                "start",
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def reload(self, backends: Sequence[Backend], timeout_s: float = 10.0) -> None:
+        """Switch to `backends` without refusing a connection; return once the new worker
+        runs (the old one may still be finishing requests)."""
+        if not self.alive():
+            raise HAProxyError("haproxy is not running")
+        before = self._show_proc()
+        if before is None:
+            raise HAProxyError(f"the master CLI does not answer:\n{self.tail()}")
+        failed_before, procs = before
+        master_reloads = next(p.reloads for p in procs if p.kind == "master")
+        self.write_config(backends)
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGUSR2)
+
+        def reloaded() -> bool:
+            now = self._show_proc()
+            if now is None:
+                return False  # the master is re-executing itself
+            failed, current = now
+            if failed > failed_before:
+                raise HAProxyError(f"the reload failed:\n{self.tail()}")
+            master = next(p for p in current if p.kind == "master")
+            return master.reloads > master_reloads and any(
+                p.kind == "worker" and not p.old and p.reloads == 0 for p in current
+            )
+
+        self._wait(reloaded, timeout_s, "reload")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Hard stop: SIGTERM to the master, which stops every worker (old ones too) before
+        it exits; SIGKILL the whole process group (our session) if that takes too long."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self.master_socket.unlink(missing_ok=True)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- observation -----------------------------------------------------------------------
+
+    def master_cli(self, command: str, timeout_s: float = 2.0) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout_s)
+            s.connect(str(self.master_socket))
+            # Without "quit" the master CLI keeps the connection open for more commands.
+            s.sendall(command.encode() + b"; quit\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def _show_proc(self) -> tuple[int, list[Process]] | None:
+        try:
+            failed, procs = parse_show_proc(self.master_cli("show proc"))
+        except OSError:
+            return None
+        return (failed, procs) if any(p.kind == "master" for p in procs) else None
+
+    def processes(self) -> list[Process]:
+        """The master and its workers, current and old (empty if the master is not
+        answering, e.g. while it re-executes itself for a reload)."""
+        shown = self._show_proc()
+        return shown[1] if shown else []
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _wait(self, probe: Callable[[], bool], timeout_s: float, what: str) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                code = self.popen.returncode if self.popen else None
+                raise HAProxyError(f"haproxy exited during {what} (exit {code}):\n{self.tail()}")
+            return bool(probe())
+
+        try:
+            wait_until_sync(ready, timeout_s, f"haproxy {what}", interval_s=0.02)
+        except Timeout as exc:
+            raise HAProxyError(f"{exc}\n{self.tail()}") from exc
+
+    def server_states(self) -> dict[str, str]:
+        """Each RunnerHub node's state as the stats page shows it ("UP", "DOWN", "UP 1/2"…)."""
+        rows = self._stats_rows()
+        return {r["svname"]: r["status"] for r in rows if r["svname"] not in ("BACKEND", "")}
+
+    def backend_counters(self) -> dict[str, int]:
+        """The backend's retry (`wretr`) and redispatch (`wredis`) counters, among others."""
+        for row in self._stats_rows():
+            if row["svname"] == "BACKEND":
+                return {k: int(v) for k, v in row.items() if k and v and v.isdigit()}
+        return {}
+
+    def _stats_rows(self) -> list[dict[str, str]]:
+        if self.stats_url is None:
+            raise HAProxyError("this HAProxy has no stats page (stats_port=None)")
+        text = httpx.get(f"{self.stats_url};csv", timeout=2).text.lstrip("# ")
+        return [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == BACKEND]

@@ -1,0 +1,235 @@
+"""The election loop: campaign for the leader key, keep its lease alive, and stop acting in
+time (invariant I4).
+
+A follower watches the key and campaigns the moment it is deleted (an expired or revoked
+lease deletes it), so a successor needs no polling delay. The leader renews its lease
+several times per TTL and may act only until `LeasePolicy.act_until(last renewal sent)`:
+past that it steps down on its own, before its lease can have expired anywhere else. Going
+down always stops the control loops first and revokes the lease second, so a clean stop
+hands over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
+from runnerhub.ha.leadership import LeasePolicy, decide_campaign, should_step_down
+
+log = structlog.get_logger("runnerhub.ha")
+
+OnElected = Callable[[Term, float], Awaitable[None]]  # (term, when the vacancy was seen)
+OnDemoted = Callable[[Term, str], Awaitable[None]]
+
+
+class Elector:
+    def __init__(
+        self,
+        store: LeaderStore,
+        node: str,
+        url: str | None,
+        policy: LeasePolicy,
+        on_elected: OnElected,
+        on_demoted: OnDemoted,
+        is_draining: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+        retry_s: float = 0.25,
+        follower_recheck_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.url = url
+        self.policy = policy
+        self._on_elected = on_elected
+        self._on_demoted = on_demoted
+        self._is_draining = is_draining
+        self._clock = clock
+        self._retry_s = retry_s
+        self._recheck_s = follower_recheck_s
+        self.term: Term | None = None
+        self.leader: LeaderRecord | None = None
+        self._act_until = 0.0
+        self._resign = asyncio.Event()
+        self._resign_reason = ""
+
+    # -- what the rest of the node asks ----------------------------------------------------
+
+    @property
+    def epoch(self) -> int | None:
+        return self.term.epoch if self.term else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.term is not None
+
+    def may_act(self) -> bool:
+        """True while this node leads and its lease is certainly still valid."""
+        return self.term is not None and self._clock() < self._act_until
+
+    def request_resign(self, reason: str) -> None:
+        """Step down soon (fenced by the database, draining, handoff)."""
+        if self.term is not None and not self._resign.is_set():
+            self._resign_reason = reason
+            self._resign.set()
+
+    async def request_handoff(self, target: str | None, ttl_s: float = 10.0) -> LeaderRecord:
+        """Ask the current leader (whichever node that is) to step down, for `target` or for
+        anyone; return the leader asked."""
+        record, _ = await self.store.leader()
+        if record is None:
+            raise StoreUnavailable("there is no leader to hand off from right now")
+        await self.store.put_handoff(Handoff(record.epoch, target), ttl_s)
+        return record
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        vacancy_seen: float | None = None
+        while not stop.is_set():
+            try:
+                record, revision = await self.store.leader()
+                self.leader = record
+                handoff = await self.store.handoff() if record is None else None
+                decision = decide_campaign(
+                    self.node, record, self._is_draining(), handoff, self.policy.ttl_s
+                )
+                if decision.campaign:
+                    if decision.delay_s and await _wait(stop, decision.delay_s):
+                        break
+                    sent = self._clock()
+                    term = await self.store.campaign(self.node, self.url, self.policy.ttl_s)
+                    if term is not None:
+                        await self._lead(term, sent, vacancy_seen or sent, stop)
+                        vacancy_seen = None
+                        continue
+                    continue  # somebody else was faster: read who, and follow
+                if self._is_draining():
+                    await _wait(stop, self._retry_s * 4)
+                    continue
+                vacancy_seen = await self._follow(revision, stop)
+            except StoreUnavailable as exc:
+                log.warning("leader store unreachable", node=self.node, error=str(exc))
+                await _wait(stop, self._retry_s)
+
+    async def _follow(self, revision: int, stop: asyncio.Event) -> float | None:
+        """Watch the key until it is deleted (return when that was seen), the watch ends,
+        or a while passes (to look at draining and handoffs again)."""
+
+        async def vacancy() -> float | None:
+            async for change in self.store.changes(revision):
+                if change is None:
+                    return self._clock()
+                self.leader = change
+            return None
+
+        watcher = asyncio.ensure_future(vacancy())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {watcher, stopper}, timeout=self._recheck_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            return watcher.result() if watcher in done else None
+        finally:
+            for t in (watcher, stopper):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await watcher
+
+    async def _lead(
+        self, term: Term, sent: float, vacancy_seen: float, stop: asyncio.Event
+    ) -> None:
+        self.term = term
+        self._act_until = self.policy.act_until(sent)
+        self._resign.clear()
+        self._resign_reason = ""
+        log.info("elected leader", node=self.node, epoch=term.epoch)
+        # Taking office (recording the epoch, adopting runners) runs beside the renewals:
+        # however long it takes, the lease must not lapse meanwhile.
+        taking_office = asyncio.ensure_future(self._on_elected(term, vacancy_seen))
+        reason = await self._hold(term, stop, taking_office)
+        if not taking_office.done():
+            taking_office.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await taking_office
+        await self._step_down(term, reason)
+        if reason.startswith("could not take office"):
+            await _wait(stop, self._retry_s * 4)  # let a healthier node try first
+
+    async def _hold(
+        self, term: Term, stop: asyncio.Event, taking_office: asyncio.Future[None]
+    ) -> str:
+        """Renew until something ends this leadership; return why it ended."""
+        while True:
+            if stop.is_set():
+                return "shutting down"
+            if self._resign.is_set():
+                return self._resign_reason
+            if taking_office.done() and not taking_office.cancelled():
+                exc = taking_office.exception()
+                if exc is not None:
+                    return f"could not take office: {type(exc).__name__}: {exc}"
+            sent = self._clock()
+            if sent >= self._act_until:
+                return "lease renewal overdue"
+            renewed = await self._renew(term, self._act_until - sent)
+            if renewed is False:
+                return "lease lost"
+            if renewed:
+                self._act_until = self.policy.act_until(sent)
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                request = await asyncio.wait_for(
+                    self.store.handoff(), timeout=self.policy.renew_every_s
+                )
+                if should_step_down(self.node, term.epoch, request):
+                    assert request is not None
+                    return f"handoff requested (to {request.target or 'anyone'})"
+            pause = min(self.policy.renew_every_s, self._act_until - self._clock())
+            await _wait_any(stop, self._resign, max(0.0, pause), taking_office)
+
+    async def _renew(self, term: Term, budget_s: float) -> bool | None:
+        """True renewed, False the lease is gone, None unknown (store slow/unreachable)."""
+        try:
+            return await asyncio.wait_for(self.store.keepalive(term), timeout=max(0.01, budget_s))
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("lease renewal failed", node=self.node, error=str(exc) or "timeout")
+            return None
+
+    async def _step_down(self, term: Term, reason: str) -> None:
+        """Stop acting first, give the key up second."""
+        self._act_until = 0.0
+        log.warning("stepping down", node=self.node, epoch=term.epoch, reason=reason)
+        try:
+            await self._on_demoted(term, reason)
+        finally:
+            self.term = None
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                await asyncio.wait_for(self.store.resign(term), timeout=self.policy.ttl_s)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if `stop` was set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+async def _wait_any(
+    a: asyncio.Event, b: asyncio.Event, seconds: float, also: asyncio.Future[None]
+) -> None:
+    """Wait until either event is set, `also` finishes, or `seconds` pass."""
+    waits: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(a.wait()),
+        asyncio.ensure_future(b.wait()),
+    ]
+    watched: list[asyncio.Future[Any]] = waits if also.done() else [*waits, also]
+    try:
+        await asyncio.wait(watched, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -1,0 +1,64 @@
+"""Pure decisions of the election loop: when a leader may still act, when to renew, whether
+to campaign. No I/O, no clock of its own: times are monotonic seconds passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runnerhub.ha.dcs import Handoff, LeaderRecord
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    ttl_s: float = 2.0
+    renewals_per_ttl: int = 4
+    safety_margin_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.safety_margin_s < self.ttl_s:
+            raise ValueError("the safety margin must be between 0 and the lease TTL")
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.ttl_s / self.renewals_per_ttl
+
+    def act_until(self, last_renewal_sent: float) -> float:
+        """The lease lasts at least `ttl_s` from when its last renewal was *sent* (etcd can
+        only have restarted the countdown later); stop `safety_margin_s` before that, so
+        this node stops acting before the lease can expire anywhere else."""
+        return last_renewal_sent + self.ttl_s - self.safety_margin_s
+
+    def may_act(self, now: float, last_renewal_sent: float) -> bool:
+        return now < self.act_until(last_renewal_sent)
+
+
+@dataclass(frozen=True)
+class CampaignDecision:
+    campaign: bool
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+def decide_campaign(
+    me: str,
+    leader: LeaderRecord | None,
+    draining: bool,
+    handoff: Handoff | None,
+    ttl_s: float,
+) -> CampaignDecision:
+    """Should this node try for the leader key now?"""
+    if draining:
+        return CampaignDecision(False, reason="draining: not taking leadership")
+    if leader is not None:
+        return CampaignDecision(False, reason=f"{leader.node} leads (epoch {leader.epoch})")
+    if handoff is not None and handoff.target not in (None, me):
+        # A handoff to another node: give the target a head start, but do not wait for
+        # ever (it may be gone): campaign after half a lease if the key is still free.
+        return CampaignDecision(True, delay_s=ttl_s / 2, reason=f"handoff to {handoff.target}")
+    return CampaignDecision(True, reason="no leader")
+
+
+def should_step_down(me: str, epoch: int, handoff: Handoff | None) -> bool:
+    """A handoff addressed to this leadership (its epoch) asks it to go, unless it names
+    this node as the successor; a new leader is never asked by an old request."""
+    return handoff is not None and handoff.from_epoch == epoch and handoff.target != me

@@ -1,0 +1,212 @@
+"""The spool end to end: while PostgreSQL is unreachable (a closed port) verified deliveries
+are answered 202 `spooled` and journaled; a drainer then replays them into a real database
+in order, exactly once (I1, I2), even when interrupted or replayed twice."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import REGISTRY
+
+from runnerhub.api.app import create_app
+from runnerhub.cluster.ports import free_port
+from runnerhub.config import Settings
+from runnerhub.context import NodeContext
+from runnerhub.intake.drainer import SpoolDrainer
+from runnerhub.intake.spool import VerifiedDelivery, iter_segment
+from runnerhub.intake.webhook import WebhookIntake
+from runnerhub.store.db import Pool, open_pool
+from runnerhub.store.deliveries import Recorded
+from tests.conftest import make_settings
+from tests.payloads import signed, workflow_job
+
+Signed = tuple[bytes, dict[str, str]]
+
+
+def settings_for(dsn: str, state_dir: Path, **spool: Any) -> Settings:
+    return make_settings(
+        dsn,
+        node={"id": "node-a", "state_dir": str(state_dir)},
+        database={"dsn": dsn, "pool_min_size": 1, "pool_max_size": 8, "connect_timeout_s": 0.5},
+        spool=spool,
+    )
+
+
+def unreachable() -> str:
+    return f"host=127.0.0.1 port={free_port()} dbname=x user=x password=x"
+
+
+@asynccontextmanager
+async def node_without_database(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    pool = await open_pool(settings.database)
+    app = create_app(NodeContext(settings, pool))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://node"
+        ) as client:
+            client.intake = app.state.intake  # type: ignore[attr-defined]
+            yield client
+    finally:
+        await app.state.intake.close()
+        await pool.close()
+
+
+async def deliver(client: httpx.AsyncClient, request: Signed) -> httpx.Response:
+    body, headers = request
+    return await client.post("/webhooks/github", content=body, headers=headers)
+
+
+def guid(request: Signed) -> str:
+    return request[1]["X-GitHub-Delivery"]
+
+
+def journal(directory: Path) -> list[str]:
+    return [d.guid for seg in sorted(directory.glob("*.seg")) for d in iter_segment(seg)]
+
+
+async def rows(db: Pool, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async with db.connection() as conn:
+        cur = await conn.execute(sql, args)
+        return await cur.fetchall()
+
+
+async def scalar(db: Pool, sql: str, *args: Any) -> Any:
+    (row,) = await rows(db, sql, *args)
+    return next(iter(row.values()))
+
+
+async def snapshot(db: Pool) -> tuple[Any, ...]:
+    return (
+        await rows(db, "SELECT * FROM jobs ORDER BY id"),
+        await rows(db, "SELECT delivery_guid, outcome, job_id FROM webhook_deliveries ORDER BY 1"),
+        await scalar(db, "SELECT count(*) FROM events"),
+    )
+
+
+async def drain(settings: Settings, db: Pool) -> int:
+    intake = WebhookIntake(settings, db)
+    try:
+        return await intake.drainer.drain()
+    finally:
+        await intake.close()
+
+
+async def test_spooled_deliveries_arrive_in_order_exactly_once(
+    tmp_path: Path, dsn: str, db: Pool
+) -> None:
+    life = [
+        signed(workflow_job(501, "queued")),
+        signed(workflow_job(501, "in_progress", runner_name="rh-501")),
+        signed(workflow_job(501, "completed", runner_name="rh-501", conclusion="success")),
+    ]
+    invalid = workflow_job(502)
+    del invalid["workflow_job"]["id"]
+    burst = [signed(workflow_job(510 + i)) for i in range(20)]
+    others = {
+        "ping": signed({"zen": "Design for failure.", "hook_id": 1}, event="ping"),
+        "ignored": signed({"action": "opened"}, event="pull_request"),
+        "malformed": signed(None, raw=b'{"action": "queued", '),
+        "invalid": signed(invalid),
+    }
+    spool_dir = tmp_path / "spool"
+    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+        for request in life:  # one after the other: the journal keeps their order
+            r = await deliver(client, request)
+            assert (r.status_code, r.json()["outcome"]) == (202, "spooled")
+        answers = await asyncio.gather(*(deliver(client, q) for q in [*burst, *others.values()]))
+        assert {(a.status_code, a.json()["outcome"]) for a in answers} == {(202, "spooled")}
+        sent = [guid(q) for q in [*life, *burst, *others.values()]]
+        assert journal(spool_dir)[:3] == sent[:3]
+        assert sorted(journal(spool_dir)) == sorted(sent)
+        stats = client.intake.spool.stats()  # type: ignore[attr-defined]
+        assert stats.entries == len(sent) and stats.writable
+        assert REGISTRY.get_sample_value("runnerhub_spool_entries") == len(sent)
+    kept = tmp_path / "kept"
+    shutil.copytree(spool_dir, kept)
+
+    assert await drain(settings_for(dsn, tmp_path), db) == len(sent)
+    assert journal(spool_dir) == []
+    stored = await rows(db, "SELECT delivery_guid, received_by, outcome FROM webhook_deliveries")
+    assert sorted(r["delivery_guid"] for r in stored) == sorted(sent)
+    assert {r["received_by"] for r in stored} == {"node-a"}
+    outcome = {r["delivery_guid"]: r["outcome"] for r in stored}
+    assert [outcome[guid(q)] for q in life] == ["created", "advanced", "advanced"]
+    assert {k: outcome[guid(q)] for k, q in others.items()} == {k: k for k in others}
+    done = await rows(db, "SELECT state, conclusion, runner_name FROM jobs WHERE id = 501")
+    assert done == [{"state": "completed", "conclusion": "success", "runner_name": "rh-501"}]
+    queued = await rows(db, "SELECT pool FROM jobs WHERE id BETWEEN 510 AND 529 AND state='queued'")
+    assert [r["pool"] for r in queued] == ["linux"] * 20
+
+    before = await snapshot(db)  # replaying the same journal again changes nothing (I2)
+    assert await drain(settings_for(dsn, tmp_path, dir=str(kept)), db) == len(sent)
+    assert await snapshot(db) == before
+
+
+async def test_an_interrupted_drain_completes_without_duplicates(
+    tmp_path: Path, dsn: str, db: Pool
+) -> None:
+    requests = [signed(workflow_job(700 + i)) for i in range(250)]
+    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+        answers = await asyncio.gather(*(deliver(client, q) for q in requests))
+        assert {a.status_code for a in answers} == {202}
+
+    settings = settings_for(dsn, tmp_path)  # replayed 100 at a time (webhook.max_batch)
+    first = WebhookIntake(settings, db)
+    assert await first.drainer.drain(max_batches=1) == 100
+    await first.close()  # the node stops mid-drain
+
+    second = WebhookIntake(settings, db)
+
+    async def killed_before_checkpoint(
+        batch: Sequence[VerifiedDelivery],
+    ) -> list[Recorded | Exception]:
+        await second.replay(batch)
+        raise RuntimeError("the node died before moving the checkpoint")
+
+    try:
+        await SpoolDrainer(second.spool, killed_before_checkpoint).drain()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the replay should have failed")
+    assert second.spool.stats().entries == 150  # the checkpoint did not move
+    await second.close()
+
+    assert await drain(settings, db) == 150
+    assert await scalar(db, "SELECT count(*) FROM webhook_deliveries") == 250
+    assert await scalar(db, "SELECT count(*) FROM jobs") == 250
+    assert await scalar(db, "SELECT count(*) FROM events WHERE kind = 'job.created'") == 250
+    assert journal(tmp_path / "spool") == []
+
+
+async def test_a_full_spool_refuses_with_503_and_keeps_what_it_accepted(
+    tmp_path: Path, dsn: str, db: Pool
+) -> None:
+    def big(job_id: int) -> Signed:
+        payload = workflow_job(job_id)
+        payload["padding"] = "x" * 300_000
+        return signed(payload)
+
+    requests = [big(801 + i) for i in range(4)]
+    rejected = REGISTRY.get_sample_value("runnerhub_spool_rejected_total") or 0.0
+    settings = settings_for(unreachable(), tmp_path, max_bytes=1024 * 1024)
+    async with node_without_database(settings) as client:
+        answers = [await deliver(client, q) for q in requests]
+        assert [(a.status_code, a.json()["outcome"]) for a in answers] == [
+            (202, "spooled"),
+            (202, "spooled"),
+            (202, "spooled"),
+            (503, "spool_full"),
+        ]
+        assert REGISTRY.get_sample_value("runnerhub_spool_rejected_total") == rejected + 1
+        assert client.intake.spool.stats().entries == 3  # type: ignore[attr-defined]
+
+    assert await drain(settings_for(dsn, tmp_path), db) == 3
+    jobs = await rows(db, "SELECT id FROM jobs ORDER BY id")
+    assert [j["id"] for j in jobs] == [801, 802, 803]

@@ -1,0 +1,275 @@
+"""Leader election against an in-memory store with etcd's semantics: one leader at a time,
+a successor the moment the key is free, a leader that stops acting before its lease can
+expire, handoff and draining. Real etcd is exercised by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
+from runnerhub.ha.elector import Elector
+from runnerhub.ha.leadership import LeasePolicy, decide_campaign, should_step_down
+from runnerhub.ha.memory import MemoryLeaderStore
+from runnerhub.waiting import wait_until
+
+POLICY = LeasePolicy(ttl_s=0.6, renewals_per_ttl=4, safety_margin_s=0.15)
+
+
+# -- pure decisions -------------------------------------------------------------------------
+
+
+def test_a_leader_acts_only_until_its_lease_minus_the_margin() -> None:
+    p = LeasePolicy(ttl_s=2.0, renewals_per_ttl=4, safety_margin_s=0.5)
+    assert p.renew_every_s == 0.5
+    assert p.act_until(10.0) == 11.5
+    assert p.may_act(11.49, 10.0) and not p.may_act(11.5, 10.0)
+    with pytest.raises(ValueError):
+        LeasePolicy(ttl_s=2.0, safety_margin_s=2.0)
+
+
+def test_campaign_decisions() -> None:
+    lead = LeaderRecord("a", None, 7)
+    assert not decide_campaign("b", lead, False, None, 2).campaign
+    assert not decide_campaign("b", None, True, None, 2).campaign  # draining
+    assert decide_campaign("b", None, False, None, 2) == decide_campaign("b", None, False, None, 2)
+    assert decide_campaign("b", None, False, Handoff(7, "b"), 2).delay_s == 0
+    assert decide_campaign("c", None, False, Handoff(7, "b"), 2).delay_s == 1.0
+    assert decide_campaign("c", None, False, Handoff(7, None), 2).delay_s == 0
+
+
+def test_a_handoff_addresses_one_leadership_only() -> None:
+    assert should_step_down("a", 7, Handoff(7, None))
+    assert should_step_down("a", 7, Handoff(7, "b"))
+    assert not should_step_down("b", 9, Handoff(7, "b"))  # the successor is not asked
+    assert not should_step_down("c", 9, Handoff(7, None))  # nor is any later leader
+    assert not should_step_down("a", 7, None)
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class Partitionable(LeaderStore):
+    """One node's view of the shared store; `cut` makes it unreachable for that node."""
+
+    inner: MemoryLeaderStore
+    cut: bool = False
+
+    def _check(self) -> None:
+        if self.cut:
+            raise StoreUnavailable("partitioned")
+
+    async def campaign(self, node: str, url: str | None, ttl_s: float) -> Term | None:
+        self._check()
+        return await self.inner.campaign(node, url, ttl_s)
+
+    async def keepalive(self, term: Term) -> bool:
+        self._check()
+        return await self.inner.keepalive(term)
+
+    async def resign(self, term: Term) -> None:
+        self._check()
+        await self.inner.resign(term)
+
+    async def leader(self) -> tuple[LeaderRecord | None, int]:
+        self._check()
+        return await self.inner.leader()
+
+    async def changes(self, after_revision: int) -> AsyncIterator[LeaderRecord | None]:
+        self._check()
+        async for change in self.inner.changes(after_revision):
+            self._check()
+            yield change
+
+    async def put_handoff(self, request: Handoff, ttl_s: float) -> None:
+        await self.inner.put_handoff(request, ttl_s)
+
+    async def handoff(self) -> Handoff | None:
+        self._check()
+        return await self.inner.handoff()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Member:
+    name: str
+    store: Partitionable
+    draining: bool = False
+    fail_taking_office: bool = False
+    log: list[tuple[str, int, float]] = field(default_factory=list)
+    elector: Elector | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def elected(self, term: Term, seen: float) -> None:
+        if self.fail_taking_office:
+            self.log.append(("failed to take office", term.epoch, time.monotonic()))
+            raise RuntimeError("database down")
+        self.log.append(("elected", term.epoch, time.monotonic()))
+
+    async def demoted(self, term: Term, reason: str) -> None:
+        self.log.append((f"demoted: {reason}", term.epoch, time.monotonic()))
+
+    def start(self) -> Member:
+        self.elector = Elector(
+            self.store,
+            self.name,
+            None,
+            POLICY,
+            self.elected,
+            self.demoted,
+            is_draining=lambda: self.draining,
+            retry_s=0.05,
+            follower_recheck_s=0.2,
+        )
+        self.task = asyncio.create_task(self.elector.run(self.stop))
+        return self
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task:
+            await asyncio.wait_for(self.task, 5)
+
+    @property
+    def leads(self) -> bool:
+        return self.elector is not None and self.elector.may_act()
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[MemoryLeaderStore, list[Member]]]:
+    shared = MemoryLeaderStore(time.monotonic)
+    members: list[Member] = []
+    yield shared, members
+    for m in members:
+        if m.task and not m.task.done():
+            m.stop.set()
+            m.store.cut = False
+            await asyncio.wait_for(asyncio.gather(m.task, return_exceptions=True), 5)
+
+
+def add(shared: MemoryLeaderStore, members: list[Member], name: str, **kw: bool) -> Member:
+    m = Member(name, Partitionable(shared), **kw)
+    members.append(m)
+    return m.start()
+
+
+async def leader_of(members: list[Member]) -> Member:
+    async def one() -> Member | None:
+        leading = [m for m in members if m.leads]
+        assert len(leading) <= 1, [m.name for m in leading]
+        return leading[0] if leading else None
+
+    found = await wait_until(one, 5, "a leader")
+    assert found is not None
+    return found
+
+
+async def test_exactly_one_of_three_leads(world: tuple[MemoryLeaderStore, list[Member]]) -> None:
+    shared, members = world
+    for name in "abc":
+        add(shared, members, name)
+    first = await leader_of(members)
+    for _ in range(10):  # stays one leader over several renewals
+        await asyncio.sleep(POLICY.renew_every_s)  # the passage of time is the point here
+        assert [m.name for m in members if m.leads] == [first.name]
+
+
+async def test_a_clean_stop_hands_over_at_once(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    a, b = add(shared, members, "a"), add(shared, members, "b")
+    first = await leader_of(members)
+    epoch = first.elector.epoch if first.elector else None
+    stopped = time.monotonic()
+    await first.close()
+    assert first.log[-1][0] == "demoted: shutting down"
+    second = await leader_of(members)
+    assert second is not first
+    took = second.log[-1][2] - stopped
+    assert took < POLICY.ttl_s / 2, took  # no waiting for the lease to expire
+    assert second.elector and epoch and second.elector.epoch and second.elector.epoch > epoch
+    assert {a.name, b.name} == {first.name, second.name}
+
+
+async def test_a_crashed_leader_is_replaced_after_its_lease(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    add(shared, members, "a")
+    add(shared, members, "b")
+    first = await leader_of(members)
+    assert first.task is not None
+    first.store.cut = True  # it can no longer renew nor resign: as good as dead to etcd
+    crashed = time.monotonic()
+    second = await leader_of([m for m in members if m is not first])
+    took = second.log[-1][2] - crashed
+    assert POLICY.ttl_s - POLICY.renew_every_s < took < POLICY.ttl_s + 0.5, took
+
+
+async def test_a_partitioned_leader_stops_acting_before_its_lease_expires(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    add(shared, members, "a")
+    add(shared, members, "b")
+    first = await leader_of(members)
+    first.store.cut = True
+    await wait_until(lambda: not first.leads, 5, "the old leader to stop acting")
+    stopped_acting = time.monotonic()
+    second = await leader_of([m for m in members if m is not first])
+    assert second.log[-1][2] > stopped_acting  # never two acting at once
+    assert first.log[-1][0].startswith("demoted: lease renewal overdue")
+
+
+async def test_handoff_to_a_named_node(world: tuple[MemoryLeaderStore, list[Member]]) -> None:
+    shared, members = world
+    for name in "abc":
+        add(shared, members, name)
+    first = await leader_of(members)
+    target = next(m for m in members if m is not first)
+    assert first.elector is not None
+    asked = await first.elector.request_handoff(target.name)
+    assert asked.node == first.name
+    await wait_until(lambda: target.leads, 5, "the target to lead")
+    assert first.log[-1][0].startswith("demoted: handoff requested")
+    for _ in range(4):  # the new leader is not asked to go by the same request
+        await asyncio.sleep(POLICY.renew_every_s)  # the passage of time is the point here
+        assert target.leads
+
+
+async def test_a_draining_node_never_leads_and_a_draining_leader_resigns(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    drained = add(shared, members, "a", draining=True)
+    other = add(shared, members, "b")
+    assert await leader_of(members) is other
+    drained.draining = False
+    other.draining = True
+    assert other.elector is not None
+    other.elector.request_resign("draining")
+    await wait_until(lambda: not other.leads, 5, "the draining leader to go")
+    assert await leader_of(members) is drained
+    assert other.log[-1][0] == "demoted: draining"
+
+
+async def test_a_node_that_cannot_take_office_steps_down(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    broken = add(shared, members, "a", fail_taking_office=True)
+    await wait_until(
+        lambda: any(e[0].startswith("demoted: could not take office") for e in broken.log),
+        5,
+        "a failed term",
+    )
+    healthy = add(shared, members, "b")
+    await wait_until(lambda: healthy.log and healthy.log[-1][0] == "elected", 5, "b to lead")
