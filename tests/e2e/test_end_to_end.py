@@ -3,13 +3,13 @@ simulators → jobs run. Every job runs exactly once and completes, whatever Git
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import httpx
 import pytest
 
 from runnerhub.waiting import wait_until_sync
+from tests import checks
 from tests.e2e.harness import Cluster
 from tests.payloads import signed, workflow_job
 
@@ -21,26 +21,7 @@ ARM = ["self-hosted", "Linux", "ARM64"]  # labels compare case-insensitively
 
 
 def assert_each_ran_once(c: Cluster, ids: list[int]) -> None:
-    jobs = c.sim_jobs()
-    runs = {i: jobs[i]["executions"] for i in ids}
-    assert all(len(r) == 1 for r in runs.values()), {i: r for i, r in runs.items() if len(r) != 1}
-    assert all(jobs[i]["conclusion"] == "success" for i in ids)
-    # I5: a job gets a new runner only once the one before is no longer its own: that one
-    # took another job (GitHub decides), exited or was removed - never two at once.
-    rows = c.query(
-        "SELECT provisioned_for AS job, generation, created_at, busy_at, exited_at, "
-        "removed_at FROM runners WHERE provisioned_for = ANY(%s) "
-        "ORDER BY provisioned_for, generation",
-        ids,
-    )
-    for prev, nxt in itertools.pairwise(rows):
-        if prev["job"] != nxt["job"]:
-            continue
-        ended = [t for t in (prev["busy_at"], prev["exited_at"], prev["removed_at"]) if t]
-        assert ended and min(ended) <= nxt["created_at"], (prev, nxt)
-    # No runner name ran two jobs: never a second live runner under one name.
-    names = [name for j in jobs.values() for name in j["executions"]]
-    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+    checks.assert_each_ran_once(c.sim_url, c.dsn, ids)
 
 
 def test_200_jobs_over_3_pools_each_run_exactly_once(cluster: Cluster) -> None:

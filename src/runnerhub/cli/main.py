@@ -117,13 +117,22 @@ def up(
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop once the demo workload has completed.")
     ] = False,
+    ha: Annotated[
+        bool, typer.Option("--ha", help="3 etcd members, HAProxy and several nodes.")
+    ] = False,
+    nodes: Annotated[int, typer.Option(min=2, max=9, help="Nodes with --ha.")] = 3,
 ) -> None:
     """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
     from runnerhub.cluster.local import run_local_cluster
 
     sys.exit(
         run_local_cluster(
-            state_dir, port=port, demo_jobs=demo_jobs, exit_after_demo=exit_after_demo
+            state_dir,
+            port=port,
+            demo_jobs=demo_jobs,
+            exit_after_demo=exit_after_demo,
+            ha=ha,
+            nodes=nodes,
         )
     )
 

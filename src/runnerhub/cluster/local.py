@@ -29,6 +29,8 @@ from rich.live import Live
 from rich.panel import Panel
 
 from runnerhub.cli.status import render
+from runnerhub.cluster.etcd import EtcdError, LocalEtcd
+from runnerhub.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.cluster.ports import free_port
 from runnerhub.cluster.postgres import LocalPostgres, PostgresError
 from runnerhub.waiting import Timeout, wait_until_sync
@@ -145,14 +147,24 @@ class LocalCluster:
     state_dir: Path
     port: int = 8080
     demo_jobs: int = 30
+    ha: bool = False  # 3 etcd members, HAProxy in front of `nodes` nodes
+    nodes: int = 1
     console: Console = field(default_factory=Console)
+    # Settings merged into every node's configuration (section by section), e.g. for tests.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()
         self.logs = self.state_dir / "logs"
         self.services: list[Service] = []
+        self.node_services: list[Service] = []
+        self.node_urls: dict[str, str] = {}
         self.pg = LocalPostgres(self.state_dir / "postgres")
+        self.etcd: LocalEtcd | None = None
+        self.haproxy: LocalHAProxy | None = None
         self.stopping = threading.Event()
+        if self.ha and self.nodes < 2:
+            self.nodes = 3
 
     # -- start -----------------------------------------------------------------------------
 
@@ -174,25 +186,65 @@ class LocalCluster:
             chosen = free_port()
             self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
             self.port = chosen
+        # In HA mode the port is HAProxy's; the nodes listen on ports of their own.
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.api_url}/webhooks/github"
+        ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
+
+        if self.ha:
+            self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
+            with self.console.status("starting etcd (3 members)…"):
+                self.etcd.start()
+            self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
 
         with self.console.status("starting the GitHub simulator…"):
             self.sim_url = self._start_sim()
         self.console.print(f"[green]✓[/green] GitHub simulator at {self.sim_url}")
 
-        config = self._write_config()
-        node = Service(
-            "node-1",
-            [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
-            self.logs / "node-1.log",
-        )
-        with self.console.status("starting RunnerHub node-1 (migrating the database)…"):
-            node.start()
-            self.services.append(node)
-            self._wait_http(f"{self.api_url}/readyz", node, "node-1 to become ready")
-        self.console.print(f"[green]✓[/green] RunnerHub node-1 at {self.api_url}")
+        for i, port in enumerate(ports, start=1):
+            name = f"node-{i}"
+            config = self._write_config(name, port)
+            node = Service(
+                name,
+                [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
+                self.logs / f"{name}.log",
+            )
+            with self.console.status(f"starting RunnerHub {name}…"):
+                node.start()
+                self.services.append(node)
+                self.node_services.append(node)
+                self.node_urls[name] = f"http://127.0.0.1:{port}"
+                self._wait_http(f"{self.node_urls[name]}/readyz", node, f"{name} to become ready")
+            self.console.print(f"[green]✓[/green] RunnerHub {name} at {self.node_urls[name]}")
+
+        if self.ha:
+            self.haproxy = LocalHAProxy(self.state_dir / "haproxy", frontend_port=self.port)
+            with self.console.status("starting HAProxy…"):
+                self.haproxy.start(
+                    [(n, "127.0.0.1", int(u.rsplit(":", 1)[1])) for n, u in self.node_urls.items()]
+                )
+                self._wait_http(
+                    f"{self.api_url}/readyz",
+                    self.node_services[0],
+                    "HAProxy to route to a ready node",
+                )
+            self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
+            with self.console.status("waiting for a leader…"):
+                wait_until_sync(self.leader, 30, "a leader to be elected", interval_s=0.1)
+            self.console.print(f"[green]✓[/green] leader: {self.leader()}")
         self._write_cluster_file()
+
+    def leader(self) -> str | None:
+        """The elected leader's node id, as the cluster reports it."""
+        try:
+            r = httpx.get(
+                f"{self.api_url}/api/v1/cluster",
+                timeout=2,
+                headers={"Authorization": f"Bearer {self.secrets.admin_token}"},
+            )
+            return str(r.json()["leader"]) if r.status_code == 200 and r.json()["leader"] else None
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
 
     def _start_sim(self) -> str:
         ready = self.state_dir / "github-sim.ready"
@@ -231,14 +283,16 @@ class LocalCluster:
         port = json.loads(ready.read_text())["port"]
         return f"http://127.0.0.1:{port}"
 
-    def _write_config(self) -> Path:
+    def _write_config(self, name: str, port: int) -> Path:
         runner_cmd = [sys.executable, "-m", "runnerhub.sim.runner", "--idle-timeout", "600"]
-        config = {
+        config: dict[str, Any] = {
             "node": {
-                "id": "node-1",
+                "id": name,
                 "host": "127.0.0.1",
-                "port": self.port,
-                "state_dir": str(self.state_dir / "node-1"),
+                "port": port,
+                "state_dir": str(self.state_dir / name),
+                # Shared by every node here, so whichever leads adopts every runner.
+                "runner_state_dir": str(self.state_dir / "runners"),
             },
             "database": {"dsn": self.dsn},
             "webhook": {"secrets": [self.secrets.webhook_secret]},
@@ -260,7 +314,13 @@ class LocalCluster:
             "reconciler": {"interval_s": 15},
             "log": {"level": "info", "format": "json"},
         }
-        path = self.state_dir / "runnerhub.yaml"
+        if self.etcd is not None:
+            config["ha"] = {"etcd_endpoints": self.etcd.endpoints, "heartbeat_s": 0.5}
+        for section, value in self.overrides.items():
+            config[section] = (
+                {**config.get(section, {}), **value} if isinstance(value, dict) else value
+            )
+        path = self.state_dir / f"{name}.yaml"
         _write_private(
             path,
             "# written by `runnerhub up`; holds secrets\n"
@@ -282,8 +342,12 @@ class LocalCluster:
     def _write_cluster_file(self) -> None:
         info = {
             "state_dir": str(self.state_dir),
-            "config_file": str(self.state_dir / "runnerhub.yaml"),
+            "mode": "ha" if self.ha else "single",
+            "config_files": {n: str(self.state_dir / f"{n}.yaml") for n in self.node_urls},
             "api_url": self.api_url,
+            "node_urls": self.node_urls,
+            "etcd_endpoints": self.etcd.endpoints if self.etcd else [],
+            "haproxy_stats_url": self.haproxy.stats_url if self.haproxy else None,
             "webhook_url": self.webhook_url,
             "admin_token": self.secrets.admin_token,
             "read_token": self.secrets.read_token,
@@ -291,7 +355,16 @@ class LocalCluster:
             "github_sim_url": self.sim_url,
             "github_token": self.secrets.github_token,
             "database_dsn": self.dsn,
-            "pids": {"postgres": self.pg.pid(), **{s.name: s.pid for s in self.services}},
+            "pids": {
+                "postgres": self.pg.pid(),
+                **{s.name: s.pid for s in self.services},
+                **(
+                    {f"etcd-{i}": m.pid for i, m in enumerate(self.etcd.members)}
+                    if self.etcd
+                    else {}
+                ),
+                **({"haproxy": self.haproxy.pid} if self.haproxy else {}),
+            },
             "started_at": time.time(),
         }
         _write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
@@ -335,8 +408,16 @@ class LocalCluster:
     # -- watch and stop --------------------------------------------------------------------
 
     def banner(self) -> Panel:
+        ha = ""
+        if self.ha:
+            ha = (
+                f"  nodes       {', '.join(self.node_urls)} behind HAProxy; leader: "
+                f"{self.leader() or '(electing)'}\n"
+                f"  HAProxy     stats {self.haproxy.stats_url if self.haproxy else '-'}\n"
+            )
         return Panel.fit(
             f"[b]RunnerHub is up[/b]  (state: {self.state_dir})\n"
+            f"{ha}"
             f"  API         {self.api_url}/api/v1   docs: {self.api_url}/docs\n"
             f"  webhooks    {self.webhook_url}\n"
             f"  metrics     {self.api_url}/metrics\n"
@@ -368,13 +449,13 @@ class LocalCluster:
                     live.update(Group(self.banner(), f"(waiting for the API: {exc})"), refresh=True)
                     done, total, doubles = 0, 1, 0
                 if exit_after_demo and total and done == total:
-                    self.console.print(
-                        f"[green]demo complete: {done} jobs, each run once[/green]"
-                        if not doubles
-                        else f"[red]{doubles} jobs ran twice[/red]"
-                    )
-                    return 0 if not doubles else 1
+                    break
                 self.stopping.wait(1.0)
+        if exit_after_demo and not self.stopping.is_set():
+            if doubles:
+                self.console.print(f"[red]demo: {doubles} jobs ran twice[/red]")
+                return 1
+            self.console.print(f"[green]demo complete: {done} jobs, each run once[/green]")
         return 0
 
     def stop(self) -> None:
@@ -384,6 +465,10 @@ class LocalCluster:
         self._stop_runner_processes()
         for svc in self.services:
             svc.stop()
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        if self.etcd is not None:
+            self.etcd.stop()
         try:
             self.pg.stop()
         except PostgresError as exc:
@@ -392,7 +477,7 @@ class LocalCluster:
 
     def _stop_runner_processes(self) -> None:
         """Runners run in their own sessions so they outlive a node crash; stop them here."""
-        for record in (self.state_dir / "node-1" / "process" / "runners").glob("*.json"):
+        for record in (self.state_dir / "runners" / "runners").glob("*.json"):
             try:
                 pid = int(json.loads(record.read_text())["pid"])
                 os.killpg(pid, signal.SIGTERM)
@@ -400,8 +485,17 @@ class LocalCluster:
                 continue
 
 
-def run_local_cluster(state_dir: Path, port: int, demo_jobs: int, exit_after_demo: bool) -> int:
-    cluster = LocalCluster(state_dir, port=port, demo_jobs=demo_jobs)
+def run_local_cluster(
+    state_dir: Path,
+    port: int,
+    demo_jobs: int,
+    exit_after_demo: bool,
+    ha: bool = False,
+    nodes: int = 3,
+) -> int:
+    cluster = LocalCluster(
+        state_dir, port=port, demo_jobs=demo_jobs, ha=ha, nodes=nodes if ha else 1
+    )
     signal.signal(signal.SIGTERM, lambda *_: cluster.stopping.set())
     # Ctrl-C, even when started with SIGINT ignored (a background job of a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -411,7 +505,7 @@ def run_local_cluster(state_dir: Path, port: int, demo_jobs: int, exit_after_dem
         return cluster.watch(ids, exit_after_demo)
     except KeyboardInterrupt:
         return 0
-    except (RuntimeError, PostgresError, Timeout) as exc:
+    except (RuntimeError, PostgresError, EtcdError, HAProxyError, Timeout) as exc:
         cluster.console.print(f"[red]runnerhub up: {exc}[/red]")
         return 1
     finally:

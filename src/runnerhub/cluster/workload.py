@@ -1,0 +1,135 @@
+"""Drive a local cluster with jobs and check what became of them: shared by the chaos tests,
+the failover benchmark and the demo."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+LINUX = ["self-hosted", "linux", "x64"]
+
+
+class Load:
+    """Enqueue jobs on the GitHub simulator at a steady rate until stopped (a thread)."""
+
+    def __init__(
+        self,
+        sim_url: str,
+        rate: float,
+        labels: Sequence[str] = LINUX,
+        duration_s: float = 0.2,
+        repository: str = "acme/web",
+    ) -> None:
+        self.sim_url = sim_url
+        self.rate = rate
+        self.body = {
+            "repository": repository,
+            "labels": list(labels),
+            "duration_s": duration_s,
+            "count": 1,
+        }
+        self.ids: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="load")
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.sim_url, timeout=10) as sim:
+            start = time.monotonic()
+            for n in itertools.count(1):
+                if self._stop.is_set():
+                    return
+                try:
+                    r = sim.post("/_sim/jobs", json=self.body)
+                    r.raise_for_status()
+                    self.ids += [j["id"] for j in r.json()["jobs"]]
+                except httpx.HTTPError as exc:
+                    self.errors.append(str(exc))
+                self._stop.wait(max(0.0, start + n / self.rate - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def sim_jobs(sim_url: str) -> dict[int, dict[str, Any]]:
+    r = httpx.get(f"{sim_url}/_sim/jobs", timeout=10)
+    r.raise_for_status()
+    return {j["id"]: j for j in r.json()["jobs"]}
+
+
+def query(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute(sql.encode(), args).fetchall()
+
+
+@dataclass
+class Verdict:
+    jobs: int
+    not_completed: list[int] = field(default_factory=list)
+    ran_twice: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    overlapping_runners: list[int] = field(default_factory=list)
+    names_reused: list[str] = field(default_factory=list)
+    deliveries: int = 0
+    deliveries_failed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.not_completed
+            or self.ran_twice
+            or self.failed
+            or self.overlapping_runners
+            or self.names_reused
+            or self.deliveries_failed
+        )
+
+
+def verify(sim_url: str, dsn: str, ids: Sequence[int]) -> Verdict:
+    """Every job completed once with success; no job had two runners of its own at a time
+    (I5); no runner name ran two jobs; the simulator got a 2xx for every delivery."""
+    jobs = sim_jobs(sim_url)
+    v = Verdict(jobs=len(ids))
+    for i in ids:
+        j = jobs[i]
+        if j["status"] != "completed":
+            v.not_completed.append(i)
+        elif j["conclusion"] != "success":
+            v.failed.append(i)
+        if len(j["executions"]) > 1:
+            v.ran_twice.append(i)
+    rows = query(
+        dsn,
+        "SELECT provisioned_for AS job, generation, created_at, busy_at, "
+        "exited_at, removed_at FROM runners WHERE provisioned_for = ANY(%s) "
+        "ORDER BY provisioned_for, generation",
+        list(ids),
+    )
+    for prev, nxt in itertools.pairwise(rows):
+        ended = [t for t in (prev["busy_at"], prev["exited_at"], prev["removed_at"]) if t]
+        if prev["job"] == nxt["job"] and not (ended and min(ended) <= nxt["created_at"]):
+            v.overlapping_runners.append(int(nxt["job"]))
+    names = [name for j in jobs.values() for name in j["executions"]]
+    v.names_reused = sorted({n for n in names if names.count(n) > 1})
+    r = httpx.get(f"{sim_url}/_sim/deliveries", timeout=10)
+    r.raise_for_status()
+    deliveries = r.json()["deliveries"]
+    v.deliveries = len(deliveries)
+    v.deliveries_failed = [d for d in deliveries if d["status"] != "OK"]
+    return v
