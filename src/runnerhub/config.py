@@ -58,6 +58,11 @@ class DatabaseSettings(_Strict):
     pool_max_size: int = Field(default=10, ge=1)
     connect_timeout_s: float = Field(default=3.0, gt=0)
     statement_timeout_ms: int = Field(default=5000, ge=0)
+    # A session that sits inside a transaction this long is cut off by PostgreSQL. Nothing
+    # here keeps a transaction open while it waits for something else, so only a frozen or
+    # partitioned node hits it, and its locks (the epoch check's FOR SHARE) must not make a
+    # new leader wait for longer than this.
+    idle_in_transaction_timeout_ms: int = Field(default=2000, ge=0)
 
     @model_validator(mode="after")
     def _sizes(self) -> DatabaseSettings:

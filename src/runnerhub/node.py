@@ -45,7 +45,9 @@ log = structlog.get_logger("runnerhub.node")
 # A new leader reconciles with GitHub before it provisions, but not for longer than this:
 # provisioning is idempotent on its own, and failover has a time budget.
 TAKEOVER_RECONCILE_S = 5.0
-LOOP_STOP_GRACE_S = 2.0
+# A loop mid-cycle is cancelled after this: every step is idempotent, and a clean handover
+# should not wait for a reconciler sweep to finish.
+LOOP_STOP_GRACE_S = 0.05
 
 
 def make_backends(settings: Settings) -> dict[str, RunnerBackend]:
@@ -89,6 +91,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_stop = asyncio.Event()
         self._loop_tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.app: RunnerHubApp = create_app(self.ctx, lifespan=self._lifespan)
         self.app.state.node = self
 
@@ -100,7 +103,13 @@ class Node:
         finally:
             await self.stop()
 
+    def hand_over_soon(self) -> None:
+        """From a signal handler: step down at once if leading (safe outside the loop)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ctx.leadership.request_resign, "shutting down")
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.db.open(wait=False)
         self.app.state.intake.start()  # the spool (and its drainer): every node has its own
         self._stop.clear()
@@ -216,17 +225,15 @@ class Node:
         """Adopt and reconcile first, then provision: a new leader must see every runner
         the old one started before it decides a job lacks one (I5)."""
         self._loop_stop = asyncio.Event()
-        for first, budget in (
-            (self.janitor, TAKEOVER_RECONCILE_S),
-            (self.reconciler, TAKEOVER_RECONCILE_S),
+        for name, first in (
+            ("janitor", self.janitor.cycle),
+            ("reconciler", self.reconciler.catch_up_jobs),
         ):
             try:
-                await asyncio.wait_for(first.cycle(), timeout=budget)
+                await asyncio.wait_for(first(), timeout=TAKEOVER_RECONCILE_S)
             except Exception as exc:  # the loop retries; provisioning stays idempotent
                 log.warning(
-                    "takeover step did not finish",
-                    loop=first.name,
-                    error=f"{type(exc).__name__}: {exc}",
+                    "takeover step did not finish", step=name, error=f"{type(exc).__name__}: {exc}"
                 )
         dsn = self.settings.database.dsn.get_secret_value()
         stop = self._loop_stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+from types import FrameType
 
 import uvicorn
 
@@ -32,6 +33,19 @@ def uvicorn_config(node: Node, settings: Settings) -> uvicorn.Config:
     )
 
 
+class NodeServer(uvicorn.Server):
+    """uvicorn, but a stop signal makes the leader hand over *first*: the successor takes
+    office while this node still finishes its requests and shuts down."""
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.node.hand_over_soon()
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings) -> None:
     logs.setup(settings.log.level, settings.log.format)
     node = Node(settings)
@@ -39,4 +53,4 @@ def serve(settings: Settings) -> None:
     # garbage collector's full passes, which otherwise show up as latency spikes in intake.
     gc.collect()
     gc.freeze()
-    uvicorn.Server(uvicorn_config(node, settings)).run()
+    NodeServer(uvicorn_config(node, settings), node).run()

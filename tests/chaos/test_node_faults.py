@@ -37,6 +37,9 @@ def ha(tmp_path: Path) -> Iterator[LocalCluster]:
         ha=True,
         nodes=3,
         console=Console(file=io.StringIO()),
+        # The load is far beyond what one GitHub App may call in an hour (5,000 to 15,000
+        # requests): these tests are about node faults, not rate limits.
+        sim_args=["--rate-limit", "1000000"],
         overrides={
             "scheduler": {"tick_s": 1, "retry_base_s": 0.2, "retry_max_s": 2},
             "janitor": {"interval_s": 0.5},

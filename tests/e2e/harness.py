@@ -133,6 +133,12 @@ class Cluster:
                 }
             )
             nodes.append(self._start_node_process(f"node-{i}", cfg, port))
+
+        def all_taking_part() -> bool:  # heartbeats run beside the election loop
+            info = self.api("/api/v1/cluster", base=self.node_urls[nodes[0].name])
+            return sum(n["healthy"] for n in info["nodes"]) == count
+
+        wait_until_sync(all_taking_part, 30, "every node to take part", interval_s=0.1)
         return nodes
 
     def node_url(self, node: Service) -> str:

@@ -52,7 +52,7 @@ def test_up_runs_the_demo_and_resumes(tmp_path: Path) -> None:
         "pids",
     } <= set(info)
     assert set(info["pids"]) == {"postgres", "github-sim", "node-1"}
-    for secret_file in ("cluster.json", "secrets.json", "runnerhub.yaml"):
+    for secret_file in ("cluster.json", "secrets.json", "node-1.yaml"):
         assert stat.S_IMODE((state / secret_file).stat().st_mode) == 0o600
     # Stopped cleanly: no process of it is left.
     for pid in info["pids"].values():

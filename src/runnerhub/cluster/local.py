@@ -152,6 +152,7 @@ class LocalCluster:
     console: Console = field(default_factory=Console)
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
+    sim_args: list[str] = field(default_factory=list)  # extra `github-sim` flags
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()
@@ -231,8 +232,23 @@ class LocalCluster:
             self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
             with self.console.status("waiting for a leader…"):
                 wait_until_sync(self.leader, 30, "a leader to be elected", interval_s=0.1)
+                wait_until_sync(
+                    self._all_nodes_healthy, 30, "every node to take part", interval_s=0.1
+                )
             self.console.print(f"[green]✓[/green] leader: {self.leader()}")
         self._write_cluster_file()
+
+    def _all_nodes_healthy(self) -> bool:
+        try:
+            r = httpx.get(
+                f"{self.api_url}/api/v1/cluster",
+                timeout=2,
+                headers={"Authorization": f"Bearer {self.secrets.admin_token}"},
+            )
+            nodes = r.json()["nodes"] if r.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return sum(bool(n["healthy"]) for n in nodes) == len(self.node_services)
 
     def leader(self) -> str | None:
         """The elected leader's node id, as the cluster reports it."""
@@ -267,6 +283,7 @@ class LocalCluster:
                 str(self.state_dir / "github-sim.json"),
                 "--ready-file",
                 str(ready),
+                *self.sim_args,
             ],
             self.logs / "github-sim.log",
         )

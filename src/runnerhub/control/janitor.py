@@ -87,8 +87,12 @@ class Janitor(ControlLoop):
             await backend.forget(row.name)
 
     async def _remove_registration(self, row: RunnerRow) -> bool:
-        """True once GitHub no longer has the runner (deleted now or already gone)."""
-        if row.github_runner_id is None:
+        """True once GitHub no longer has the runner (deleted now or already gone).
+
+        An ephemeral runner that took a job is deregistered by GitHub when that job ends:
+        asking again would only spend rate limit (the reconciler's sweep removes any that
+        linger). Only a runner that never took a job leaves its registration behind."""
+        if row.github_runner_id is None or row.busy_at is not None:
             return True
         self.ctx.ensure_may_act()
         try:

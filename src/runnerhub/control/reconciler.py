@@ -11,7 +11,7 @@ Three sweeps, each on its own so one failing does not stop the others:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -31,11 +31,12 @@ from runnerhub.github.errors import GitHubError, RunnerBusy
 from runnerhub.github.models import HookDelivery, HookTarget
 from runnerhub.intake.webhook import Scope
 from runnerhub.store import runners as runner_store
-from runnerhub.store.jobs import apply_observation
+from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
 
 log = structlog.get_logger("runnerhub.reconciler")
 
 MAX_REDELIVERIES_PER_SWEEP = 200
+DELIVERY_OVERLAP = timedelta(minutes=2)
 
 
 @dataclass
@@ -65,11 +66,20 @@ class Reconciler(ControlLoop):
         self._pools = [MatchPool.of(p.name, p.labels, p.min_idle, p.max_runners) for p in s.pools]
         self._scope = Scope(s.github.repositories, s.github.organizations)
         self.last_report: SweepReport | None = None
+        self._deliveries_swept: datetime | None = None
         self.wakeup = ctx.reconcile_wakeup  # the API's "reconcile now" wakes us
 
     async def cycle(self) -> None:
+        await self._sweeps(self._sweep_jobs, self._sweep_deliveries, self._sweep_runners)
+
+    async def catch_up_jobs(self) -> None:
+        """A new leader's first step before it provisions: learn every job GitHub has
+        queued or running (the rest of the sweep follows in the loop)."""
+        await self._sweeps(self._sweep_jobs)
+
+    async def _sweeps(self, *sweeps: Callable[[SweepReport], Awaitable[None]]) -> None:
         report = SweepReport()
-        for sweep in (self._sweep_jobs, self._sweep_deliveries, self._sweep_runners):
+        for sweep in sweeps:
             try:
                 await sweep(report)
             except GitHubError as exc:
@@ -95,13 +105,12 @@ class Reconciler(ControlLoop):
         return repos
 
     async def _sweep_jobs(self, report: SweepReport) -> None:
-        seen: set[int] = set()
+        seen: dict[int, JobFacts] = {}
         for repo in await self.repositories():
             for status in ("queued", "in_progress"):
                 for run in await self.github.list_runs(repo, status):
                     for job in await self.github.list_run_jobs(repo, int(run["id"])):
-                        seen.add(int(job["id"]))
-                        await self._observe(job, repo, report)
+                        self._read(job, repo, seen)
         async with self.ctx.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, repository FROM jobs WHERE state <> 'completed' AND NOT hosted "
@@ -113,27 +122,35 @@ class Reconciler(ControlLoop):
                 continue
             fetched = await self.github.get_job(repo, job_id)
             if fetched is not None:
-                await self._observe(fetched, repo, report)
+                self._read(fetched, repo, seen)
+        report.jobs_seen += len(seen)
+        for outcome in await self.apply(list(seen.values())):
+            if outcome is Outcome.CREATED:
+                report.count("job_inserted")
+            elif outcome in (Outcome.ADVANCED, Outcome.UPDATED):
+                report.count("job_caught_up")
 
-    async def _observe(self, job: dict[str, object], repo: str, report: SweepReport) -> None:
-        report.jobs_seen += 1
+    def _read(self, job: dict[str, object], repo: str, into: dict[int, JobFacts]) -> None:
         try:
             obs = job_from_api(job, repo)
         except PayloadError as exc:
             log.warning("GitHub returned a job we cannot read", repository=repo, error=str(exc))
             return
-        outcome = await self.apply(obs)
-        if outcome is Outcome.CREATED:
-            report.count("job_inserted")
-        elif outcome in (Outcome.ADVANCED, Outcome.UPDATED):
-            report.count("job_caught_up")
+        into[obs.job_id] = obs
 
-    async def apply(self, obs: JobFacts) -> Outcome:
-        async with self.ctx.control_tx() as conn:
-            tr = await apply_observation(
-                conn, obs, match(obs.labels, self._pools), source="reconciler", node=self.node
-            )
-        return tr.outcome
+    async def apply(self, observations: list[JobFacts], batch: int = 200) -> list[Outcome]:
+        """Apply what GitHub said through the same state machine as intake, a batch per
+        transaction (a sweep can see hundreds of jobs)."""
+        outcomes: list[Outcome] = []
+        for i in range(0, len(observations), batch):
+            chunk = [(o, match(o.labels, self._pools)) for o in observations[i : i + batch]]
+            async with self.ctx.control_tx() as conn:
+                await lock_jobs(conn, (o.job_id for o, _ in chunk))
+                current = await load_for_update(conn, (o.job_id for o, _ in chunk))
+                writes = plan_writes(current, chunk, "reconciler")
+                await writes.execute(conn, self.node)
+            outcomes += [t.outcome for t in writes.transitions]
+        return outcomes
 
     # -- 2. deliveries ---------------------------------------------------------------------
 
@@ -145,9 +162,15 @@ class Reconciler(ControlLoop):
     async def _sweep_deliveries(self, report: SweepReport) -> None:
         if not self.ctx.settings.reconciler.redeliver:
             return
-        since = datetime.now(UTC) - timedelta(
-            seconds=self.ctx.settings.reconciler.delivery_lookback_s
-        )
+        # The first sweep looks back as far as configured (GitHub keeps deliveries for about
+        # three days); later ones only since the previous sweep began, with a margin for
+        # deliveries GitHub records late: listing everything each time would spend the rate
+        # limit on pages of old, healthy deliveries.
+        started = datetime.now(UTC)
+        lookback = timedelta(seconds=self.ctx.settings.reconciler.delivery_lookback_s)
+        since = started - lookback
+        if self._deliveries_swept is not None:
+            since = max(since, self._deliveries_swept - DELIVERY_OVERLAP)
         budget = MAX_REDELIVERIES_PER_SWEEP
         for hook in self.hooks():
             deliveries = await self.github.list_deliveries(hook, since=since)
@@ -167,6 +190,8 @@ class Reconciler(ControlLoop):
                 await self.github.redeliver(hook, delivery_id)
                 budget -= 1
                 report.count("redelivered")
+        if budget > 0:  # all handled: the next sweep may start from here
+            self._deliveries_swept = started
 
     # -- 3. runners ------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ def _kwargs(settings: DatabaseSettings, app_name: str) -> dict[str, Any]:
         "row_factory": dict_row,
         "connect_timeout": max(1, round(settings.connect_timeout_s)),
         "application_name": app_name,
-        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        "options": f"-c statement_timeout={settings.statement_timeout_ms} "
+        f"-c idle_in_transaction_session_timeout={settings.idle_in_transaction_timeout_ms}",
     }
 
 

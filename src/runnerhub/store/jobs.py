@@ -189,6 +189,8 @@ def plan_writes(
             matches.setdefault(obs.job_id, m)
             if tr.facts.runner_name and tr.facts.state is JobState.IN_PROGRESS:
                 w.busy.append({"job_id": obs.job_id, "name": tr.facts.runner_name})
+        if tr.outcome is Outcome.DUPLICATE:
+            continue  # nothing happened: the delivery's own record says it came
         detail: dict[str, Any] = {
             "outcome": tr.outcome.value,
             "state": tr.facts.state.value,
@@ -212,17 +214,6 @@ def plan_writes(
             )
     w.busy.sort(key=lambda b: str(b["name"]))  # runner rows in name order, like other writers
     return w
-
-
-async def apply_observation(
-    conn: Conn, obs: JobFacts, match: Match, source: str, node: str
-) -> Transition:
-    """One observation under its own lock, inside the caller's transaction."""
-    await lock_jobs(conn, [obs.job_id])
-    current = await load_for_update(conn, [obs.job_id])
-    writes = plan_writes(current, [(obs, match)], source)
-    await writes.execute(conn, node)
-    return writes.transitions[0]
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class RunnerRow:
     next_attempt_at: datetime | None
     last_error: str | None
     created_at: datetime
+    busy_at: datetime | None = None
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> RunnerRow:
@@ -53,6 +54,7 @@ class RunnerRow:
             next_attempt_at=row["next_attempt_at"],
             last_error=row["last_error"],
             created_at=row["created_at"],
+            busy_at=row["busy_at"],
         )
 
 
