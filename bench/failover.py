@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import signal
 import statistics
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 
 from runnerhub.cluster.local import LocalCluster, Service
 from runnerhub.cluster.workload import Load, query, sim_jobs, verify
@@ -171,23 +169,7 @@ def main() -> int:
     results = Results()
 
     with tempfile.TemporaryDirectory(prefix="rh-failover-") as d:
-        c = LocalCluster(
-            Path(d) / "state",
-            port=0,
-            demo_jobs=0,
-            ha=True,
-            nodes=3,
-            console=Console(file=io.StringIO()),
-            # The load is far beyond what one GitHub App may call in an hour (5,000 to
-            # 15,000 requests): this measures failover, not rate limits.
-            sim_args=["--rate-limit", "1000000"],
-            overrides={
-                "scheduler": {"tick_s": 1, "retry_base_s": 0.2, "retry_max_s": 2},
-                "janitor": {"interval_s": 0.5},
-                "reconciler": {"interval_s": 5},
-                "ha": {"lease_ttl_s": args.lease},
-            },
-        )
+        c = LocalCluster.for_faults(Path(d) / "state", args.lease)
         try:
             c.start()
             print(

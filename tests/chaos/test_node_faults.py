@@ -6,7 +6,6 @@ runners of its own at once."""
 
 from __future__ import annotations
 
-import io
 import signal
 import time
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from rich.console import Console
 
 from runnerhub.cluster.local import LocalCluster, Service
 from runnerhub.cluster.workload import Load
@@ -30,23 +28,7 @@ TTL = 2.0
 
 @pytest.fixture
 def ha(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(
-        tmp_path / "state",
-        port=0,
-        demo_jobs=0,
-        ha=True,
-        nodes=3,
-        console=Console(file=io.StringIO()),
-        # The load is far beyond what one GitHub App may call in an hour (5,000 to 15,000
-        # requests): these tests are about node faults, not rate limits.
-        sim_args=["--rate-limit", "1000000"],
-        overrides={
-            "scheduler": {"tick_s": 1, "retry_base_s": 0.2, "retry_max_s": 2},
-            "janitor": {"interval_s": 0.5},
-            "reconciler": {"interval_s": 5},
-            "ha": {"lease_ttl_s": TTL},
-        },
-    )
+    cluster = LocalCluster.for_faults(tmp_path / "state", TTL)
     try:
         cluster.start()
         yield cluster

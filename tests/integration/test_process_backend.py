@@ -19,7 +19,7 @@ JIT = "eyJzZWNyZXQiOiAidG9wIHNlY3JldCBqaXQifQ=="
 
 # Writes what it was given to a file, then waits to be stopped (or exits at once with "exit").
 CHILD = """
-import json, os, sys, time, signal
+import json, os, sys, signal
 out = sys.argv[1]
 if len(sys.argv) > 2 and sys.argv[2] == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -29,7 +29,7 @@ with open(out, "w") as f:
 if len(sys.argv) > 2 and sys.argv[2] == "exit":
     sys.exit(3)
 while True:
-    time.sleep(0.05)
+    signal.pause()  # idle like a runner waiting for work, until a signal ends it
 """
 
 

@@ -13,6 +13,7 @@ from runnerhub.sim.config import SimConfig
 from runnerhub.sim.errors import ApiError
 from runnerhub.sim.model import Delivery, Job, Runner
 from runnerhub.sim.state import SimState
+from runnerhub.waiting import wait_until
 
 
 def make_state(**overrides: object) -> tuple[SimState, list[tuple[int, str]]]:
@@ -97,10 +98,7 @@ async def test_a_job_is_handed_to_exactly_one_runner() -> None:
 
 
 async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await wait_until(predicate, within, "the condition")
 
 
 async def test_long_poll_wakes_when_a_matching_job_arrives() -> None:

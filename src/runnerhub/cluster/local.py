@@ -8,6 +8,7 @@ running it again on the same directory resumes where it stopped.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -153,6 +154,27 @@ class LocalCluster:
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
     sim_args: list[str] = field(default_factory=list)  # extra `github-sim` flags
+
+    @classmethod
+    def for_faults(cls, state_dir: Path, lease_ttl_s: float = 2.0) -> LocalCluster:
+        """A quiet HA cluster with fast loops, for chaos tests and failover benchmarks."""
+        return cls(
+            state_dir,
+            port=0,
+            demo_jobs=0,
+            ha=True,
+            nodes=3,
+            console=Console(file=io.StringIO()),
+            # Sustained load is far beyond what one GitHub App may call in an hour (5,000 to
+            # 15,000 requests): these runs are about node faults, not rate limits.
+            sim_args=["--rate-limit", "1000000"],
+            overrides={
+                "scheduler": {"tick_s": 1, "retry_base_s": 0.2, "retry_max_s": 2},
+                "janitor": {"interval_s": 0.5},
+                "reconciler": {"interval_s": 5},
+                "ha": {"lease_ttl_s": lease_ttl_s},
+            },
+        )
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()
