@@ -40,6 +40,8 @@ def test_campaign_decisions() -> None:
     assert decide_campaign("b", None, False, Handoff(7, "b"), 2).delay_s == 0
     assert decide_campaign("c", None, False, Handoff(7, "b"), 2).delay_s == 1.0
     assert decide_campaign("c", None, False, Handoff(7, None), 2).delay_s == 0
+    # Given way once to that handoff: the target did not take over, so now campaign.
+    assert decide_campaign("c", None, False, Handoff(7, "b"), 2, waited_for=7).delay_s == 0
 
 
 def test_a_handoff_addresses_one_leadership_only() -> None:

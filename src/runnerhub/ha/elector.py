@@ -91,17 +91,27 @@ class Elector:
 
     async def run(self, stop: asyncio.Event) -> None:
         vacancy_seen: float | None = None
+        waited_for: int | None = None  # the handoff this node already gave way to
         while not stop.is_set():
             try:
                 record, revision = await self.store.leader()
                 self.leader = record
                 handoff = await self.store.handoff() if record is None else None
                 decision = decide_campaign(
-                    self.node, record, self._is_draining(), handoff, self.policy.ttl_s
+                    self.node,
+                    record,
+                    self._is_draining(),
+                    handoff,
+                    self.policy.ttl_s,
+                    waited_for,
                 )
                 if decision.campaign:
-                    if decision.delay_s and await _wait(stop, decision.delay_s):
-                        break
+                    if decision.delay_s:
+                        assert handoff is not None
+                        waited_for = handoff.from_epoch
+                        if await _wait(stop, decision.delay_s):
+                            break
+                        continue  # look again: the target has probably taken over
                     sent = self._clock()
                     term = await self.store.campaign(self.node, self.url, self.policy.ttl_s)
                     if term is not None:

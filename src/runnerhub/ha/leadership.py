@@ -45,15 +45,21 @@ def decide_campaign(
     draining: bool,
     handoff: Handoff | None,
     ttl_s: float,
+    waited_for: int | None = None,
 ) -> CampaignDecision:
-    """Should this node try for the leader key now?"""
+    """Should this node try for the leader key now? `waited_for` is the epoch of the
+    handoff this node has already given way to once."""
     if draining:
         return CampaignDecision(False, reason="draining: not taking leadership")
     if leader is not None:
         return CampaignDecision(False, reason=f"{leader.node} leads (epoch {leader.epoch})")
-    if handoff is not None and handoff.target not in (None, me):
-        # A handoff to another node: give the target a head start, but do not wait for
-        # ever (it may be gone): campaign after half a lease if the key is still free.
+    if (
+        handoff is not None
+        and handoff.target not in (None, me)
+        and handoff.from_epoch != waited_for
+    ):
+        # A handoff to another node: give the target a head start, once per handoff (it
+        # may be gone): after half a lease, look again and campaign if the key is free.
         return CampaignDecision(True, delay_s=ttl_s / 2, reason=f"handoff to {handoff.target}")
     return CampaignDecision(True, reason="no leader")
 
