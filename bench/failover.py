@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import statistics
 import sys
@@ -169,6 +170,7 @@ def main() -> int:
     results = Results()
 
     with tempfile.TemporaryDirectory(prefix="rh-failover-") as d:
+        os.chmod(d, 0o755)  # PostgreSQL's service user keeps its data inside, removed with it
         c = LocalCluster.for_faults(Path(d) / "state", args.lease)
         try:
             c.start()
