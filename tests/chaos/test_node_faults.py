@@ -34,6 +34,7 @@ def ha(tmp_path: Path) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.stop()
+        cluster.pg.destroy()  # its data may live outside tmp_path (see LocalPostgres)
 
 
 def node(c: LocalCluster, name: str) -> Service:

@@ -8,9 +8,12 @@ import re
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from runnerhub.cluster.postgres import LocalPostgres
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +40,14 @@ def up(state: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_up_runs_the_demo_and_resumes(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "state"
+    # `runnerhub up` stopped its PostgreSQL; remove the data, which may live outside tmp_path.
+    LocalPostgres(tmp_path / "state" / "postgres").destroy()
+
+
+def test_up_runs_the_demo_and_resumes(state: Path) -> None:
     first = up(state)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "each run once" in first.stdout
@@ -67,12 +76,11 @@ def test_up_runs_the_demo_and_resumes(tmp_path: Path) -> None:
     assert re.search(r"demo complete: (\d+) jobs, each run once", again.stdout)
 
 
-def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+def test_ctrl_c_stops_every_process(state: Path) -> None:
     import signal
 
     from runnerhub.waiting import wait_until_sync
 
-    state = tmp_path / "state"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -103,7 +111,8 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         ), pid
-    records = list((state / "node-1" / "process" / "runners").glob("*.json"))
+    records = list((state / "runners" / "runners").glob("*.json"))
+    assert records, "the demo started no runner before Ctrl-C"
     for record in records:  # runner processes were stopped too
         pid = json.loads(record.read_text())["pid"]
         assert (
