@@ -82,3 +82,23 @@ async def db(dsn: str) -> AsyncIterator[Pool]:
     await pool.wait(timeout=10)
     yield pool
     await pool.close()
+
+
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """When a test with services fails, show the tail of each service's log in the report:
+    CI keeps nothing else, and a fault test's failure is explained by what the nodes said."""
+    report = yield
+    if report.failed and call.when == "call":
+        tmp = getattr(item, "funcargs", {}).get("tmp_path")
+        if tmp is not None:
+            for path in sorted(tmp.rglob("*.log"))[:12]:
+                try:
+                    lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                except OSError:
+                    continue
+                report.sections.append((f"log {path.relative_to(tmp)}", "\n".join(lines)))
+    return report

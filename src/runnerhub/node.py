@@ -105,8 +105,8 @@ class Node:
 
     def hand_over_soon(self) -> None:
         """From a signal handler: step down at once if leading (safe outside the loop)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.ctx.leadership.request_resign, "shutting down")
+        if self._loop is not None and self.elector is not None:
+            self._loop.call_soon_threadsafe(self.elector.retire, "shutting down")
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

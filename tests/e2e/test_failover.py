@@ -93,6 +93,7 @@ def test_leadership_survives_kill_term_and_freeze(cluster: Cluster, etcd: LocalE
     leader.stop()
     new, new_epoch = wait_leader(cluster, survivors, entry, newer_than=epoch)
     handover = time.monotonic() - stopped_at
+    assert new is not leader  # a node shutting down must not win the election it left
     assert handover < 2.0, handover  # far less than a lease: no expiry was waited for
     rows = wait_until_sync(  # written once the new leader has taken office
         lambda: cluster.query(

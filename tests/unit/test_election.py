@@ -263,6 +263,24 @@ async def test_a_draining_node_never_leads_and_a_draining_leader_resigns(
     assert other.log[-1][0] == "demoted: draining"
 
 
+async def test_a_retiring_leader_hands_over_and_never_campaigns_again(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    """A node told to shut down steps down and must not win the election it just left,
+    even when it is the only candidate for a while."""
+    shared, members = world
+    leaving = add(shared, members, "a")
+    await wait_until(lambda: leaving.leads, 5, "a to lead")
+    assert leaving.elector is not None
+    leaving.elector.retire("shutting down")
+    await wait_until(lambda: not leaving.leads, 5, "a to step down")
+    elected_before = sum(e[0] == "elected" for e in leaving.log)
+    successor = add(shared, members, "b")
+    await wait_until(lambda: successor.leads, 5, "b to lead")
+    assert sum(e[0] == "elected" for e in leaving.log) == elected_before
+    assert leaving.log[-1][0] == "demoted: shutting down"
+
+
 async def test_a_node_that_cannot_take_office_steps_down(
     world: tuple[MemoryLeaderStore, list[Member]],
 ) -> None:

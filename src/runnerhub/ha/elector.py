@@ -57,6 +57,7 @@ class Elector:
         self._act_until = 0.0
         self._resign = asyncio.Event()
         self._resign_reason = ""
+        self._retiring = False  # shutting down: step down and never campaign again
 
     # -- what the rest of the node asks ----------------------------------------------------
 
@@ -77,6 +78,15 @@ class Elector:
         if self.term is not None and not self._resign.is_set():
             self._resign_reason = reason
             self._resign.set()
+
+    def retire(self, reason: str) -> None:
+        """This node is going away: step down if leading, and stop campaigning (a node that
+        is shutting down must not win the election it just left)."""
+        self._retiring = True
+        self.request_resign(reason)
+
+    def _standing_aside(self) -> bool:
+        return self._retiring or self._is_draining()
 
     async def request_handoff(self, target: str | None, ttl_s: float = 10.0) -> LeaderRecord:
         """Ask the current leader (whichever node that is) to step down, for `target` or for
@@ -100,7 +110,7 @@ class Elector:
                 decision = decide_campaign(
                     self.node,
                     record,
-                    self._is_draining(),
+                    self._standing_aside(),
                     handoff,
                     self.policy.ttl_s,
                     waited_for,
@@ -119,7 +129,7 @@ class Elector:
                         vacancy_seen = None
                         continue
                     continue  # somebody else was faster: read who, and follow
-                if self._is_draining():
+                if self._standing_aside():
                     await _wait(stop, self._retry_s * 4)
                     continue
                 vacancy_seen = await self._follow(revision, stop)
