@@ -39,6 +39,9 @@ $(STAMPS)/system:
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v patroni >/dev/null || missing="$$missing patroni"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

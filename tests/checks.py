@@ -24,3 +24,14 @@ def assert_each_ran_once(
             f"{len(v.deliveries_failed)} deliveries not answered 2xx, e.g. "
             f"{v.deliveries_failed[:3]}"
         )
+
+
+def assert_all_recorded(dsn: str, ids: Sequence[int]) -> None:
+    """Every job GitHub was told (by a 2xx) we have is in PostgreSQL, completed: nothing
+    acknowledged was lost to a database failover (I1)."""
+    rows = query(dsn, "SELECT id, state FROM jobs WHERE id = ANY(%s)", list(ids))
+    states = {int(r["id"]): r["state"] for r in rows}
+    missing = [i for i in ids if i not in states]
+    assert not missing, f"{len(missing)} acknowledged jobs missing from PostgreSQL: {missing[:10]}"
+    open_ = [i for i in ids if states[i] != "completed"]
+    assert not open_, f"{len(open_)} jobs not completed in PostgreSQL: {open_[:10]}"

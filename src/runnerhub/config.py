@@ -63,6 +63,10 @@ class DatabaseSettings(_Strict):
     # partitioned node hits it, and its locks (the epoch check's FOR SHARE) must not make a
     # new leader wait for longer than this.
     idle_in_transaction_timeout_ms: int = Field(default=2000, ge=0)
+    # How often a node reads the primary's replication state (pg_stat_replication), and
+    # from what replay lag a replica is flagged as behind.
+    replication_check_s: float = Field(default=5.0, gt=0)
+    replica_lag_alert_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _sizes(self) -> DatabaseSettings:

@@ -14,6 +14,7 @@ from runnerhub.config import Settings
 from runnerhub.ha.dcs import LeaderRecord
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Conn, Pool
 from runnerhub.store.fencing import StaleLeader, check_epoch
+from runnerhub.store.replication import ReplicationStatus
 
 
 class Leadership(Protocol):
@@ -59,6 +60,8 @@ class NodeContext:
     started_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
     reconcile_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     leadership: Leadership = field(default_factory=SoleNode)
+    # The primary's replication state as last read (None: not read yet, or unreachable).
+    replication: ReplicationStatus | None = None
     draining: bool = False
 
     @property

@@ -7,7 +7,12 @@ happen.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from runnerhub.store.replication import ReplicationStatus
 
 WEBHOOK_DELIVERIES = Counter(
     "runnerhub_webhook_deliveries_total",
@@ -106,3 +111,45 @@ SPOOL_UNREADABLE = Counter(
     "runnerhub_spool_unreadable_total",
     "Spool records skipped: a torn tail left by a crash (never acknowledged) or a bad checksum.",
 )
+
+# PostgreSQL replication, as the primary reports it (refreshed every
+# database.replication_check_s by each node; a replica that is gone loses its series).
+PG_REPLICA_LAG = Gauge(
+    "runnerhub_postgres_replica_lag_seconds",
+    "How far each replica is behind the primary, by stage (write, flush, replay).",
+    ["replica", "stage"],
+)
+PG_REPLICA_LAG_BYTES = Gauge(
+    "runnerhub_postgres_replica_lag_bytes", "WAL bytes each replica has yet to replay.", ["replica"]
+)
+PG_REPLICA_SYNC = Gauge(
+    "runnerhub_postgres_replica_synchronous",
+    "1 when the replica is a synchronous standby (commits wait for it).",
+    ["replica"],
+)
+PG_REPLICA_LAGGING = Gauge(
+    "runnerhub_postgres_replica_lagging",
+    "1 when the replica is behind by more than database.replica_lag_alert_s, or not streaming.",
+    ["replica"],
+)
+PG_REPLICAS = Gauge("runnerhub_postgres_replicas", "Replicas connected to the primary.")
+PG_TIMELINE = Gauge("runnerhub_postgres_timeline", "The primary's timeline (+1 per failover).")
+
+
+def record_replication(status: ReplicationStatus) -> None:
+    for gauge in (PG_REPLICA_LAG, PG_REPLICA_LAG_BYTES, PG_REPLICA_SYNC, PG_REPLICA_LAGGING):
+        gauge.clear()  # replicas that left must not keep their last value
+    for r in status.replicas:
+        for stage, value in (
+            ("write", r.write_lag_s),
+            ("flush", r.flush_lag_s),
+            ("replay", r.replay_lag_s),
+        ):
+            if value is not None:
+                PG_REPLICA_LAG.labels(r.name, stage).set(value)
+        PG_REPLICA_LAG_BYTES.labels(r.name).set(r.replay_lag_bytes)
+        PG_REPLICA_SYNC.labels(r.name).set(r.sync_state in ("sync", "quorum"))
+        PG_REPLICA_LAGGING.labels(r.name).set(r.lagging)
+    PG_REPLICAS.set(len(status.replicas))
+    if status.timeline is not None:
+        PG_TIMELINE.set(status.timeline)

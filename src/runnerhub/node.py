@@ -35,7 +35,7 @@ from runnerhub.ha.dcs import Term
 from runnerhub.ha.elector import Elector
 from runnerhub.ha.etcd import EtcdLeaderStore
 from runnerhub.ha.leadership import LeasePolicy
-from runnerhub.store import fencing
+from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
 from runnerhub.store.migrate import migrate
 from runnerhub.store.runners import log_event
@@ -138,7 +138,10 @@ class Node:
         await self._migrate_when_reachable()
         if self._stop.is_set():
             return
-        work = [asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        work = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._watch_replication(), name="replication"),
+        ]
         if self.run_control_loops:
             if self.elector is not None:
                 work.append(asyncio.create_task(self.elector.run(self._stop), name="elector"))
@@ -169,6 +172,22 @@ class Node:
                 log.warning("heartbeat failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.ha.heartbeat_s)
+
+    async def _watch_replication(self) -> None:
+        """Read the primary's replication state now and then: for /api/v1/cluster, /readyz
+        and the metrics. A failure only leaves the last reading marked as unknown."""
+        db = self.settings.database
+        while not self._stop.is_set():
+            try:
+                async with self.db.connection(2.0) as conn:
+                    status = await replication.read_status(conn, db.replica_lag_alert_s)
+                self.ctx.replication = status
+                metrics.record_replication(status)
+            except UNAVAILABLE as exc:
+                self.ctx.replication = None
+                log.debug("replication state not read", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=db.replication_check_s)
 
     # -- leadership ------------------------------------------------------------------------
 

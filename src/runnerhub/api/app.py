@@ -113,6 +113,14 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
             },
             "draining": ctx.draining,
             "leader": ctx.leadership.is_leader,
+            # Informational: a lagging replica does not make this node unready.
+            "replication": {
+                "replicas": len(ctx.replication.replicas),
+                "synchronous": ctx.replication.synchronous,
+                "lagging": ctx.replication.lagging,
+            }
+            if ctx.replication
+            else None,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -107,11 +107,35 @@ class HandoffIn(BaseModel):
     to: str | None = None
 
 
+class ReplicaOut(BaseModel):
+    name: str
+    address: str | None
+    state: str
+    sync_state: str
+    write_lag_s: float | None
+    flush_lag_s: float | None
+    replay_lag_s: float | None
+    replay_lag_bytes: int
+    lagging: bool
+
+
+class DatabaseOut(BaseModel):
+    """PostgreSQL as this node last read it from the primary (pg_stat_replication)."""
+
+    server: str
+    in_recovery: bool
+    timeline: int | None
+    replicas: list[ReplicaOut]
+    synchronous: list[str]
+    lagging: list[str]
+
+
 class ClusterOut(BaseModel):
     nodes: list[NodeOut]
     leader: str | None
     epoch: int | None
     leader_since: datetime | None
+    database: DatabaseOut | None = None
 
 
 def _cursor_out(rows: list[dict[str, Any]], limit: int) -> str | None:
@@ -226,15 +250,21 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
             )
             for r in rows
         ]
+        database = DatabaseOut(**ctx.replication.as_dict()) if ctx.replication else None
         if lead is None and not ctx.settings.ha.enabled:  # one node, always the leader
             return ClusterOut(
-                nodes=nodes, leader=ctx.settings.node.id, epoch=None, leader_since=ctx.started_at
+                nodes=nodes,
+                leader=ctx.settings.node.id,
+                epoch=None,
+                leader_since=ctx.started_at,
+                database=database,
             )
         return ClusterOut(
             nodes=nodes,
             leader=lead and lead["node"],
             epoch=lead and lead["epoch"],
             leader_since=lead and lead["since"],
+            database=database,
         )
 
     @router.post("/leader/handoff", status_code=202, summary="Ask the leader to step down")

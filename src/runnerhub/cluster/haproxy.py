@@ -188,8 +188,18 @@ def parse_show_proc(text: str) -> tuple[int, list[Process]]:
 class LocalHAProxy:
     """A private HAProxy under `base_dir`, its frontend and stats page on loopback."""
 
-    def __init__(self, base_dir: Path, frontend_port: int = 0, stats_port: int | None = 0) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        frontend_port: int = 0,
+        stats_port: int | None = 0,
+        postgres_members: Sequence[PatroniMember] = (),
+        postgres_port: int = 0,
+    ) -> None:
         self.base_dir = base_dir.resolve()
+        # With Patroni members: also a TCP endpoint that leads to the current primary.
+        self.postgres_members = list(postgres_members)
+        self.postgres_port = (postgres_port or free_port()) if postgres_members else None
         self.frontend_port = frontend_port or free_port()
         self.stats_port = (stats_port or free_port()) if stats_port is not None else None
         self.config_file = self.base_dir / "haproxy.cfg"
@@ -225,7 +235,13 @@ class LocalHAProxy:
     # -- configuration ---------------------------------------------------------------------
 
     def render(self, backends: Sequence[Backend]) -> str:
-        return render_config(backends, self.frontend_port, self.stats_port)
+        return render_config(
+            backends,
+            self.frontend_port,
+            self.stats_port,
+            postgres_port=self.postgres_port,
+            postgres_members=self.postgres_members,
+        )
 
     def write_config(self, backends: Sequence[Backend]) -> Path:
         """Check the new configuration, then put it in place atomically."""

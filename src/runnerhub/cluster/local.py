@@ -32,6 +32,7 @@ from rich.panel import Panel
 from runnerhub.cli.status import render
 from runnerhub.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.cluster.haproxy import HAProxyError, LocalHAProxy
+from runnerhub.cluster.patroni import LocalPatroni, PatroniError
 from runnerhub.cluster.ports import free_port
 from runnerhub.cluster.postgres import LocalPostgres, PostgresError
 from runnerhub.waiting import Timeout, wait_until_sync
@@ -150,20 +151,27 @@ class LocalCluster:
     demo_jobs: int = 30
     ha: bool = False  # 3 etcd members, HAProxy in front of `nodes` nodes
     nodes: int = 1
+    # PostgreSQL as a 3-member Patroni cluster (synchronous replication, automatic failover)
+    # rather than one server; None: in HA mode, yes.
+    patroni: bool | None = None
     console: Console = field(default_factory=Console)
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
     sim_args: list[str] = field(default_factory=list)  # extra `github-sim` flags
 
     @classmethod
-    def for_faults(cls, state_dir: Path, lease_ttl_s: float = 2.0) -> LocalCluster:
-        """A quiet HA cluster with fast loops, for chaos tests and failover benchmarks."""
+    def for_faults(
+        cls, state_dir: Path, lease_ttl_s: float = 2.0, patroni: bool = False
+    ) -> LocalCluster:
+        """A quiet HA cluster with fast loops, for chaos tests and failover benchmarks
+        (with one PostgreSQL server unless the faults are the database's: it starts faster)."""
         return cls(
             state_dir,
             port=0,
             demo_jobs=0,
             ha=True,
             nodes=3,
+            patroni=patroni,
             console=Console(file=io.StringIO()),
             # Sustained load is far beyond what one GitHub App may call in an hour (5,000 to
             # 15,000 requests): these runs are about node faults, not rate limits.
@@ -173,6 +181,7 @@ class LocalCluster:
                 "janitor": {"interval_s": 0.5},
                 "reconciler": {"interval_s": 5},
                 "ha": {"lease_ttl_s": lease_ttl_s},
+                "database": {"replication_check_s": 1},
             },
         )
 
@@ -188,6 +197,11 @@ class LocalCluster:
         self.stopping = threading.Event()
         if self.ha and self.nodes < 2:
             self.nodes = 3
+        if self.patroni is None:
+            self.patroni = self.ha
+        if self.patroni and not self.ha:
+            raise ValueError("Patroni needs the HA cluster's etcd: use it with ha=True")
+        self.pg_cluster: LocalPatroni | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -196,12 +210,29 @@ class LocalCluster:
         os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
         self.logs.mkdir(exist_ok=True)
         self.secrets = Secrets.load_or_create(self.state_dir / "secrets.json")
-        with self.console.status("starting PostgreSQL…"):
-            self.pg.init()
-            self.pg.start()
-            self.pg.wait_ready()
-            self.dsn = self.pg.create_database("runnerhub")
-        self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
+        if self.ha:
+            self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
+            with self.console.status("starting etcd (3 members)…"):
+                self.etcd.start()
+            self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
+        if self.patroni:
+            assert self.etcd is not None
+            self.pg_cluster = LocalPatroni(self.state_dir / "patroni", self.etcd.endpoints)
+            with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
+                self.pg_cluster.start()
+                self.dsn = self.pg_cluster.create_database("runnerhub")
+            primary = self.pg_cluster.primary()
+            self.console.print(
+                f"[green]✓[/green] PostgreSQL (Patroni) at {self.pg_cluster.ports}, "
+                f"primary {primary.name if primary else '?'}, synchronous replication"
+            )
+        else:
+            with self.console.status("starting PostgreSQL…"):
+                self.pg.init()
+                self.pg.start()
+                self.pg.wait_ready()
+                self.dsn = self.pg.create_database("runnerhub")
+            self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
 
         if self.port == 0:
             self.port = free_port()
@@ -213,12 +244,6 @@ class LocalCluster:
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.api_url}/webhooks/github"
         ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
-
-        if self.ha:
-            self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
-            with self.console.status("starting etcd (3 members)…"):
-                self.etcd.start()
-            self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
 
         with self.console.status("starting the GitHub simulator…"):
             self.sim_url = self._start_sim()
@@ -241,7 +266,15 @@ class LocalCluster:
             self.console.print(f"[green]✓[/green] RunnerHub {name} at {self.node_urls[name]}")
 
         if self.ha:
-            self.haproxy = LocalHAProxy(self.state_dir / "haproxy", frontend_port=self.port)
+            self.haproxy = LocalHAProxy(
+                self.state_dir / "haproxy",
+                frontend_port=self.port,
+                postgres_members=[
+                    (m.name, "127.0.0.1", m.pg_port, m.api_port) for m in self.pg_cluster.members
+                ]
+                if self.pg_cluster
+                else (),
+            )
             with self.console.status("starting HAProxy…"):
                 self.haproxy.start(
                     [(n, "127.0.0.1", int(u.rsplit(":", 1)[1])) for n, u in self.node_urls.items()]
@@ -252,6 +285,11 @@ class LocalCluster:
                     "HAProxy to route to a ready node",
                 )
             self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
+            if self.haproxy.postgres_port:
+                self.console.print(
+                    f"[green]✓[/green] PostgreSQL primary via HAProxy at "
+                    f"127.0.0.1:{self.haproxy.postgres_port}"
+                )
             with self.console.status("waiting for a leader…"):
                 wait_until_sync(self.leader, 30, "a leader to be elected", interval_s=0.1)
                 wait_until_sync(
@@ -394,8 +432,21 @@ class LocalCluster:
             "github_sim_url": self.sim_url,
             "github_token": self.secrets.github_token,
             "database_dsn": self.dsn,
+            "postgres_primary_endpoint": (
+                f"127.0.0.1:{self.haproxy.postgres_port}"
+                if self.haproxy and self.haproxy.postgres_port
+                else None
+            ),
+            "patroni": (
+                {m.name: m.api_url for m in self.pg_cluster.members} if self.pg_cluster else {}
+            ),
             "pids": {
-                "postgres": self.pg.pid(),
+                **({"postgres": self.pg.pid()} if not self.pg_cluster else {}),
+                **(
+                    {f"patroni-{m.name}": m.pid for m in self.pg_cluster.members}
+                    if self.pg_cluster
+                    else {}
+                ),
                 **{s.name: s.pid for s in self.services},
                 **(
                     {f"etcd-{i}": m.pid for i, m in enumerate(self.etcd.members)}
@@ -506,6 +557,8 @@ class LocalCluster:
             svc.stop()
         if self.haproxy is not None:
             self.haproxy.stop()
+        if self.pg_cluster is not None:
+            self.pg_cluster.stop()  # before etcd: Patroni hands its key back on the way out
         if self.etcd is not None:
             self.etcd.stop()
         try:
@@ -544,7 +597,7 @@ def run_local_cluster(
         return cluster.watch(ids, exit_after_demo)
     except KeyboardInterrupt:
         return 0
-    except (RuntimeError, PostgresError, EtcdError, HAProxyError, Timeout) as exc:
+    except (RuntimeError, PostgresError, PatroniError, EtcdError, HAProxyError, Timeout) as exc:
         cluster.console.print(f"[red]runnerhub up: {exc}[/red]")
         return 1
     finally:

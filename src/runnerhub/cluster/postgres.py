@@ -21,6 +21,7 @@ from pathlib import Path
 from runnerhub.cluster.ports import free_port
 
 SERVICE_USER = "postgres"
+PRIVATE_ROOT = Path("/var/tmp/runnerhub-pg")
 
 
 class PostgresError(Exception):
@@ -63,6 +64,24 @@ def _run_as() -> tuple[list[str], int | None, int | None]:
     return ["runuser", "-u", SERVICE_USER, "--"], pw.pw_uid, pw.pw_gid
 
 
+def service_account() -> tuple[int | None, int | None, Path | None]:
+    """uid, gid and home of the user servers run as: the unprivileged service user when we
+    are root, else ourselves (None: no change of user)."""
+    _prefix, uid, gid = _run_as()
+    if uid is None:
+        return None, None, None
+    return uid, gid, Path(pwd.getpwuid(uid).pw_dir)
+
+
+def private_dir(base_dir: Path, uid: int | None, gid: int | None) -> Path:
+    """Where a server's files go: `base_dir` if the service user can reach it, else a
+    directory under /var/tmp named after it (pytest's and /root's directories are 0700)."""
+    if uid is None or gid is None or _traversable(base_dir, uid, gid):
+        return base_dir
+    digest = hashlib.sha256(str(base_dir).encode()).hexdigest()[:16]
+    return PRIVATE_ROOT / digest
+
+
 def _traversable(path: Path, uid: int, gid: int) -> bool:
     """Can `uid` reach `path` (execute permission on every directory on the way)?"""
     for p in [path, *path.parents]:
@@ -92,15 +111,8 @@ class LocalPostgres:
         self.base_dir = self.base_dir.resolve()
         self.bin_dir = find_bin_dir()
         self._prefix, self._uid, self._gid = _run_as()
-        self.data_dir = self.base_dir / "pgdata"
-        if (
-            self._uid is not None
-            and self._gid is not None
-            and not _traversable(self.base_dir, self._uid, self._gid)
-        ):
-            # e.g. a state directory under /root: keep the data where postgres can reach it.
-            digest = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:16]
-            self.data_dir = Path("/var/tmp/runnerhub-pg") / digest / "pgdata"
+        # e.g. a state directory under /root: keep the data where postgres can reach it.
+        self.data_dir = private_dir(self.base_dir, self._uid, self._gid) / "pgdata"
         self.log_file = self.data_dir.parent / "postgresql.log"
         self._pwfile = self.base_dir / "pg-password"
 

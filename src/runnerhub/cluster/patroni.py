@@ -1,0 +1,480 @@
+"""A private Patroni cluster: PostgreSQL with streaming replication and automatic failover,
+for `runnerhub up --ha`, the failover tests and `bench/dbfailover`.
+
+Every member is one Patroni process managing one PostgreSQL on loopback ports; etcd (the
+same cluster RunnerHub elects its leader in) is the DCS. Synchronous mode is on, so a commit
+is acknowledged only once a replica has it too: losing the primary loses no acknowledged
+write (RPO 0). Patroni and PostgreSQL run as an unprivileged user when we are root, from
+Debian's `patroni` package (its own /usr/bin/python3, never our virtualenv).
+
+Timing (see docs/ha.md): Patroni refuses a `ttl` under 20 s, and needs
+`loop_wait + 2 * retry_timeout <= ttl` so that a primary that cannot reach etcd demotes
+itself before its leader key can expire and a replica be promoted. A dead primary's key
+expires `ttl` after its last renewal, so a failover takes about `ttl`; a short `loop_wait`
+makes the renewal (and so the expiry) recent, and replicas watch the key, so they act as
+soon as it expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runnerhub.cluster.ports import free_port
+from runnerhub.cluster.postgres import find_bin_dir, private_dir, service_account
+from runnerhub.waiting import Timeout, wait_until_sync
+
+HOST = "127.0.0.1"
+STATE_FILE = "patroni.json"
+SUPERUSER = "runnerhub"
+
+
+class PatroniError(Exception):
+    pass
+
+
+def find_patroni() -> Path:
+    """Debian's `patroni` (it runs on the system Python, which the service user can read)."""
+    env = os.environ.get("RUNNERHUB_PATRONI")
+    for c in [Path(env)] if env else [Path("/usr/bin/patroni")]:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    found = shutil.which("patroni")
+    if found:
+        return Path(found)
+    raise PatroniError(
+        "patroni not found: install the Debian package `patroni` (`make` does this) "
+        "or set RUNNERHUB_PATRONI"
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Patroni's DCS timing; `validate` holds Patroni's own rules."""
+
+    ttl: int = 20
+    loop_wait: int = 2
+    retry_timeout: int = 9
+
+    def validate(self) -> None:
+        if self.ttl < 20:
+            raise ValueError(f"Patroni's ttl must be at least 20 s, not {self.ttl}")
+        if self.loop_wait < 1 or self.retry_timeout < 3:
+            raise ValueError("Patroni needs loop_wait >= 1 and retry_timeout >= 3")
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"loop_wait + 2 * retry_timeout ({self.loop_wait} + 2 * {self.retry_timeout}) "
+                f"must not exceed ttl ({self.ttl}): a primary cut off from etcd must demote "
+                "before its key can expire"
+            )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    superuser: str
+    replication: str
+    rewind: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
+
+
+def render_config(
+    *,
+    scope: str,
+    namespace: str,
+    name: str,
+    api_port: int,
+    pg_port: int,
+    etcd_hosts: Sequence[str],
+    data_dir: Path,
+    run_dir: Path,
+    bin_dir: Path,
+    credentials: Credentials,
+    timing: Timing,
+    synchronous_mode: bool = True,
+) -> dict[str, Any]:
+    """One member's Patroni configuration (pure: the tests check it without Patroni)."""
+    timing.validate()
+    return {
+        "scope": scope,
+        "namespace": namespace,
+        "name": name,
+        "log": {"level": "WARNING"},
+        "restapi": {"listen": f"{HOST}:{api_port}", "connect_address": f"{HOST}:{api_port}"},
+        "etcd3": {"hosts": list(etcd_hosts)},
+        "bootstrap": {
+            "dcs": {
+                "ttl": timing.ttl,
+                "loop_wait": timing.loop_wait,
+                "retry_timeout": timing.retry_timeout,
+                # Never promote a replica that misses more than 1 MiB: with synchronous
+                # mode the synchronous one misses nothing acknowledged.
+                "maximum_lag_on_failover": 1024 * 1024,
+                "synchronous_mode": synchronous_mode,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": {
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "wal_log_hints": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                        "wal_keep_size": "256MB",
+                        "max_connections": 200,
+                    },
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
+            "pg_hba": [
+                f"host replication replicator {HOST}/32 scram-sha-256",
+                f"host all all {HOST}/32 scram-sha-256",
+            ],
+        },
+        "postgresql": {
+            "listen": f"{HOST}:{pg_port}",
+            "connect_address": f"{HOST}:{pg_port}",
+            "data_dir": str(data_dir),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(run_dir / f"{name}.pgpass"),
+            "authentication": {
+                "superuser": {"username": SUPERUSER, "password": credentials.superuser},
+                "replication": {"username": "replicator", "password": credentials.replication},
+                "rewind": {"username": "rewinder", "password": credentials.rewind},
+            },
+            "parameters": {
+                "unix_socket_directories": str(run_dir),
+                "password_encryption": "scram-sha-256",
+                "shared_buffers": "128MB",
+                "logging_collector": "on",
+                "log_directory": str(run_dir / f"{name}-log"),
+                "log_min_messages": "warning",
+            },
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+
+
+@dataclass
+class PatroniMember:
+    name: str
+    api_port: int
+    pg_port: int
+    config_file: Path
+    data_dir: Path
+    log_file: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.pg_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.alive() and self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def state(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """Patroni's `GET /patroni` (role, state, timeline, xlog positions), or None."""
+        try:
+            r = httpx.get(f"{self.api_url}/patroni", timeout=timeout_s)
+            body: dict[str, Any] = r.json()
+            return body
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def is_primary(self, timeout_s: float = 1.0) -> bool:
+        """Patroni's own health check for the leader: what HAProxy asks too."""
+        try:
+            return httpx.get(f"{self.api_url}/primary", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalPatroni:
+    """`members` Patroni/PostgreSQL members forming one cluster under `base_dir`."""
+
+    base_dir: Path
+    etcd_hosts: Sequence[str]
+    members_count: int = 3
+    scope: str = "runnerhub"
+    namespace: str = "/runnerhub-pg/"
+    timing: Timing = field(default_factory=Timing)
+    synchronous_mode: bool = True
+    members: list[PatroniMember] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir.resolve()
+        self.uid, self.gid, self.user_home = service_account()
+        # Patroni, its configuration and PostgreSQL's data must be reachable by the service
+        # user: a pytest or /root directory is not, so they then live under /var/tmp.
+        self.run_dir = private_dir(self.base_dir, self.uid, self.gid) / "patroni"
+        state = self.base_dir / STATE_FILE
+        if state.exists():
+            saved = json.loads(state.read_text())
+            self.credentials = Credentials(**saved["credentials"])
+            ports = [(int(m["api_port"]), int(m["pg_port"])) for m in saved["members"]]
+        else:
+            self.credentials = Credentials.generate()
+            ports = [(free_port(), free_port()) for _ in range(self.members_count)]
+        self.members = [
+            PatroniMember(
+                name=f"pg-{i + 1}",
+                api_port=api,
+                pg_port=pg,
+                config_file=self.run_dir / f"pg-{i + 1}.yml",
+                data_dir=self.run_dir / f"pg-{i + 1}.data",
+                log_file=self.run_dir / f"pg-{i + 1}.log",
+            )
+            for i, (api, pg) in enumerate(ports)
+        ]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "credentials": self.credentials.__dict__,
+            "members": [
+                {"name": m.name, "api_port": m.api_port, "pg_port": m.pg_port} for m in self.members
+            ],
+        }
+        path = self.base_dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2) + "\n")
+        os.chmod(path, 0o600)
+
+    def _chown(self, path: Path) -> None:
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def write_configs(self) -> None:
+        bin_dir = find_bin_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._chown(self.run_dir)
+        for m in self.members:
+            config = render_config(
+                scope=self.scope,
+                namespace=self.namespace,
+                name=m.name,
+                api_port=m.api_port,
+                pg_port=m.pg_port,
+                etcd_hosts=self.etcd_hosts,
+                data_dir=m.data_dir,
+                run_dir=self.run_dir,
+                bin_dir=bin_dir,
+                credentials=self.credentials,
+                timing=self.timing,
+                synchronous_mode=self.synchronous_mode,
+            )
+            m.config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+            os.chmod(m.config_file, 0o600)
+            self._chown(m.config_file)
+
+    def start_member(self, m: PatroniMember) -> None:
+        if m.alive():
+            return
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.user_home or self.run_dir),
+            "LANG": "C.UTF-8",
+        }
+        with m.log_file.open("ab") as out:
+            m.popen = subprocess.Popen(
+                [str(find_patroni()), str(m.config_file)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.run_dir,
+                env=env,
+                user=self.uid,
+                group=self.gid,
+                extra_groups=[] if self.uid is not None else None,
+                start_new_session=True,
+            )
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start every member; wait for a writable primary and streaming replicas."""
+        find_patroni()
+        self._save()
+        self.write_configs()
+        for m in self.members:
+            self.start_member(m)
+        try:
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Replicas first, then the primary (so it does not wait on a synchronous replica
+        that is gone), each with SIGTERM: Patroni stops its PostgreSQL cleanly."""
+        primary = self.primary()
+        order = [m for m in self.members if m is not primary] + ([primary] if primary else [])
+        for m in order:
+            if m.alive():
+                assert m.popen is not None
+                m.popen.send_signal(signal.SIGCONT)
+                m.popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if m.popen is not None:
+                    m.popen.wait(timeout_s)
+            self.kill_member(m)  # whatever is left (a hung Patroni, an orphaned postmaster)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        (self.base_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def kill_member(self, m: PatroniMember, sig: int = signal.SIGKILL) -> None:
+        """The machine dies: signal Patroni and its PostgreSQL (postmaster) together."""
+        pids = [p for p in (m.pid, m.postmaster_pid()) if p]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            if m.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    m.popen.wait(10)
+            wait_until_sync(
+                lambda: m.postmaster_pid() is None or _zombie_or_gone(m.postmaster_pid()),
+                10,
+                f"{m.name}'s PostgreSQL to exit",
+            )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def member(self, name: str) -> PatroniMember:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def primary(self) -> PatroniMember | None:
+        for m in self.members:
+            if m.alive() and m.is_primary(0.5):
+                return m
+        return None
+
+    def replicas(self) -> list[PatroniMember]:
+        primary = self.primary()
+        return [m for m in self.members if m is not primary]
+
+    def topology(self) -> dict[str, Any] | None:
+        """Patroni's `GET /cluster` from any member that answers."""
+        for m in self.members:
+            if not m.alive():
+                continue
+            try:
+                body: dict[str, Any] = httpx.get(f"{m.api_url}/cluster", timeout=1.0).json()
+                return body
+            except (httpx.HTTPError, ValueError):
+                continue
+        return None
+
+    def wait_healthy(self, timeout_s: float = 90.0, expect_members: int | None = None) -> None:
+        """Wait until there is a primary and `expect_members - 1` streaming replicas, one
+        of them synchronous (when synchronous mode is on)."""
+        want = expect_members or len(self.members)
+
+        def healthy() -> bool:
+            for m in self.members:
+                if m.popen is not None and not m.alive() and want == len(self.members):
+                    raise PatroniError(f"{m.name} exited ({m.popen.returncode}):\n{m.tail()}")
+            topo = self.topology()
+            if not topo:
+                return False
+            running = [x for x in topo.get("members", []) if x.get("state") in _UP]
+            leaders = [x for x in running if x.get("role") in ("leader", "master")]
+            synced = [x for x in running if x.get("role") == "sync_standby"]
+            if len(leaders) != 1 or len(running) < want:
+                return False
+            return not self.synchronous_mode or want == 1 or bool(synced)
+
+        try:
+            wait_until_sync(healthy, timeout_s, "the Patroni cluster to be healthy", 0.2)
+        except Timeout as exc:
+            tails = "\n".join(f"--- {m.name}\n{m.tail(8)}" for m in self.members)
+            raise PatroniError(f"{exc}\n{tails}") from exc
+
+    def wait_primary(self, timeout_s: float = 60.0, other_than: str | None = None) -> PatroniMember:
+        def found() -> PatroniMember | None:
+            p = self.primary()
+            return p if p is not None and p.name != other_than else None
+
+        primary = wait_until_sync(found, timeout_s, "a Patroni primary", 0.1)
+        assert primary is not None
+        return primary
+
+    # -- access ----------------------------------------------------------------------------
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(HOST for _ in self.members)
+
+    @property
+    def ports(self) -> str:
+        return ",".join(str(m.pg_port) for m in self.members)
+
+    def dsn(self, dbname: str = "postgres", connect_timeout_s: int = 2) -> str:
+        """A libpq multi-host DSN that finds whichever member is the writable primary."""
+        return (
+            f"host={self.hosts} port={self.ports} dbname={dbname} user={SUPERUSER} "
+            f"password={self.credentials.superuser} target_session_attrs=read-write "
+            f"connect_timeout={connect_timeout_s}"
+        )
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if exists.fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.dsn(name)
+
+
+_UP = ("running", "streaming")
+
+
+def _zombie_or_gone(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return True

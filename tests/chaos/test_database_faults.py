@@ -1,0 +1,193 @@
+"""Database chaos: the local HA cluster with PostgreSQL under Patroni (3 members, synchronous
+replication, etcd as DCS), under a continuous webhook load through HAProxy. Each test injects
+one real fault into the data layer, then checks that no delivery was answered other than 2xx,
+every acknowledged job is in PostgreSQL, every job ran exactly once, and scheduling resumed
+by itself."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from runnerhub.cluster.local import LocalCluster
+from runnerhub.cluster.patroni import LocalPatroni, PatroniMember
+from runnerhub.cluster.workload import Load
+from runnerhub.waiting import wait_until_sync
+from tests import checks
+
+pytestmark = pytest.mark.chaos
+
+RATE = 3.0  # jobs a second, each three webhooks
+
+
+@pytest.fixture
+def dbha(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster.for_faults(tmp_path / "state", patroni=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if cluster.pg_cluster is not None:
+            cluster.pg_cluster.destroy()  # its data may live outside tmp_path
+
+
+def patroni(c: LocalCluster) -> LocalPatroni:
+    assert c.pg_cluster is not None
+    return c.pg_cluster
+
+
+def database_view(c: LocalCluster) -> dict[str, Any] | None:
+    """The replication state as RunnerHub's API reports it."""
+    try:
+        r = httpx.get(
+            f"{c.api_url}/api/v1/cluster",
+            timeout=3,
+            headers={"Authorization": f"Bearer {c.secrets.read_token}"},
+        )
+        return dict(r.json()["database"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
+
+
+def settle_and_check(c: LocalCluster, load: Load) -> None:
+    ids = list(load.ids)
+    assert len(ids) >= 10 and not load.errors, load.errors[:3]
+
+    def all_done() -> bool:
+        jobs = checks.sim_jobs(c.sim_url)
+        return all(jobs[i]["status"] == "completed" for i in ids)
+
+    wait_until_sync(all_done, 180, "every job under load to complete", interval_s=0.25)
+    checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
+    c_dsn = c.dsn
+    wait_until_sync(  # the last completions may still be in a node's spool
+        lambda: _recorded(c_dsn, ids), 30, "every job completed in PostgreSQL"
+    )
+    checks.assert_all_recorded(c.dsn, ids)
+
+
+def _recorded(dsn: str, ids: list[int]) -> bool:
+    rows = checks.query(
+        dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND state = 'completed'", ids
+    )
+    return int(rows[0]["n"]) == len(ids)
+
+
+def server_port_via_haproxy(c: LocalCluster) -> int | None:
+    """The PostgreSQL port HAProxy's primary endpoint leads to, if it leads to a writable
+    server now (None: no server behind it, or a read-only one)."""
+    assert c.haproxy is not None and c.haproxy.postgres_port
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=c.haproxy.postgres_port,
+            dbname="postgres",
+            user="runnerhub",
+            password=patroni(c).credentials.superuser,
+            connect_timeout=1,
+        ) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery(), inet_server_port()").fetchone()
+            return None if row is None or row[0] else int(row[1])
+    except psycopg.OperationalError:
+        return None
+
+
+def in_recovery(m: PatroniMember, password: str) -> bool | None:
+    """Whether this member's PostgreSQL is a read-only replica (None: not answering)."""
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=m.pg_port,
+            dbname="postgres",
+            user="runnerhub",
+            password=password,
+            connect_timeout=1,
+        ) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            return bool(row and row[0])
+    except psycopg.OperationalError:
+        return None
+
+
+def test_sigkill_the_postgres_primary_under_load(dbha: LocalCluster) -> None:
+    pg = patroni(dbha)
+    with Load(dbha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
+        old = pg.wait_primary()
+        assert server_port_via_haproxy(dbha) == old.pg_port
+        before_view = wait_until_sync(
+            lambda: (v := database_view(dbha)) and len(v["synchronous"]) == 1 and v,
+            15,
+            "the API to report a synchronous replica",
+        )
+        assert before_view["server"] == old.address and len(before_view["replicas"]) == 2
+        pg.kill_member(old)  # Patroni and its PostgreSQL: the machine died
+        killed = time.monotonic()
+        new = pg.wait_primary(40, other_than=old.name)
+        promoted_s = time.monotonic() - killed
+        assert promoted_s < pg.timing.ttl + 10, promoted_s
+        # HAProxy's primary endpoint follows Patroni's health checks to the new primary.
+        wait_until_sync(
+            lambda: server_port_via_haproxy(dbha) == new.pg_port, 15, "HAProxy to follow"
+        )
+        before = len(load.ids)
+        wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
+        # The old primary comes back and rejoins as a replica of the new one.
+        pg.start_member(old)
+        pg.wait_healthy(90)
+        assert pg.primary() is new
+        assert in_recovery(old, pg.credentials.superuser) is True
+        # RunnerHub reports the new topology: a new timeline, both replicas streaming.
+        wait_until_sync(
+            lambda: (
+                (v := database_view(dbha))
+                and v["server"] == new.address
+                and v["timeline"] > before_view["timeline"]
+                and sorted(r["name"] for r in v["replicas"] if r["state"] == "streaming")
+                == sorted(m.name for m in pg.members if m is not new)
+            ),
+            20,
+            "the API to report the new primary and its replicas",
+        )
+    settle_and_check(dbha, load)
+
+
+def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
+    dbha: LocalCluster,
+) -> None:
+    pg = patroni(dbha)
+    assert dbha.etcd is not None
+    password = pg.credentials.superuser
+    with Load(dbha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
+        old = pg.wait_primary()
+        majority = dbha.etcd.members[:2]
+        for m in majority:
+            m.kill(signal.SIGSTOP)
+        try:
+            # Patroni cannot renew the leader key: after retry_timeout it demotes its
+            # PostgreSQL to read-only rather than go on as a primary nobody can see.
+            wait_until_sync(
+                lambda: in_recovery(old, password) is not False,
+                pg.timing.ttl + 10,
+                "the cut-off primary to stop accepting writes",
+                interval_s=0.2,
+            )
+            writable = [m.name for m in pg.members if in_recovery(m, password) is False]
+            assert writable == [], f"writable members while etcd has no quorum: {writable}"
+        finally:
+            for m in majority:
+                m.kill(signal.SIGCONT)
+        pg.wait_primary(60)
+        before = len(load.ids)
+        wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the outage")
+        pg.wait_healthy(60)
+    settle_and_check(dbha, load)

@@ -1,0 +1,65 @@
+"""Patroni's configuration as RunnerHub writes it, and the timing rules it must keep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runnerhub.cluster.haproxy import render_config as haproxy_config
+from runnerhub.cluster.patroni import Credentials, Timing, render_config
+
+
+def config(**kw: object) -> dict[str, object]:
+    args: dict[str, object] = {
+        "scope": "rh",
+        "namespace": "/rh-pg/",
+        "name": "pg-1",
+        "api_port": 8008,
+        "pg_port": 5433,
+        "etcd_hosts": ["127.0.0.1:2379", "127.0.0.1:2380"],
+        "data_dir": Path("/d/pg-1"),
+        "run_dir": Path("/d"),
+        "bin_dir": Path("/usr/lib/postgresql/15/bin"),
+        "credentials": Credentials("su", "rep", "rew"),
+        "timing": Timing(),
+    }
+    args.update(kw)
+    return render_config(**args)  # type: ignore[arg-type]
+
+
+def test_synchronous_mode_rewind_and_etcd3_by_default() -> None:
+    c = config()
+    dcs = c["bootstrap"]["dcs"]  # type: ignore[index]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+    assert c["etcd3"] == {"hosts": ["127.0.0.1:2379", "127.0.0.1:2380"]}
+    auth = c["postgresql"]["authentication"]  # type: ignore[index]
+    assert auth["superuser"]["password"] == "su" and auth["replication"]["password"] == "rep"
+
+
+@pytest.mark.parametrize(
+    ("timing", "message"),
+    [
+        (Timing(ttl=10, loop_wait=1, retry_timeout=3), "at least 20"),
+        (Timing(ttl=20, loop_wait=5, retry_timeout=10), "must not exceed ttl"),
+        (Timing(ttl=20, loop_wait=0, retry_timeout=3), "loop_wait >= 1"),
+    ],
+)
+def test_unsafe_timing_is_refused_with_the_reason(timing: Timing, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config(timing=timing)
+
+
+def test_haproxy_primary_endpoint_checks_patroni() -> None:
+    text = haproxy_config(
+        [("node-1", "127.0.0.1", 8081)],
+        8080,
+        postgres_port=5000,
+        postgres_members=[("pg-1", "127.0.0.1", 5433, 8008), ("pg-2", "127.0.0.1", 5434, 8009)],
+    )
+    assert "listen postgres_primary" in text
+    assert "option httpchk GET /primary" in text
+    assert "server pg-2 127.0.0.1:5434 check port 8009" in text
+    assert "on-marked-down shutdown-sessions" in text
