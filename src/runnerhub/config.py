@@ -266,6 +266,32 @@ class JanitorSettings(_Strict):
     idle_spare_ttl_s: float = Field(default=300.0, gt=0)
 
 
+class RedisSettings(_Strict):
+    """Redis through Sentinel, for what may be lost: cached installation tokens, the shared
+    rate-limit budget, live events. No sentinels: no shared cache (everything still works)."""
+
+    sentinels: list[str] = Field(default_factory=list)  # host:port of each Sentinel
+    master_name: str = "runnerhub"
+    password: SecretStr | None = None  # the data nodes' requirepass
+    sentinel_password: SecretStr | None = None  # the Sentinels' own, if they have one
+    # Short on purpose: a dead Redis must make things slower, never stuck (I7).
+    socket_timeout_s: float = Field(default=0.25, gt=0, le=5)
+    check_s: float = Field(default=5.0, gt=0)  # how often a node reads its replication
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, v: list[str]) -> list[str]:
+        for e in v:
+            host, _, port = e.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{e!r} is not host:port")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sentinels)
+
+
 class HASettings(_Strict):
     """Leader election. No etcd endpoints: a single node that is always the leader."""
 
@@ -319,6 +345,7 @@ class Settings(BaseSettings):
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
     ha: HASettings = Field(default_factory=HASettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

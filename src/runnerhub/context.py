@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from runnerhub import metrics
+from runnerhub.cache import Cache, NullCache
 from runnerhub.config import Settings
 from runnerhub.ha.dcs import LeaderRecord
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Conn, Pool
@@ -62,6 +63,8 @@ class NodeContext:
     leadership: Leadership = field(default_factory=SoleNode)
     # The primary's replication state as last read (None: not read yet, or unreachable).
     replication: ReplicationStatus | None = None
+    cache: Cache = field(default_factory=NullCache)
+    cache_replication: dict[str, Any] | None = None  # Redis INFO replication, as last read
     draining: bool = False
 
     @property

@@ -23,6 +23,7 @@ from runnerhub import metrics
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.backends.process import ProcessBackend
+from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.janitor import Janitor
@@ -59,13 +60,29 @@ def make_backends(settings: Settings) -> dict[str, RunnerBackend]:
     return backends
 
 
+def make_cache(settings: Settings) -> Cache:
+    r = settings.redis
+    if not r.enabled:
+        return NullCache()
+    return SharedCache(
+        [(h, int(p)) for h, _, p in (e.rpartition(":") for e in r.sentinels)],
+        r.master_name,
+        password=r.password.get_secret_value() if r.password else None,
+        sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
+        socket_timeout_s=r.socket_timeout_s,
+        connect_timeout_s=r.socket_timeout_s,
+    )
+
+
 class Node:
     def __init__(self, settings: Settings, run_control_loops: bool = True) -> None:
         self.settings = settings
         settings.node.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = make_pool(settings.database)
         self.ctx = NodeContext(settings, self.db)
-        self.github = GitHubClient.from_settings(settings.github)
+        self.cache = make_cache(settings)
+        self.ctx.cache = self.cache
+        self.github = GitHubClient.from_settings(settings.github, self.cache)
         self.backends = make_backends(settings)
         self.scheduler = Scheduler(self.ctx, self.github, self.backends)
         self.janitor = Janitor(self.ctx, self.github, self.backends)
@@ -142,6 +159,8 @@ class Node:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._watch_replication(), name="replication"),
         ]
+        if self.settings.redis.enabled:
+            work.append(asyncio.create_task(self._watch_cache(), name="cache"))
         if self.run_control_loops:
             if self.elector is not None:
                 work.append(asyncio.create_task(self.elector.run(self._stop), name="elector"))
@@ -188,6 +207,14 @@ class Node:
                 log.debug("replication state not read", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=db.replication_check_s)
+
+    async def _watch_cache(self) -> None:
+        """Redis's primary (as Sentinel names it) and its replicas' offset lag, now and then.
+        Never blocks anything: the cache swallows its own failures (I7)."""
+        while not self._stop.is_set():
+            self.ctx.cache_replication = await self.cache.replication()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.redis.check_s)
 
     # -- leadership ------------------------------------------------------------------------
 
@@ -284,5 +311,6 @@ class Node:
         if self.elector is not None:
             await self.elector.store.close()
         await self.github.aclose()
+        await self.cache.close()
         await self.db.close()
         log.info("node stopped", node=self.settings.node.id)

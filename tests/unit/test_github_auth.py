@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import REGISTRY
 
+from runnerhub.cache import NullCache
 from runnerhub.config import GitHubSettings
 from runnerhub.github import (
     AppAuth,
@@ -219,6 +220,55 @@ async def test_invalidate_forces_a_new_token(pem: str) -> None:
     assert bearer(await auth.headers()) == "ghs_1"
     auth.invalidate()
     assert bearer(await auth.headers()) == "ghs_2"
+
+
+class DictCache(NullCache):
+    """The Cache interface over a dict (real Redis is in tests/integration)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        assert ttl_s > 0
+        self.data[key] = value
+        return True
+
+
+async def test_nodes_share_one_installation_token_through_the_cache(pem: str) -> None:
+    clock = Clock()
+    server = TokenServer(clock)
+    shared = DictCache()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    one, two = (
+        AppAuth(APP_ID, pem, INSTALLATION_ID, BASE, http, clock, shared=shared) for _ in range(2)
+    )
+    assert bearer(await one.headers()) == "ghs_1"
+    assert bearer(await two.headers()) == "ghs_1"  # from the cache: no second fetch
+    assert len(server.requests) == 1
+    assert b"ghs_1" in next(iter(shared.data.values()))
+    two.invalidate()  # GitHub refused it: the shared copy is not trusted either
+    assert bearer(await two.headers()) == "ghs_2"
+    assert (
+        bearer(
+            await AppAuth(APP_ID, pem, INSTALLATION_ID, BASE, http, clock, shared=shared).headers()
+        )
+        == "ghs_2"
+    )  # the fresh one replaced it
+
+
+async def test_without_the_cache_each_node_fetches_its_own(pem: str) -> None:
+    clock = Clock()
+    server = TokenServer(clock)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    one, two = (
+        AppAuth(APP_ID, pem, INSTALLATION_ID, BASE, http, clock, shared=NullCache())
+        for _ in range(2)
+    )
+    assert bearer(await one.headers()) == "ghs_1"
+    assert bearer(await two.headers()) == "ghs_2"
 
 
 async def test_concurrent_callers_share_one_refresh(pem: str) -> None:

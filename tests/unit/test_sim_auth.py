@@ -76,15 +76,19 @@ def test_app_jwt_accepted_only_on_app_endpoints(app_key: rsa.RSAPrivateKey) -> N
 @pytest.mark.parametrize(
     "claims",
     [
-        {"exp": int(time.time()) - 120, "iat": int(time.time()) - 600},  # expired
-        {"exp": int(time.time()) + 1200},  # lives longer than 10 minutes
+        # Seconds from when the test runs, not from collection: a long suite runs it later.
+        {"exp": -120, "iat": -600},  # expired
+        {"exp": 1200},  # lives longer than 10 minutes
         {"iss": "999"},  # another App
-        {"iat": int(time.time()) + 600, "exp": int(time.time()) + 900},  # issued later
+        {"iat": 600, "exp": 900},  # issued later
     ],
 )
 def test_bad_app_jwts(app_key: rsa.RSAPrivateKey, claims: dict[str, Any]) -> None:
     auth = make_auth(app_key)
-    token = app_jwt(app_key, **claims)
+    now = int(time.time())
+    token = app_jwt(
+        app_key, **{k: now + v if k in ("iat", "exp") else v for k, v in claims.items()}
+    )
     assert status_of(lambda: auth.authenticate(f"Bearer {token}", app=True)) == 401
 
 

@@ -121,6 +121,8 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
             }
             if ctx.replication
             else None,
+            # Informational too: losing Redis only makes things slower (I7).
+            "cache": {"configured": ctx.settings.redis.enabled, **ctx.cache.status()},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -130,12 +130,23 @@ class DatabaseOut(BaseModel):
     lagging: list[str]
 
 
+class CacheOut(BaseModel):
+    """Redis (optional, may be lost): the primary Sentinel names, and its replicas' lag."""
+
+    configured: bool
+    available: bool
+    primary: str | None
+    consecutive_failures: int
+    replicas: list[dict[str, Any]]
+
+
 class ClusterOut(BaseModel):
     nodes: list[NodeOut]
     leader: str | None
     epoch: int | None
     leader_since: datetime | None
     database: DatabaseOut | None = None
+    cache: CacheOut | None = None
 
 
 def _cursor_out(rows: list[dict[str, Any]], limit: int) -> str | None:
@@ -251,6 +262,14 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
             for r in rows
         ]
         database = DatabaseOut(**ctx.replication.as_dict()) if ctx.replication else None
+        cache_status = ctx.cache.status()
+        cache = CacheOut(
+            configured=ctx.settings.redis.enabled,
+            available=cache_status["available"],
+            primary=cache_status["primary"],
+            consecutive_failures=cache_status["consecutive_failures"],
+            replicas=(ctx.cache_replication or {}).get("replicas", []),
+        )
         if lead is None and not ctx.settings.ha.enabled:  # one node, always the leader
             return ClusterOut(
                 nodes=nodes,
@@ -258,6 +277,7 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
                 epoch=None,
                 leader_since=ctx.started_at,
                 database=database,
+                cache=cache,
             )
         return ClusterOut(
             nodes=nodes,
@@ -265,6 +285,7 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
             epoch=lead and lead["epoch"],
             leader_since=lead and lead["since"],
             database=database,
+            cache=cache,
         )
 
     @router.post("/leader/handoff", status_code=202, summary="Ask the leader to step down")

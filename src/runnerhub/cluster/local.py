@@ -35,6 +35,7 @@ from runnerhub.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.cluster.patroni import LocalPatroni, PatroniError
 from runnerhub.cluster.ports import free_port
 from runnerhub.cluster.postgres import LocalPostgres, PostgresError
+from runnerhub.cluster.redis import LocalRedis, RedisError
 from runnerhub.waiting import Timeout, wait_until_sync
 
 ORG = "acme"
@@ -202,6 +203,7 @@ class LocalCluster:
         if self.patroni and not self.ha:
             raise ValueError("Patroni needs the HA cluster's etcd: use it with ha=True")
         self.pg_cluster: LocalPatroni | None = None
+        self.redis: LocalRedis | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -244,6 +246,16 @@ class LocalCluster:
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.api_url}/webhooks/github"
         ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
+
+        if self.ha:
+            self.redis = LocalRedis(self.state_dir / "redis")
+            with self.console.status("starting Redis (primary, replica, 3 Sentinels)…"):
+                self.redis.start()
+            host, port = self.redis.primary()
+            self.console.print(
+                f"[green]✓[/green] Redis primary {host}:{port}, Sentinels at "
+                f"{', '.join(f'{h}:{p}' for h, p in self.redis.sentinels)}"
+            )
 
         with self.console.status("starting the GitHub simulator…"):
             self.sim_url = self._start_sim()
@@ -393,6 +405,14 @@ class LocalCluster:
         }
         if self.etcd is not None:
             config["ha"] = {"etcd_endpoints": self.etcd.endpoints, "heartbeat_s": 0.5}
+        if self.redis is not None:
+            config["redis"] = {
+                "sentinels": [f"{h}:{p}" for h, p in self.redis.sentinels],
+                "master_name": self.redis.master_name,
+                "password": self.redis.password,
+                "sentinel_password": self.redis.password,  # the Sentinels require it too
+                "check_s": 1,
+            }
         for section, value in self.overrides.items():
             config[section] = (
                 {**config.get(section, {}), **value} if isinstance(value, dict) else value
@@ -454,6 +474,7 @@ class LocalCluster:
                     else {}
                 ),
                 **({"haproxy": self.haproxy.pid} if self.haproxy else {}),
+                **(self.redis.pids() if self.redis else {}),
             },
             "started_at": time.time(),
         }
@@ -557,6 +578,8 @@ class LocalCluster:
             svc.stop()
         if self.haproxy is not None:
             self.haproxy.stop()
+        if self.redis is not None:
+            self.redis.stop()
         if self.pg_cluster is not None:
             self.pg_cluster.stop()  # before etcd: Patroni hands its key back on the way out
         if self.etcd is not None:
@@ -597,7 +620,15 @@ def run_local_cluster(
         return cluster.watch(ids, exit_after_demo)
     except KeyboardInterrupt:
         return 0
-    except (RuntimeError, PostgresError, PatroniError, EtcdError, HAProxyError, Timeout) as exc:
+    except (
+        RuntimeError,
+        PostgresError,
+        PatroniError,
+        RedisError,
+        EtcdError,
+        HAProxyError,
+        Timeout,
+    ) as exc:
         cluster.console.print(f"[red]runnerhub up: {exc}[/red]")
         return 1
     finally:

@@ -7,6 +7,7 @@ handed over as ``httpx.Headers``, whose repr masks ``Authorization``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runnerhub import __version__
+from runnerhub.cache import Cache, NullCache
 from runnerhub.config import GitHubSettings
 from runnerhub.domain.backoff import retry_delay
 from runnerhub.github.errors import AuthError, GitHubError, Unavailable, no_response
@@ -116,8 +118,14 @@ class AppAuth:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_attempts: int = 3,
         retry_base_s: float = 0.2,
+        shared: Cache | None = None,
     ) -> None:
         self._key = _load_private_key(private_key_pem)
+        # Shared by the nodes (Redis): one token per installation for the whole cluster,
+        # not one per node; losing it only costs a fetch.
+        self._shared: Cache = shared or NullCache()
+        self._shared_key = f"runnerhub:github:installation-token:{app_id}:{installation_id}"
+        self._bypass_shared = False
         self.app_id = app_id
         self.installation_id = installation_id
         self._base_url = base_url.rstrip("/")
@@ -150,6 +158,7 @@ class AppAuth:
 
     def invalidate(self) -> None:
         self._token = None
+        self._bypass_shared = True  # GitHub refused it: the shared copy is no better
 
     def _cached(self) -> str | None:
         if self._token is not None and self._clock() < self._refresh_at:
@@ -165,7 +174,17 @@ class AppAuth:
             token = self._cached()
             if token is not None:
                 return token
-            token, expires_at = await self._fetch_token()
+            shared = None if self._bypass_shared else await self._from_shared()
+            if shared is not None:
+                token, expires_at = shared
+            else:
+                token, expires_at = await self._fetch_token()
+                await self._shared.set(
+                    self._shared_key,
+                    json.dumps({"token": token, "expires_at": expires_at}).encode(),
+                    ttl_s=max(1.0, expires_at - self.REFRESH_MARGIN_S - self._clock()),
+                )
+                self._bypass_shared = False
             self._token = token
             self._refresh_at = expires_at - self.REFRESH_MARGIN_S
             log.debug(
@@ -174,6 +193,19 @@ class AppAuth:
                 expires_in_s=round(expires_at - self._clock()),
             )
             return token
+
+    async def _from_shared(self) -> tuple[str, float] | None:
+        raw = await self._shared.get(self._shared_key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            token, expires_at = str(data["token"]), float(data["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            return None  # not ours, or corrupt: fetch a fresh one
+        if self._clock() >= expires_at - self.REFRESH_MARGIN_S:
+            return None
+        return token, expires_at
 
     async def _fetch_token(self) -> tuple[str, float]:
         endpoint = self.TOKEN_ENDPOINT
@@ -264,7 +296,9 @@ def _message_of(resp: httpx.Response) -> str:
     return message if isinstance(message, str) else ""
 
 
-def auth_from_settings(settings: GitHubSettings, http: httpx.AsyncClient) -> Auth:
+def auth_from_settings(
+    settings: GitHubSettings, http: httpx.AsyncClient, shared: Cache | None = None
+) -> Auth:
     """A PatAuth or an AppAuth, as configured (the settings allow exactly one)."""
     configured = settings.auth
     if configured.token is not None:
@@ -272,4 +306,6 @@ def auth_from_settings(settings: GitHubSettings, http: httpx.AsyncClient) -> Aut
     if configured.app is None:
         raise AuthError("github.auth: give a token or an app")
     app = configured.app
-    return AppAuth(app.app_id, app.key_pem(), app.installation_id, settings.api_url, http)
+    return AppAuth(
+        app.app_id, app.key_pem(), app.installation_id, settings.api_url, http, shared=shared
+    )

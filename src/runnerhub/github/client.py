@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from runnerhub.cache import Cache
 from runnerhub.config import GitHubSettings
 from runnerhub.domain.backoff import retry_delay
 from runnerhub.github.auth import Auth, api_headers, auth_from_settings
@@ -122,11 +123,11 @@ class GitHubClient:
         self._limits = RateLimitTracker()
 
     @classmethod
-    def from_settings(cls, settings: GitHubSettings) -> GitHubClient:
+    def from_settings(cls, settings: GitHubSettings, shared: Cache | None = None) -> GitHubClient:
         http = httpx.AsyncClient(timeout=settings.timeout_s)
         client = cls(
             settings.api_url,
-            auth_from_settings(settings, http),
+            auth_from_settings(settings, http, shared),
             timeout_s=settings.timeout_s,
             http=http,
         )

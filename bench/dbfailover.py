@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Benchmark: PostgreSQL primary failover under load on the local HA cluster.
+
+    .venv/bin/python bench/dbfailover.py [--rounds 10] [--rate 2]
+
+Starts `runnerhub up --ha` without the demo (3 etcd members, 3 Patroni/PostgreSQL members
+in synchronous mode, HAProxy, 3 RunnerHub nodes, the GitHub simulator and its runners),
+keeps a steady job load flowing through HAProxy, and in each round SIGKILLs the PostgreSQL
+primary's machine (Patroni and its postmaster together), then restarts it once a new
+primary is up so that it rejoins as a replica (pg_rewind) before the next round.
+
+Per round it prints the time from the kill to a writable new primary and to the first job
+provisioned afterwards; at the end p50/p99/max of both, deliveries answered other than 2xx,
+acknowledged jobs missing from PostgreSQL or never completed, jobs run twice, and the
+replication lag (replay, seconds) p99 sampled every 0.5 s under the load. The baseline
+beside the failover time is Patroni's `ttl` in the same run: a dead primary's leader key
+lives that long after its last renewal, so no failover can be faster than about `ttl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from runnerhub.cluster.local import LocalCluster
+from runnerhub.cluster.patroni import LocalPatroni
+from runnerhub.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.store.db import connect
+from runnerhub.store.replication import read_status
+from runnerhub.waiting import wait_until_sync
+
+TARGET_TYPICAL_S = 20.0
+TARGET_WORST_S = 23.0
+
+
+@dataclass
+class Round:
+    victim: str
+    writable_s: float
+    first_provision_s: float | None
+
+
+@dataclass
+class LagSampler:
+    """Replay lag of every streaming replica, read from the primary every `every_s`."""
+
+    dsn: str
+    every_s: float = 0.5
+    samples: list[float] = field(default_factory=list)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> LagSampler:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = await connect(self.dsn, autocommit=True)
+                try:
+                    while not self._stop.is_set():
+                        status = await read_status(conn)
+                        self.samples += [
+                            r.replay_lag_s
+                            for r in status.replicas
+                            if r.state == "streaming" and r.replay_lag_s is not None
+                        ]
+                        await asyncio.sleep(self.every_s)  # the sampling period
+                finally:
+                    await conn.close()
+            except psycopg.Error:
+                self.errors += 1  # a failover in progress: sample again once it is over
+                await asyncio.sleep(self.every_s)
+
+
+def writable(pg: LocalPatroni) -> bool:
+    try:
+        with psycopg.connect(pg.dsn(connect_timeout_s=1), autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE probe (x int)")  # a write, not just a login
+            return True
+    except psycopg.Error:
+        return False
+
+
+def one_round(c: LocalCluster, pg: LocalPatroni) -> Round:
+    pg.wait_healthy(120)
+    old = pg.wait_primary()
+    fault_wall = time.time()
+    t0 = time.monotonic()
+    pg.kill_member(old)
+    # A write that succeeds on another member: the new primary is in office.
+    wait_until_sync(lambda: writable(pg), 90, "a writable primary", interval_s=0.1)
+    writable_s = time.monotonic() - t0
+
+    def provisioned() -> float | None:
+        rows = query(
+            c.dsn,
+            "SELECT extract(epoch FROM min(at)) AS t FROM events "
+            "WHERE kind = 'runner.requested' AND at > to_timestamp(%s)",
+            fault_wall,
+        )
+        t = rows[0]["t"]
+        return float(t) - fault_wall if t is not None else None
+
+    try:
+        first = wait_until_sync(provisioned, 60, "the first provisioning", interval_s=0.1)
+    except AssertionError:
+        first = None
+    pg.start_member(old)  # it comes back and rejoins as a replica
+    return Round(old.name, writable_s, first)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=2.0, help="jobs a second")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rounds: list[Round] = []
+
+    with tempfile.TemporaryDirectory(prefix="rh-dbfailover-") as d:
+        os.chmod(d, 0o755)  # the service user keeps PostgreSQL's data inside
+        c = LocalCluster.for_faults(Path(d) / "state", patroni=True)
+        try:
+            c.start()
+            pg = c.pg_cluster
+            assert pg is not None
+            ttl = pg.timing.ttl
+            print(
+                f"cluster up: Patroni x{len(pg.members)} (ttl {ttl} s, loop_wait "
+                f"{pg.timing.loop_wait} s, retry_timeout {pg.timing.retry_timeout} s, "
+                f"synchronous mode), {len(c.node_services)} nodes, load {args.rate:g} jobs/s"
+            )
+            with Load(c.sim_url, args.rate) as load, LagSampler(c.dsn) as lag:
+                for n in range(args.rounds):
+                    r = one_round(c, pg)
+                    rounds.append(r)
+                    fp = f"{r.first_provision_s:.2f}" if r.first_provision_s else "-"
+                    print(
+                        f"  round {n + 1:>2}: killed {r.victim} → writable primary in "
+                        f"{r.writable_s:.2f} s, first provisioning {fp} s",
+                        flush=True,
+                    )
+                pg.wait_healthy(120)
+            ids = list(load.ids)
+
+            def settled() -> bool:
+                jobs = sim_jobs(c.sim_url)
+                return all(jobs[i]["status"] == "completed" for i in ids)
+
+            with contextlib.suppress(AssertionError):  # what never completes counts as lost
+                wait_until_sync(settled, 240, "every job to complete", interval_s=0.5)
+            v = verify(c.sim_url, c.dsn, ids)
+            recorded = query(
+                c.dsn, "SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'completed'", ids
+            )
+            missing = len(ids) - len(recorded)
+        finally:
+            c.stop()
+            if c.pg_cluster is not None:
+                c.pg_cluster.destroy()
+
+    ws = [r.writable_s for r in rounds]
+    fp = [r.first_provision_s for r in rounds if r.first_provision_s is not None]
+    print()
+    print(f"{'':<34} {'p50':>8} {'p99':>8} {'max':>8}")
+    print(
+        f"{'kill → writable primary (s)':<34} {pct(ws, 50):8.2f} {pct(ws, 99):8.2f} {max(ws):8.2f}"
+    )
+    print(
+        f"{'kill → first provisioning (s)':<34} {pct(fp, 50):8.2f} {pct(fp, 99):8.2f} "
+        f"{max(fp, default=float('nan')):8.2f}"
+        f"{'' if len(fp) == len(rounds) else f'  ({len(rounds) - len(fp)} unmeasured)'}"
+    )
+    print(
+        f"{'replication replay lag (s)':<34} {pct(lag.samples, 50):8.3f} "
+        f"{pct(lag.samples, 99):8.3f} {max(lag.samples, default=float('nan')):8.3f}"
+        f"  ({len(lag.samples)} samples)"
+    )
+    print()
+    print(
+        f"failover p50 {pct(ws, 50):.2f} s = {pct(ws, 50) / ttl:.2f}x Patroni's ttl ({ttl} s, the "
+        f"floor); targets {TARGET_TYPICAL_S:g} s typical ({pct(ws, 50) / TARGET_TYPICAL_S:.2f}x), "
+        f"{TARGET_WORST_S:g} s worst ({max(ws) / TARGET_WORST_S:.2f}x)"
+    )
+    print(
+        f"jobs: {v.jobs}, acknowledged but missing or open in PostgreSQL: {missing}, "
+        f"never completed: {len(v.not_completed)}, run twice: {len(v.ran_twice)}, "
+        f"overlapping runners: {len(v.overlapping_runners)}"
+    )
+    print(f"deliveries: {v.deliveries}, answered other than 2xx: {len(v.deliveries_failed)}")
+    if args.json:
+        summary: dict[str, Any] = {
+            "writable_s": ws,
+            "first_provisioning_s": fp,
+            "lag_p99_s": pct(lag.samples, 99),
+            "jobs": v.jobs,
+            "missing": missing,
+            "deliveries": v.deliveries,
+            "deliveries_failed": len(v.deliveries_failed),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0 if v.ok and missing == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""A shared cache between RunnerHub nodes (Redis via Sentinel), strictly optional (I7)."""
+
+from runnerhub.cache.redis_cache import Cache, CacheStatus, NullCache, SharedCache
+
+__all__ = ["Cache", "CacheStatus", "NullCache", "SharedCache"]

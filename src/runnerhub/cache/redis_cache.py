@@ -1,0 +1,368 @@
+"""A shared cache in Redis, found through Sentinel, that may vanish at any time (I7).
+
+Redis only makes RunnerHub faster or smoother (shared caches, a shared rate-limit budget,
+notifications between nodes); PostgreSQL stays the truth. So no method here raises for a
+Redis, network or timeout problem, and none waits long: sockets time out after a quarter of
+a second, every operation is capped (`op_timeout_s`), and after `failure_threshold` failures
+in a row calls are skipped for `cooldown_s` (the circuit is open), then one call tries again
+(half-open). A miss and a failure look the same to the caller: None or False.
+
+Failover needs nothing from the caller: every new connection asks Sentinel for the primary
+(redis-py's SentinelConnectionPool), a connection to a demoted primary turns its READONLY
+answer into a connection error, and after any failure we drop idle connections so that the
+next call connects, and so asks Sentinel, afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypedDict, TypeVar
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import NoBackoff
+
+log = structlog.get_logger("runnerhub.cache")
+
+T = TypeVar("T")
+
+CACHE_OPERATIONS = Counter(
+    "runnerhub_cache_operations_total",
+    "Shared cache (Redis) operations, by operation and outcome (ok, error, skipped: the "
+    "circuit was open).",
+    ["op", "outcome"],
+)
+CACHE_LATENCY = Histogram(
+    "runnerhub_cache_operation_seconds",
+    "Time spent in shared cache operations that were attempted, failed ones included.",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+CACHE_AVAILABLE = Gauge(
+    "runnerhub_cache_available",
+    "1 while the shared cache (Redis) answered its last operation, else 0.",
+)
+
+DEFAULT_MASTER_NAME = "runnerhub"
+
+
+class CacheStatus(TypedDict):
+    available: bool
+    primary: str | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+class Cache(Protocol):
+    """What RunnerHub may ask of a shared cache: every answer may be "nothing"."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def incr_window(self, key: str, amount: int, ttl_s: float) -> int | None: ...
+
+    async def publish(self, channel: str, message: bytes) -> bool: ...
+
+    async def ping(self) -> bool: ...
+
+    async def replication(self) -> dict[str, Any] | None: ...
+
+    async def close(self) -> None: ...
+
+    def status(self) -> CacheStatus: ...
+
+
+class NullCache:
+    """No Redis configured: remembers nothing, so every caller takes its slow path."""
+
+    async def get(self, key: str) -> bytes | None:
+        return None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        return False
+
+    async def delete(self, key: str) -> bool:
+        return False
+
+    async def incr_window(self, key: str, amount: int, ttl_s: float) -> int | None:
+        return None
+
+    async def publish(self, channel: str, message: bytes) -> bool:
+        return False
+
+    async def ping(self) -> bool:
+        return False
+
+    async def replication(self) -> dict[str, Any] | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> CacheStatus:
+        return {
+            "available": False,
+            "primary": None,
+            "last_error": None,
+            "consecutive_failures": 0,
+        }
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    if ttl_s <= 0:
+        raise ValueError(f"ttl_s must be positive, not {ttl_s}")
+    return max(1, round(ttl_s * 1000))
+
+
+class SharedCache:
+    """The Redis primary behind `sentinels`, under `master_name`, as a best-effort cache.
+
+    `password` is the data nodes'; `sentinel_password` the Sentinels' own (`requirepass` on
+    them; LocalRedis uses the same for both), None when they require none. A bad argument
+    (a TTL that is not positive) raises ValueError; nothing that Redis does ever raises."""
+
+    def __init__(
+        self,
+        sentinels: Sequence[tuple[str, int]],
+        master_name: str = DEFAULT_MASTER_NAME,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        socket_timeout_s: float = 0.25,
+        connect_timeout_s: float = 0.25,
+        op_timeout_s: float = 1.0,
+        failure_threshold: int = 3,
+        cooldown_s: float = 1.0,
+        log_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not sentinels:
+            raise ValueError("SharedCache needs at least one Sentinel")
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        self.master_name = master_name
+        self._secrets = [s for s in (password, sentinel_password) if s]
+        self._op_timeout_s = op_timeout_s
+        self._threshold = failure_threshold
+        self._cooldown_s = cooldown_s
+        self._log_interval_s = log_interval_s
+        self._clock = clock
+        # redis-py retries failed commands by default (with backoff up to a second): one try
+        # only, the circuit below decides when to try again.
+        timeouts = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": connect_timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [(h, int(p)) for h, p in sentinels],
+            sentinel_kwargs={**timeouts, "password": sentinel_password},
+            password=password,
+            **timeouts,
+        )
+        self._redis: Redis = self._sentinel.master_for(master_name)
+
+        self._failures = 0
+        self._open_until = 0.0
+        self._probing = False
+        self._available = False
+        self._primary: str | None = None
+        self._last_error: str | None = None
+        self._last_log = -float("inf")
+        self._suppressed = 0
+        self._closed = False
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        async def call() -> bytes | None:
+            value = await self._redis.get(key)
+            return value.encode() if isinstance(value, str) else value
+
+        return await self._run("get", call)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        ms = _ttl_ms(ttl_s)
+
+        async def call() -> bool:
+            return bool(await self._redis.set(key, value, px=ms))
+
+        return bool(await self._run("set", call))
+
+    async def delete(self, key: str) -> bool:
+        """True once the key is gone (whether or not it was there)."""
+
+        async def call() -> bool:
+            await self._redis.delete(key)
+            return True
+
+        return bool(await self._run("delete", call))
+
+    async def incr_window(self, key: str, amount: int, ttl_s: float) -> int | None:
+        """Add `amount` to a counter that lives `ttl_s` from its first increment (a fixed
+        window, e.g. a shared rate-limit budget); the new total, or None."""
+        ms = _ttl_ms(ttl_s)
+
+        async def call() -> int:
+            # MULTI/EXEC: the counter never exists without its expiry. NX keeps the window's
+            # end where the first increment put it.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(key, amount)
+                pipe.pexpire(key, ms, nx=True)
+                total, _ = await pipe.execute()
+            return int(total)
+
+        return await self._run("incr_window", call)
+
+    async def publish(self, channel: str, message: bytes) -> bool:
+        """True if Redis took the message (whether anyone listened or not)."""
+
+        async def call() -> bool:
+            await self._redis.publish(channel, message)
+            return True
+
+        return bool(await self._run("publish", call))
+
+    async def ping(self) -> bool:
+        async def call() -> bool:
+            return bool(await self._redis.ping())
+
+        return bool(await self._run("ping", call))
+
+    async def replication(self) -> dict[str, Any] | None:
+        """The primary's `INFO replication`: each replica's offset lag in bytes (None when
+        Redis cannot be reached)."""
+
+        async def call() -> dict[str, Any]:
+            info = await self._redis.info("replication")
+            offset = int(info.get("master_repl_offset", 0))
+            replicas = []
+            for key, value in info.items():
+                if key.startswith("slave") and isinstance(value, dict):
+                    replicas.append(
+                        {
+                            "address": f"{value.get('ip')}:{value.get('port')}",
+                            "state": value.get("state"),
+                            "lag_bytes": max(0, offset - int(value.get("offset", 0))),
+                        }
+                    )
+            return {"role": info.get("role"), "offset": offset, "replicas": replicas}
+
+        return await self._run("info", call)
+
+    async def close(self) -> None:
+        self._closed = True
+        for closing in (self._redis.aclose, self._sentinel.aclose):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._op_timeout_s):
+                    await closing()
+
+    def status(self) -> CacheStatus:
+        return {
+            "available": self._available,
+            "primary": self._primary if self._available else None,
+            "last_error": self._last_error,
+            "consecutive_failures": self._failures,
+        }
+
+    # -- the circuit -----------------------------------------------------------------------
+
+    def _admit(self) -> tuple[bool, bool]:
+        """(may this call go to Redis, is it the half-open trial)."""
+        if self._failures < self._threshold:
+            return True, False
+        if self._clock() < self._open_until or self._probing:
+            return False, False
+        self._probing = True
+        return True, True
+
+    async def _run(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        if self._closed:
+            return None
+        admitted, trial = self._admit()
+        if not admitted:
+            CACHE_OPERATIONS.labels(op, "skipped").inc()
+            return None
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self._op_timeout_s):
+                result = await call()
+        except Exception as exc:
+            # Whatever the client raises, a cache must not fail its caller (I7).
+            CACHE_LATENCY.labels(op).observe(time.monotonic() - began)
+            await self._failed(op, exc)
+            return None
+        finally:
+            if trial:
+                self._probing = False
+        CACHE_LATENCY.labels(op).observe(time.monotonic() - began)
+        self._succeeded(op)
+        return result
+
+    def _succeeded(self, op: str) -> None:
+        CACHE_OPERATIONS.labels(op, "ok").inc()
+        # Set by the SentinelConnectionPool each time it asks Sentinel.
+        master = getattr(self._redis.connection_pool, "master_address", None)
+        if master:
+            self._primary = f"{master[0]}:{master[1]}"
+        if self._failures:
+            log.info(
+                "shared cache available again",
+                primary=self._primary,
+                failures=self._failures,
+                suppressed_warnings=self._suppressed,
+            )
+            self._suppressed = 0
+            self._last_log = -float("inf")
+        self._failures = 0
+        self._open_until = 0.0
+        self._available = True
+        CACHE_AVAILABLE.set(1)
+
+    async def _failed(self, op: str, exc: BaseException) -> None:
+        CACHE_OPERATIONS.labels(op, "error").inc()
+        self._failures += 1
+        self._available = False
+        CACHE_AVAILABLE.set(0)
+        self._last_error = self._describe(exc)
+        now = self._clock()
+        if self._failures >= self._threshold:
+            self._open_until = now + self._cooldown_s
+        # The first failure of an outage, then one line per interval: an outage of Redis
+        # must not flood the logs of every node.
+        if self._failures == 1 or now - self._last_log >= self._log_interval_s:
+            log.warning(
+                "shared cache unavailable",
+                op=op,
+                error=self._last_error,
+                failures=self._failures,
+                suppressed_warnings=self._suppressed,
+            )
+            self._last_log = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+        # Idle connections may lead to a dead or demoted primary: the next call connects
+        # anew, which asks Sentinel where the primary is now.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._op_timeout_s):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    def _describe(self, exc: BaseException) -> str:
+        message = str(exc)
+        if isinstance(exc, MasterNotFoundError):
+            # What follows " : " is every Sentinel client's repr: long, and says no more.
+            message = message.split(" : ", 1)[0]
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text[:300]

@@ -1,0 +1,541 @@
+"""A private Redis with Sentinel in a directory: for the tests, benchmarks and `runnerhub up`.
+
+One primary, one replica and three Sentinels (quorum 2), every process on its own free
+loopback port, never the machine's Redis (6379) or Sentinel (26379). Everything needs the
+generated password. Redis only holds what RunnerHub may lose (caches, shared budgets), so
+nothing is persisted: no AOF, no snapshots, and a data node that (re)starts starts empty.
+
+Processes run in their own sessions and are ours to signal: tests kill, pause and restart
+them one by one. Sentinel and Redis rewrite their own configuration files as roles change
+(`CONFIG REWRITE`), so a restart with the same file resumes the current topology.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from runnerhub.cluster.ports import free_port
+from runnerhub.waiting import Timeout, wait_until_sync
+
+HOST = "127.0.0.1"
+# The machine's own Redis and Sentinel: never ours, even if the kernel offers the port.
+RESERVED_PORTS = frozenset({6379, 26379})
+DEFAULT_MASTER_NAME = "runnerhub"
+
+Address = tuple[str, int]
+Kind = Literal["redis", "sentinel"]
+Role = Literal["primary", "replica"]
+T = TypeVar("T")
+
+
+class RedisError(Exception):
+    pass
+
+
+def find_binary(name: str) -> Path:
+    """`redis-server` or `redis-sentinel`: from $RUNNERHUB_REDIS_BIN (a directory), else the
+    PATH, else /usr/bin."""
+    env = os.environ.get("RUNNERHUB_REDIS_BIN")
+    candidates = [Path(env) / name] if env else []
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    candidates.append(Path("/usr/bin") / name)
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise RedisError(
+        f"{name} not found: install the {name} package (`make` installs it) "
+        "or set RUNNERHUB_REDIS_BIN"
+    )
+
+
+def pick_port(host: str = HOST) -> int:
+    while True:
+        port = free_port(host)
+        if port not in RESERVED_PORTS:
+            return port
+
+
+# -- configuration (pure) -------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    """A config-file string argument (Redis accepts C-style escapes inside double quotes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_redis_config(
+    port: int,
+    password: str,
+    data_dir: Path,
+    *,
+    replica_of: Address | None = None,
+    bind: str = HOST,
+    maxmemory: str = "64mb",
+) -> str:
+    """A Redis 7 data node: loopback only, password on clients and on its own replication."""
+    if not password:
+        raise ValueError("a Redis node needs a password")
+    lines = [
+        "# Written by runnerhub.cluster.redis; Redis rewrites it when its role changes.",
+        f"bind {bind}",
+        f"port {port}",
+        "protected-mode yes",
+        "daemonize no",
+        'logfile ""',  # stdout, which LocalRedis sends to the node's log file
+        f"dir {_quote(str(data_dir))}",
+        "dbfilename dump.rdb",
+        # Nothing here must survive: no snapshots, no append-only file.
+        'save ""',
+        "appendonly no",
+        f"requirepass {_quote(password)}",
+        f"masterauth {_quote(password)}",
+        "replica-read-only yes",
+        # A full sync streams at once instead of waiting 5 s for more replicas to join it.
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+        # Every key we write has a TTL; when full, evict among those rather than refuse writes.
+        f"maxmemory {maxmemory}",
+        "maxmemory-policy volatile-lru",
+    ]
+    if replica_of is not None:
+        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
+    return "\n".join(lines) + "\n"
+
+
+def render_sentinel_config(
+    port: int,
+    master_name: str,
+    master: Address,
+    password: str,
+    data_dir: Path,
+    *,
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 10_000,
+    parallel_syncs: int = 1,
+    bind: str = HOST,
+) -> str:
+    """A Sentinel watching `master`: the same password for clients, its peers and the data
+    nodes, timings for a fast local failover."""
+    if not password:
+        raise ValueError("a Sentinel needs a password")
+    if quorum < 1:
+        raise ValueError("the quorum must be at least 1")
+    if not master_name or any(c.isspace() for c in master_name):
+        raise ValueError(f"invalid master name {master_name!r}")
+    pw = _quote(password)
+    return (
+        "\n".join(
+            [
+                "# Written by runnerhub.cluster.redis; Sentinel rewrites it as it learns.",
+                f"bind {bind}",
+                f"port {port}",
+                "protected-mode yes",
+                "daemonize no",
+                'logfile ""',
+                f"dir {_quote(str(data_dir))}",
+                f"requirepass {pw}",
+                # Sentinels talk to each other with the password they require themselves.
+                f"sentinel sentinel-pass {pw}",
+                "sentinel resolve-hostnames no",
+                "sentinel announce-hostnames no",
+                f"sentinel monitor {master_name} {master[0]} {master[1]} {quorum}",
+                f"sentinel auth-pass {master_name} {pw}",
+                f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+                f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+                f"sentinel parallel-syncs {master_name} {parallel_syncs}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def majority_address(answers: Sequence[Address | None]) -> Address | None:
+    """The address most sentinels report (None if none answered); on a tie, the first."""
+    seen = Counter(a for a in answers if a is not None)
+    return seen.most_common(1)[0][0] if seen else None
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisProcess:
+    """One redis-server or redis-sentinel under its own directory."""
+
+    name: str
+    kind: Kind
+    port: int
+    node_dir: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.node_dir / f"{self.kind}.conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.node_dir.parent / f"{self.name}.log"
+
+    @property
+    def address(self) -> Address:
+        return (HOST, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.alive() and self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self, extra_args: Sequence[str] = ()) -> None:
+        if self.alive():
+            return
+        binary = find_binary("redis-sentinel" if self.kind == "sentinel" else "redis-server")
+        if self.kind == "redis":
+            # A replica keeps the last full sync on disk and would load it: start empty.
+            (self.node_dir / "dump.rdb").unlink(missing_ok=True)
+        with self.log_file.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [str(binary), str(self.config_file), *extra_args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.node_dir,
+                start_new_session=True,
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (SIGKILL, SIGSTOP, SIGCONT…); after SIGKILL, reap so the port is free."""
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.popen.wait(10)
+
+    def terminate(self) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGCONT)  # a paused process must run to see SIGTERM
+
+    def wait_exit(self, timeout_s: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# -- the cluster ----------------------------------------------------------------------------
+
+
+@dataclass
+class LocalRedis:
+    """A Redis primary (`redis-0`), a replica (`redis-1`) and three Sentinels
+    (`sentinel-0`..`sentinel-2`) under `base_dir`, which we own."""
+
+    base_dir: Path
+    master_name: str = DEFAULT_MASTER_NAME
+    password: str = ""  # generated when empty
+    quorum: int = 2
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 10_000
+    parallel_syncs: int = 1
+    processes: dict[str, RedisProcess] = field(init=False, default_factory=dict)
+
+    DATA_NODES = ("redis-0", "redis-1")
+    SENTINELS = ("sentinel-0", "sentinel-1", "sentinel-2")
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir.resolve()
+        self.password = self.password or secrets.token_urlsafe(24)
+        for name in self.DATA_NODES:
+            self.processes[name] = RedisProcess(name, "redis", pick_port(), self.base_dir / name)
+        for name in self.SENTINELS:
+            self.processes[name] = RedisProcess(name, "sentinel", pick_port(), self.base_dir / name)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _write_configs(self) -> None:
+        """First start only: afterwards the files hold what Redis and Sentinel rewrote."""
+        primary = self.processes["redis-0"]
+        for p in self.processes.values():
+            p.node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if p.config_file.exists():
+                continue
+            if p.kind == "redis":
+                text = render_redis_config(
+                    p.port,
+                    self.password,
+                    p.node_dir,
+                    replica_of=None if p is primary else primary.address,
+                )
+            else:
+                text = render_sentinel_config(
+                    p.port,
+                    self.master_name,
+                    primary.address,
+                    self.password,
+                    p.node_dir,
+                    quorum=self.quorum,
+                    down_after_ms=self.down_after_ms,
+                    failover_timeout_ms=self.failover_timeout_ms,
+                    parallel_syncs=self.parallel_syncs,
+                )
+            p.config_file.write_text(text)
+            # It holds the password.
+            os.chmod(p.config_file, 0o600)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the data nodes, then the Sentinels; wait until every Sentinel sees the
+        primary, the replica and its two peers, and the replica is in sync."""
+        find_binary("redis-server")
+        find_binary("redis-sentinel")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._write_configs()
+        try:
+            for name in self.DATA_NODES:
+                self.processes[name].start()
+            # A Sentinel learns of replicas from the primary's INFO, then only every 10 s:
+            # start them once the replica is attached, so that the first look finds it.
+            self._wait(self._data_primary, timeout_s, "the replica to sync")
+            for name in self.SENTINELS:
+                self.processes[name].start()
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Sentinels first (so none starts a failover while the data nodes stop), then the
+        data nodes, each group all at once."""
+        for group in (self.SENTINELS, self.DATA_NODES):
+            procs = [self.processes[n] for n in group]
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait_exit(timeout_s)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        self._process(name).kill(sig)
+
+    def restart(self, name: str, timeout_s: float = 10.0) -> None:
+        """Start a stopped or killed process again, on its port with its (rewritten)
+        configuration. A data node rejoins as a replica of whichever node the Sentinels
+        report as primary, so it never serves as a second primary meanwhile."""
+        p = self._process(name)
+        if p.alive():
+            return
+        extra: list[str] = []
+        if p.kind == "redis":
+            current = self._sentinel_primary()
+            if current == p.address:
+                extra = ["--replicaof", "no", "one"]
+            elif current is not None:
+                extra = ["--replicaof", current[0], str(current[1])]
+        p.start(extra)
+
+        def answers() -> bool:
+            if not p.alive():
+                code = p.popen.returncode if p.popen else None
+                raise RedisError(f"{p.name} exited (code {code}):\n{p.tail()}")
+            return self._ping(p)
+
+        self._wait(answers, timeout_s, f"{name} to answer")
+        if extra:
+            # Keep the role we gave it on the command line for its next start.
+            self._call(p, lambda c: c.config_rewrite())
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def sentinels(self) -> list[Address]:
+        return [self.processes[n].address for n in self.SENTINELS]
+
+    @property
+    def data_nodes(self) -> list[Address]:
+        return [self.processes[n].address for n in self.DATA_NODES]
+
+    def pids(self) -> dict[str, int]:
+        """Every running process by name."""
+        return {n: p.pid for n, p in self.processes.items() if p.pid is not None}
+
+    def primary(self) -> Address:
+        """The primary most reachable Sentinels report."""
+        found = self._sentinel_primary()
+        if found is None:
+            raise RedisError(f"no Sentinel knows a primary for {self.master_name!r}")
+        return found
+
+    def name_of(self, role: Role) -> str | None:
+        """The running data node in `role` now: the primary as the Sentinels report it
+        (else the node that says it is one), a replica as the node itself says."""
+        live = [self.processes[n] for n in self.DATA_NODES if self.processes[n].alive()]
+        if role == "primary":
+            current = self._sentinel_primary()
+            for p in live:
+                if p.address == current:
+                    return p.name
+        wanted = "master" if role == "primary" else "slave"
+        for p in live:
+            info = self._info(p, "replication")
+            if info is not None and info.get("role") == wanted:
+                return p.name
+        return None
+
+    def pid_of(self, role: Role) -> int | None:
+        name = self.name_of(role)
+        return self.processes[name].pid if name else None
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        def ready() -> bool:
+            for p in self.processes.values():
+                if not p.alive():
+                    code = p.popen.returncode if p.popen else None
+                    raise RedisError(f"{p.name} is not running (exit {code}):\n{p.tail()}")
+            primary = self._sentinel_primary()
+            return primary is not None and self._topology_complete(primary)
+
+        self._wait(ready, timeout_s, "Redis and its Sentinels to be ready")
+
+    def wait_failover(self, old_primary: Address, timeout_s: float = 30.0) -> Address:
+        """Wait until the Sentinels report a primary other than `old_primary` and that node
+        says it is one; return its address."""
+
+        def promoted() -> Address | None:
+            current = self._sentinel_primary()
+            if current is None or current == old_primary:
+                return None
+            node = self._by_address(current)
+            info = self._info(node, "replication") if node else None
+            return current if info is not None and info.get("role") == "master" else None
+
+        found = self._wait(promoted, timeout_s, f"a failover away from {old_primary}")
+        assert found is not None  # _wait returns only a truthy answer
+        return found
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _process(self, name: str) -> RedisProcess:
+        try:
+            return self.processes[name]
+        except KeyError:
+            raise RedisError(f"no process {name!r}: one of {sorted(self.processes)}") from None
+
+    def _by_address(self, address: Address) -> RedisProcess | None:
+        return next((p for p in self.processes.values() if p.address == address), None)
+
+    def _client(self, p: RedisProcess, timeout_s: float = 0.5) -> redis.Redis:
+        return redis.Redis(
+            host=HOST,
+            port=p.port,
+            password=self.password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # one try: a probe, not a request that must pass
+            decode_responses=True,
+        )
+
+    def _call(self, p: RedisProcess, command: Callable[[redis.Redis], T]) -> T | None:
+        """One command to one process; None if it does not answer."""
+        if not p.alive():
+            return None
+        client = self._client(p)
+        try:
+            return command(client)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _ping(self, p: RedisProcess) -> bool:
+        return bool(self._call(p, lambda c: c.ping()))
+
+    def _info(self, p: RedisProcess, section: str) -> dict[str, Any] | None:
+        return self._call(p, lambda c: c.info(section))
+
+    def _sentinel_answers(self) -> list[Address | None]:
+        answers: list[Address | None] = []
+        for name in self.SENTINELS:
+            got = self._call(
+                self.processes[name],
+                lambda c: c.sentinel_get_master_addr_by_name(self.master_name),
+            )
+            answers.append((str(got[0]), int(got[1])) if isinstance(got, tuple) else None)
+        return answers
+
+    def _sentinel_primary(self) -> Address | None:
+        return majority_address(self._sentinel_answers())
+
+    def _topology_complete(self, primary: Address) -> bool:
+        """Every Sentinel agrees on `primary`, knows the replica and both other Sentinels
+        (a failover needs them), and the replica's link to the primary is up."""
+        if any(a != primary for a in self._sentinel_answers()):
+            return False
+        for name in self.SENTINELS:
+            state = self._call(self.processes[name], lambda c: c.sentinel_master(self.master_name))
+            if not isinstance(state, dict):
+                return False
+            if state.get("num-slaves") != 1 or state.get("num-other-sentinels") != 2:
+                return False
+        return self._data_primary() == primary
+
+    def _data_primary(self) -> Address | None:
+        """The data node that says it is the primary, if exactly one does and every other
+        one is linked to it and synced."""
+        infos = {p.address: self._info(p, "replication") for p in self._data_processes()}
+        if any(i is None for i in infos.values()):
+            return None
+        masters = [a for a, i in infos.items() if i is not None and i.get("role") == "master"]
+        if len(masters) != 1:
+            return None
+        for address, info in infos.items():
+            if address == masters[0] or info is None:
+                continue
+            linked_to = (info.get("master_host"), info.get("master_port"))
+            if info.get("master_link_status") != "up" or linked_to != masters[0]:
+                return None
+        return masters[0]
+
+    def _data_processes(self) -> list[RedisProcess]:
+        return [self.processes[n] for n in self.DATA_NODES]
+
+    def _wait(self, probe: Callable[[], T], timeout_s: float, what: str) -> T:
+        try:
+            return wait_until_sync(probe, timeout_s, what, interval_s=0.05)
+        except Timeout as exc:
+            tails = "\n".join(f"--- {p.name}\n{p.tail(5)}" for p in self.processes.values())
+            raise RedisError(f"{exc}\n{tails}") from exc
