@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import structlog
 from fastapi import FastAPI
 
@@ -49,6 +50,8 @@ TAKEOVER_RECONCILE_S = 5.0
 # A loop mid-cycle is cancelled after this: every step is idempotent, and a clean handover
 # should not wait for a reconciler sweep to finish.
 LOOP_STOP_GRACE_S = 0.05
+# Reading replication state may fail for want of a database or of the pg_monitor role.
+MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
 
 
 def make_backends(settings: Settings) -> dict[str, RunnerBackend]:
@@ -202,7 +205,8 @@ class Node:
                     status = await replication.read_status(conn, db.replica_lag_alert_s)
                 self.ctx.replication = status
                 metrics.record_replication(status)
-            except UNAVAILABLE as exc:
+            except MONITORING_ERRORS as exc:
+                # Unreachable, or a role without pg_monitor: monitoring is lost, nothing else.
                 self.ctx.replication = None
                 log.debug("replication state not read", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
