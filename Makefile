@@ -15,7 +15,7 @@ demo: deps
 	$(BIN)/runnerhub up
 
 test: deps lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=12
 
 lint: deps
 	$(BIN)/ruff check src tests bench

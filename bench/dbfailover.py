@@ -7,7 +7,9 @@ Starts `runnerhub up --ha` without the demo (3 etcd members, 3 Patroni/PostgreSQ
 in synchronous mode, HAProxy, 3 RunnerHub nodes, the GitHub simulator and its runners),
 keeps a steady job load flowing through HAProxy, and in each round SIGKILLs the PostgreSQL
 primary's machine (Patroni and its postmaster together), then restarts it once a new
-primary is up so that it rejoins as a replica (pg_rewind) before the next round.
+primary is up so that it rejoins as a replica (pg_rewind) before the next round. Then it
+SIGKILLs the Redis primary `--redis-rounds` times: Sentinel promotes the replica, every node
+must follow by itself, and the old primary comes back as a replica.
 
 Per round it prints the time from the kill to a writable new primary and to the first job
 provisioned afterwards; at the end p50/p99/max of both, deliveries answered other than 2xx,
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from runnerhub.cluster.local import LocalCluster
@@ -129,6 +132,47 @@ def one_round(c: LocalCluster, pg: LocalPatroni) -> Round:
     return Round(old.name, writable_s, first)
 
 
+@dataclass
+class RedisRound:
+    victim: str
+    promoted_s: float  # Sentinel names a new primary
+    followed_s: float  # every node uses it
+
+
+def cache_primaries(c: LocalCluster) -> set[str | None]:
+    seen: set[str | None] = set()
+    for url in c.node_urls.values():
+        try:
+            r = httpx.get(
+                f"{url}/api/v1/cluster",
+                timeout=3,
+                headers={"Authorization": f"Bearer {c.secrets.read_token}"},
+            )
+            cache = r.json()["cache"]
+            seen.add(cache["primary"] if cache["available"] else None)
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            seen.add(None)
+    return seen
+
+
+def redis_round(c: LocalCluster) -> RedisRound:
+    redis = c.redis
+    assert redis is not None
+    redis.wait_ready(60)
+    old = redis.primary()
+    name = redis.name_of("primary")
+    assert name is not None
+    t0 = time.monotonic()
+    redis.kill(name)
+    new = redis.wait_failover(old, 60)
+    promoted = time.monotonic() - t0
+    wanted = {f"{new[0]}:{new[1]}"}
+    wait_until_sync(lambda: cache_primaries(c) == wanted, 60, "the nodes to follow", 0.05)
+    followed = time.monotonic() - t0
+    redis.restart(name)  # back as a replica of the new primary
+    return RedisRound(name, promoted, followed)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -141,9 +185,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--rate", type=float, default=2.0, help="jobs a second")
+    ap.add_argument("--redis-rounds", type=int, default=10, help="Redis-primary SIGKILLs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rounds: list[Round] = []
+    redis_rounds: list[RedisRound] = []
 
     with tempfile.TemporaryDirectory(prefix="rh-dbfailover-") as d:
         os.chmod(d, 0o755)  # the service user keeps PostgreSQL's data inside
@@ -169,6 +215,14 @@ def main() -> int:
                         flush=True,
                     )
                 pg.wait_healthy(120)
+                for n in range(args.redis_rounds):
+                    rr = redis_round(c)
+                    redis_rounds.append(rr)
+                    print(
+                        f"  redis {n + 1:>2}: killed {rr.victim} → Sentinel promoted in "
+                        f"{rr.promoted_s:.2f} s, every node following in {rr.followed_s:.2f} s",
+                        flush=True,
+                    )
             ids = list(load.ids)
 
             def settled() -> bool:
@@ -204,6 +258,11 @@ def main() -> int:
         f"{pct(lag.samples, 99):8.3f} {max(lag.samples, default=float('nan')):8.3f}"
         f"  ({len(lag.samples)} samples)"
     )
+    if redis_rounds:
+        rp = [r.promoted_s for r in redis_rounds]
+        rf = [r.followed_s for r in redis_rounds]
+        for label, xs in (("Redis kill → promoted (s)", rp), ("Redis kill → nodes follow (s)", rf)):
+            print(f"{label:<34} {pct(xs, 50):8.2f} {pct(xs, 99):8.2f} {max(xs):8.2f}")
     print()
     print(
         f"failover p50 {pct(ws, 50):.2f} s = {pct(ws, 50) / ttl:.2f}x Patroni's ttl ({ttl} s, the "
@@ -221,6 +280,8 @@ def main() -> int:
             "writable_s": ws,
             "first_provisioning_s": fp,
             "lag_p99_s": pct(lag.samples, 99),
+            "redis_promoted_s": [r.promoted_s for r in redis_rounds],
+            "redis_followed_s": [r.followed_s for r in redis_rounds],
             "jobs": v.jobs,
             "missing": missing,
             "deliveries": v.deliveries,

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,12 +94,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     CI keeps nothing else, and a fault test's failure is explained by what the nodes said."""
     report = yield
     if report.failed and call.when == "call":
-        tmp = getattr(item, "funcargs", {}).get("tmp_path")
-        if tmp is not None:
-            for path in sorted(tmp.rglob("*.log"))[:12]:
+        args = getattr(item, "funcargs", {})
+        # The test's own directory, and that of any shared cluster it used.
+        roots = [args.get("tmp_path")] + [getattr(v, "state_dir", None) for v in args.values()]
+        seen: set[Path] = set()
+        for root in [r for r in roots if isinstance(r, Path)]:
+            for path in sorted(root.rglob("*.log"))[:16]:
+                if path in seen:
+                    continue
+                seen.add(path)
                 try:
                     lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
                 except OSError:
                     continue
-                report.sections.append((f"log {path.relative_to(tmp)}", "\n".join(lines)))
+                report.sections.append((f"log {path}", "\n".join(lines)))
     return report

@@ -2,14 +2,14 @@
 PostgreSQL, HAProxy, 3 nodes, the GitHub simulator and runners, under a continuous webhook
 load through HAProxy. Each test injects one real fault and then checks that no delivery was
 answered other than 2xx, every job ran exactly once and completed, and no job ever had two
-runners of its own at once."""
+runners of its own at once. The tests share one cluster, healed (paused processes resumed,
+dead ones restarted, a leader elected) before each."""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,15 +26,23 @@ RATE = 5.0  # jobs a second, each three webhooks (queued, in_progress, completed
 TTL = 2.0
 
 
-@pytest.fixture
-def ha(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster.for_faults(tmp_path / "state", TTL)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One cluster for the module (starting one takes a while); see `ha`."""
+    cluster = LocalCluster.for_faults(tmp_path_factory.mktemp("ha") / "state", TTL)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
-        cluster.pg.destroy()  # its data may live outside tmp_path (see LocalPostgres)
+        cluster.pg.destroy()  # its data may live outside the test's directory
+
+
+@pytest.fixture
+def ha(shared: LocalCluster) -> LocalCluster:
+    """The shared cluster, made whole again after the previous test's fault."""
+    shared.heal()
+    return shared
 
 
 def node(c: LocalCluster, name: str) -> Service:

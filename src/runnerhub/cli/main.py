@@ -26,6 +26,10 @@ leader_app = typer.Typer(help="The elected leader.", no_args_is_help=True)
 app.add_typer(leader_app, name="leader")
 node_app = typer.Typer(help="Nodes of the cluster.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+cluster_app = typer.Typer(help="The whole (local) cluster.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+chaos_app = typer.Typer(help="Inject faults into a local cluster.", no_args_is_help=True)
+app.add_typer(chaos_app, name="chaos")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
@@ -151,6 +155,47 @@ def status(
     from runnerhub.cli.status import show_status
 
     sys.exit(show_status(state_dir, url, token))
+
+
+@cluster_app.command("status")
+def cluster_status(
+    state_dir: Annotated[
+        Path, typer.Option(help="A local cluster's state directory.")
+    ] = DEFAULT_STATE,
+    url: Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role read.")
+    ] = None,
+) -> None:
+    """Nodes and leader, PostgreSQL members, roles and lag, Redis, etcd: one view."""
+    from runnerhub.cli.topology import show_topology
+
+    sys.exit(show_topology(state_dir, url, token))
+
+
+@chaos_app.command("kill")
+def chaos_kill(
+    component: Annotated[
+        str,
+        typer.Argument(
+            help="postgres-primary, postgres-replica, postgres:NAME, redis-primary "
+            "(redis-master), redis-replica, redis:N, sentinel:N, etcd:N, etcd-leader, "
+            "node:leader, node:NAME, haproxy, github-sim"
+        ),
+    ],
+    sig: Annotated[str, typer.Option("--signal", "-s", help="KILL, TERM, STOP, CONT…")] = "KILL",
+    state_dir: Annotated[
+        Path, typer.Option(help="The local cluster's state directory.")
+    ] = DEFAULT_STATE,
+) -> None:
+    """Signal one part of a running `runnerhub up --ha` by pid, to watch failover happen."""
+    from runnerhub.cluster.chaos import ChaosError, kill
+
+    try:
+        target, reached = kill(state_dir, component, sig)
+    except ChaosError as exc:
+        _fail(str(exc), code=1)
+    typer.echo(f"sent SIG{sig.upper().removeprefix('SIG')} to {target.name}: pids {reached}")
 
 
 StateOpt = Annotated[Path, typer.Option(help="A local cluster's state directory.")]

@@ -310,6 +310,27 @@ class LocalCluster:
             self.console.print(f"[green]✓[/green] leader: {self.leader()}")
         self._write_cluster_file()
 
+    def heal(self, timeout_s: float = 60.0) -> None:
+        """Make the cluster whole after injected faults: resume paused nodes, restart dead
+        nodes and etcd members, then wait for a leader and every node taking part."""
+        if self.etcd is not None:
+            for m in self.etcd.members:
+                if m.alive():
+                    m.kill(signal.SIGCONT)
+                else:
+                    m.start()
+            self.etcd.wait_healthy(timeout_s)
+        for svc in self.node_services:
+            if svc.alive():
+                assert svc.popen is not None
+                svc.popen.send_signal(signal.SIGCONT)
+                continue
+            svc.start()
+            self._wait_http(f"{self.node_urls[svc.name]}/readyz", svc, f"{svc.name} to be ready")
+        if self.ha:
+            wait_until_sync(self.leader, timeout_s, "a leader", interval_s=0.1)
+            wait_until_sync(self._all_nodes_healthy, timeout_s, "every node", interval_s=0.1)
+
     def _all_nodes_healthy(self) -> bool:
         try:
             r = httpx.get(
@@ -457,9 +478,30 @@ class LocalCluster:
                 if self.haproxy and self.haproxy.postgres_port
                 else None
             ),
-            "patroni": (
-                {m.name: m.api_url for m in self.pg_cluster.members} if self.pg_cluster else {}
-            ),
+            # What `runnerhub chaos` and `runnerhub cluster status` need to find each part.
+            "patroni": {
+                m.name: {
+                    "api_url": m.api_url,
+                    "address": m.address,
+                    "config": str(m.config_file),
+                    "data_dir": str(m.data_dir),
+                }
+                for m in (self.pg_cluster.members if self.pg_cluster else [])
+            },
+            "redis": {
+                "master_name": self.redis.master_name,
+                "password": self.redis.password,
+                "sentinels": self.redis.sentinels,
+                "processes": {
+                    name: {
+                        "address": f"{p.address[0]}:{p.address[1]}",
+                        "config": str(p.config_file),
+                    }
+                    for name, p in self.redis.processes.items()
+                },
+            }
+            if self.redis
+            else None,
             "pids": {
                 **({"postgres": self.pg.pid()} if not self.pg_cluster else {}),
                 **(

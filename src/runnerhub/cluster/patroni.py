@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from runnerhub.cluster.ports import free_port
-from runnerhub.cluster.postgres import find_bin_dir, private_dir, service_account
+from runnerhub.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
 from runnerhub.waiting import Timeout, wait_until_sync
 
 HOST = "127.0.0.1"
@@ -112,7 +112,7 @@ def render_config(
         "scope": scope,
         "namespace": namespace,
         "name": name,
-        "log": {"level": "WARNING"},
+        "log": {"level": "INFO"},
         "restapi": {"listen": f"{HOST}:{api_port}", "connect_address": f"{HOST}:{api_port}"},
         "etcd3": {"hosts": list(etcd_hosts)},
         "bootstrap": {
@@ -258,7 +258,9 @@ class LocalPatroni:
                 pg_port=pg,
                 config_file=self.run_dir / f"pg-{i + 1}.yml",
                 data_dir=self.run_dir / f"pg-{i + 1}.data",
-                log_file=self.run_dir / f"pg-{i + 1}.log",
+                # Patroni's output goes to a file we open: keep it beside our state (it
+                # outlives destroy(), for a post-mortem), not in the service user's directory.
+                log_file=self.base_dir / f"pg-{i + 1}.log",
             )
             for i, (api, pg) in enumerate(ports)
         ]
@@ -357,6 +359,8 @@ class LocalPatroni:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.run_dir.parent.parent == PRIVATE_ROOT:  # the directory made for us there
+            shutil.rmtree(self.run_dir.parent, ignore_errors=True)
         (self.base_dir / STATE_FILE).unlink(missing_ok=True)
 
     def kill_member(self, m: PatroniMember, sig: int = signal.SIGKILL) -> None:

@@ -1,23 +1,30 @@
-"""Database chaos: the local HA cluster with PostgreSQL under Patroni (3 members, synchronous
-replication, etcd as DCS), under a continuous webhook load through HAProxy. Each test injects
-one real fault into the data layer, then checks that no delivery was answered other than 2xx,
-every acknowledged job is in PostgreSQL, every job ran exactly once, and scheduling resumed
-by itself."""
+"""Data-layer chaos: the local HA cluster with PostgreSQL under Patroni (3 members,
+synchronous replication, etcd as DCS) and Redis behind Sentinel, under a continuous webhook
+load through HAProxy. Each test injects one real fault into the data layer, then checks that
+no delivery was answered other than 2xx, every acknowledged job is in PostgreSQL, every job
+ran exactly once, and scheduling resumed by itself.
+
+The tests share one cluster (it takes half a minute to start); each first waits for it to be
+whole again, and the one that kills all of Redis runs last."""
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from rich.console import Console
 
+from runnerhub.cli import topology
+from runnerhub.cluster import chaos
 from runnerhub.cluster.local import LocalCluster
 from runnerhub.cluster.patroni import LocalPatroni, PatroniMember
+from runnerhub.cluster.redis import LocalRedis
 from runnerhub.cluster.workload import Load
 from runnerhub.waiting import wait_until_sync
 from tests import checks
@@ -27,16 +34,27 @@ pytestmark = pytest.mark.chaos
 RATE = 3.0  # jobs a second, each three webhooks
 
 
-@pytest.fixture
-def dbha(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster.for_faults(tmp_path / "state", patroni=True)
+@pytest.fixture(scope="module")
+def dbha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster.for_faults(tmp_path_factory.mktemp("dbha") / "state", patroni=True)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
         if cluster.pg_cluster is not None:
-            cluster.pg_cluster.destroy()  # its data may live outside tmp_path
+            cluster.pg_cluster.destroy()  # its data may live outside the test's directory
+
+
+@pytest.fixture
+def whole(dbha: LocalCluster) -> LocalCluster:
+    """The shared cluster with every Patroni member back and replicating."""
+    pg = patroni(dbha)
+    for m in pg.members:
+        if not m.alive():
+            pg.start_member(m)
+    pg.wait_healthy(120)
+    return dbha
 
 
 def patroni(c: LocalCluster) -> LocalPatroni:
@@ -117,7 +135,8 @@ def in_recovery(m: PatroniMember, password: str) -> bool | None:
         return None
 
 
-def test_sigkill_the_postgres_primary_under_load(dbha: LocalCluster) -> None:
+def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
+    dbha = whole
     pg = patroni(dbha)
     with Load(dbha.sim_url, RATE) as load:
         wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
@@ -129,8 +148,12 @@ def test_sigkill_the_postgres_primary_under_load(dbha: LocalCluster) -> None:
             "the API to report a synchronous replica",
         )
         assert before_view["server"] == old.address and len(before_view["replicas"]) == 2
-        pg.kill_member(old)  # Patroni and its PostgreSQL: the machine died
+        # Patroni and its PostgreSQL, as `runnerhub chaos kill postgres-primary` does it.
+        parts = {old.pid, old.postmaster_pid()}
+        target, reached = chaos.kill(dbha.state_dir, "postgres-primary")
         killed = time.monotonic()
+        assert parts <= set(reached), (target, parts)
+        pg.kill_member(old)  # (already dead: this reaps it and waits for its postmaster)
         new = pg.wait_primary(40, other_than=old.name)
         promoted_s = time.monotonic() - killed
         assert promoted_s < pg.timing.ttl + 10, promoted_s
@@ -145,6 +168,12 @@ def test_sigkill_the_postgres_primary_under_load(dbha: LocalCluster) -> None:
         pg.wait_healthy(90)
         assert pg.primary() is new
         assert in_recovery(old, pg.credentials.superuser) is True
+        view = io.StringIO()  # `runnerhub cluster status` shows the new topology
+        Console(file=view, width=200, color_system=None).print(
+            topology.render(topology.gather(dbha.state_dir, None, None))
+        )
+        assert all(m.name in view.getvalue() for m in pg.members), view.getvalue()
+        assert "leader" in view.getvalue() and "sync_standby" in view.getvalue()
         # RunnerHub reports the new topology: a new timeline, both replicas streaming.
         wait_until_sync(
             lambda: (
@@ -161,8 +190,9 @@ def test_sigkill_the_postgres_primary_under_load(dbha: LocalCluster) -> None:
 
 
 def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
-    dbha: LocalCluster,
+    whole: LocalCluster,
 ) -> None:
+    dbha = whole
     pg = patroni(dbha)
     assert dbha.etcd is not None
     password = pg.credentials.superuser
@@ -173,14 +203,17 @@ def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
         for m in majority:
             m.kill(signal.SIGSTOP)
         try:
-            # Patroni cannot renew the leader key: after retry_timeout it demotes its
-            # PostgreSQL to read-only rather than go on as a primary nobody can see.
-            wait_until_sync(
-                lambda: in_recovery(old, password) is not False,
-                pg.timing.ttl + 10,
-                "the cut-off primary to stop accepting writes",
-                interval_s=0.2,
-            )
+            # Patroni cannot renew the leader key: once its DCS retries run out it demotes
+            # its PostgreSQL to read-only rather than go on as a primary nobody can see.
+            # (Patroni 3.0 tries each etcd member with a 3 s read timeout, twice over: about
+            # 15 s here, longer on a loaded machine.) Meanwhile at most one member is ever
+            # writable: no lease can expire without an etcd quorum, so none is promoted.
+            def demoted() -> bool:
+                writable = [m.name for m in pg.members if in_recovery(m, password) is False]
+                assert len(writable) <= 1, f"two writable members: {writable}"
+                return old.name not in writable
+
+            wait_until_sync(demoted, 90, "the cut-off primary to stop accepting writes", 0.2)
             writable = [m.name for m in pg.members if in_recovery(m, password) is False]
             assert writable == [], f"writable members while etcd has no quorum: {writable}"
         finally:
@@ -191,3 +224,64 @@ def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
         wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the outage")
         pg.wait_healthy(60)
     settle_and_check(dbha, load)
+
+
+def cache_view(c: LocalCluster, node: str) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(
+            f"{c.node_urls[node]}/api/v1/cluster",
+            timeout=3,
+            headers={"Authorization": f"Bearer {c.secrets.read_token}"},
+        )
+        return dict(r.json()["cache"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
+
+
+def test_losing_redis_loses_nothing(whole: LocalCluster) -> None:
+    """I7: SIGKILL the Redis primary (Sentinel promotes the replica and the nodes follow),
+    then kill every Redis process and Sentinel: slower at most, nothing refused or lost."""
+    ha = whole
+    redis = ha.redis
+    assert isinstance(redis, LocalRedis)
+    nodes = list(ha.node_urls)
+    with Load(ha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
+        old = redis.primary()
+        old_name = redis.name_of("primary")
+        assert old_name is not None
+        for n in nodes:  # every node reads Redis's primary and its replica's lag
+            wait_until_sync(
+                lambda n=n: (v := cache_view(ha, n)) and v["available"] and len(v["replicas"]) == 1,
+                15,
+                f"{n} to see Redis and its replica",
+            )
+
+        target, _ = chaos.kill(ha.state_dir, "redis-master")
+        assert target.name == old_name
+        new = redis.wait_failover(old, 30)
+        for n in nodes:
+            wait_until_sync(
+                lambda n=n: (
+                    (v := cache_view(ha, n))
+                    and v["available"]
+                    and v["primary"] == f"{new[0]}:{new[1]}"
+                ),
+                20,
+                f"{n} to use the new Redis primary",
+            )
+        before = len(load.ids)
+        wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
+
+        for name in list(redis.pids()):
+            redis.kill(name, signal.SIGKILL)
+        assert redis.pids() == {}
+        for n in nodes:
+            wait_until_sync(
+                lambda n=n: (v := cache_view(ha, n)) and not v["available"],
+                20,
+                f"{n} to notice Redis is gone",
+            )
+        before = len(load.ids)
+        wait_until_sync(lambda: len(load.ids) >= before + 30, 30, "load without Redis")
+    settle_and_check(ha, load)
