@@ -272,7 +272,8 @@ def main() -> int:
     print(
         f"jobs: {v.jobs}, acknowledged but missing or open in PostgreSQL: {missing}, "
         f"never completed: {len(v.not_completed)}, run twice: {len(v.ran_twice)}, "
-        f"overlapping runners: {len(v.overlapping_runners)}"
+        f"overlapping runners: {len(v.overlapping_runners)}, did not succeed: {len(v.failed)} "
+        f"{v.failed[:5]}, runner names reused: {len(v.names_reused)} {v.names_reused[:5]}"
     )
     print(f"deliveries: {v.deliveries}, answered other than 2xx: {len(v.deliveries_failed)}")
     if args.json:
