@@ -257,7 +257,8 @@ class Scheduler(ControlLoop):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _backend_runner(self, backend: RunnerBackend, name: str) -> BackendRunner | None:
-        return next((b for b in await backend.list() if b.name == name and b.alive), None)
+        """What the backend knows under `name`, running or already exited."""
+        return next((b for b in await backend.list() if b.name == name), None)
 
     async def _provision(self, pool: PoolSettings, snapshot: RunnerRow) -> None:
         # The snapshot may be stale: the provisioning it saw unfinished may have finished
@@ -271,6 +272,22 @@ class Scheduler(ControlLoop):
         registered = False
         try:
             existing = await self._backend_runner(backend, row.name)
+            if existing is not None and not existing.alive:
+                # An earlier attempt started it and it has already run and exited, but the
+                # database never heard (it was failing over). Its name is spent: asking
+                # GitHub again would start a second runner under it. The janitor cleans it
+                # up; the job, if still queued, gets the next generation.
+                async with self.ctx.control_tx() as conn:
+                    await runner_store.set_state(
+                        conn,
+                        row.name,
+                        "exited",
+                        self.node,
+                        expect=("requested", "registered"),
+                        backend_ref=existing.ref,
+                    )
+                log.info("runner already exited before it was recorded", runner=row.name)
+                return
             if existing is not None:  # an earlier attempt started it: adopt
                 async with self.ctx.control_tx() as conn:
                     await runner_store.set_state(
