@@ -246,7 +246,8 @@ def main() -> int:
     print()
     print(f"{'':<34} {'p50':>8} {'p99':>8} {'max':>8}")
     print(
-        f"{'kill → writable primary (s)':<34} {pct(ws, 50):8.2f} {pct(ws, 99):8.2f} {max(ws):8.2f}"
+        f"{'kill → writable primary (s)':<34} {pct(ws, 50):8.2f} {pct(ws, 99):8.2f} "
+        f"{max(ws, default=float('nan')):8.2f}"
     )
     print(
         f"{'kill → first provisioning (s)':<34} {pct(fp, 50):8.2f} {pct(fp, 99):8.2f} "
@@ -267,7 +268,7 @@ def main() -> int:
     print(
         f"failover p50 {pct(ws, 50):.2f} s = {pct(ws, 50) / ttl:.2f}x Patroni's ttl ({ttl} s, the "
         f"floor); targets {TARGET_TYPICAL_S:g} s typical ({pct(ws, 50) / TARGET_TYPICAL_S:.2f}x), "
-        f"{TARGET_WORST_S:g} s worst ({max(ws) / TARGET_WORST_S:.2f}x)"
+        f"{TARGET_WORST_S:g} s worst ({max(ws, default=float('nan')) / TARGET_WORST_S:.2f}x)"
     )
     print(
         f"jobs: {v.jobs}, acknowledged but missing or open in PostgreSQL: {missing}, "

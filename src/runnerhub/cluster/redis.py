@@ -511,6 +511,14 @@ class LocalRedis:
                 return False
             if state.get("num-slaves") != 1 or state.get("num-other-sentinels") != 2:
                 return False
+            # A replica a Sentinel still holds down, or whose link it has not yet seen up,
+            # is no candidate for promotion: a failover then aborts ("no good slave") and is
+            # only retried after twice the failover timeout.
+            replicas = self._call(
+                self.processes[name], lambda c: c.sentinel_slaves(self.master_name)
+            )
+            if not isinstance(replicas, list) or not all(_good_replica(r) for r in replicas):
+                return False
         return self._data_primary() == primary
 
     def _data_primary(self) -> Address | None:
@@ -539,3 +547,13 @@ class LocalRedis:
         except Timeout as exc:
             tails = "\n".join(f"--- {p.name}\n{p.tail(5)}" for p in self.processes.values())
             raise RedisError(f"{exc}\n{tails}") from exc
+
+
+def _good_replica(state: Any) -> bool:
+    """As Sentinel judges a promotion candidate: up, and its link to the primary up in the
+    last INFO Sentinel read from it (refreshed every 10 s: a replica that has just rejoined
+    still counts as unlinked until then)."""
+    if not isinstance(state, dict):
+        return False
+    down = any(state.get(flag) for flag in ("is_sdown", "is_odown", "is_disconnected"))
+    return not down and state.get("master-link-status") == "ok"
