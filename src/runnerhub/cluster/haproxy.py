@@ -81,7 +81,9 @@ def render_config(
         "    log global",
         "    timeout connect 1s",
         "    timeout client 15s",
-        "    timeout server 15s",
+        # Under GitHub's 10 s webhook timeout: a request stuck on a frozen node is replayed
+        # on another (retry-on response-timeout) while GitHub still waits for the answer.
+        "    timeout server 4s",
         "    timeout http-request 10s",
         "    timeout http-keep-alive 5s",
         "    timeout queue 5s",

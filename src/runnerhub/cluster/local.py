@@ -8,6 +8,7 @@ running it again on the same directory resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -634,12 +635,21 @@ class LocalCluster:
 
     def _stop_runner_processes(self) -> None:
         """Runners run in their own sessions so they outlive a node crash; stop them here."""
+        pids = []
         for record in (self.state_dir / "runners" / "runners").glob("*.json"):
             try:
                 pid = int(json.loads(record.read_text())["pid"])
                 os.killpg(pid, signal.SIGTERM)
+                pids.append(pid)
             except (OSError, ValueError, KeyError):
                 continue
+        # They are not our children: wait until they are gone, then kill what lingers.
+        try:
+            wait_until_sync(lambda: not any(_running(p) for p in pids), 10, "runners to stop")
+        except Timeout:
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def run_local_cluster(
@@ -675,3 +685,11 @@ def run_local_cluster(
         return 1
     finally:
         cluster.stop()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a runner's parent may be gone, leaving it unreaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
