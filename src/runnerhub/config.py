@@ -11,10 +11,11 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -266,26 +267,28 @@ class JanitorSettings(_Strict):
     idle_spare_ttl_s: float = Field(default=300.0, gt=0)
 
 
+def _host_ports(v: list[str]) -> list[str]:
+    for e in v:
+        host, _, port = e.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{e!r} is not host:port")
+    return v
+
+
+HostPorts = Annotated[list[str], AfterValidator(_host_ports)]
+
+
 class RedisSettings(_Strict):
     """Redis through Sentinel, for what may be lost: cached installation tokens, the shared
     rate-limit budget, live events. No sentinels: no shared cache (everything still works)."""
 
-    sentinels: list[str] = Field(default_factory=list)  # host:port of each Sentinel
+    sentinels: HostPorts = Field(default_factory=list)  # host:port of each Sentinel
     master_name: str = "runnerhub"
     password: SecretStr | None = None  # the data nodes' requirepass
     sentinel_password: SecretStr | None = None  # the Sentinels' own, if they have one
     # Short on purpose: a dead Redis must make things slower, never stuck (I7).
     socket_timeout_s: float = Field(default=0.25, gt=0, le=5)
     check_s: float = Field(default=5.0, gt=0)  # how often a node reads its replication
-
-    @field_validator("sentinels")
-    @classmethod
-    def _sentinels(cls, v: list[str]) -> list[str]:
-        for e in v:
-            host, _, port = e.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{e!r} is not host:port")
-        return v
 
     @property
     def enabled(self) -> bool:
@@ -295,7 +298,7 @@ class RedisSettings(_Strict):
 class HASettings(_Strict):
     """Leader election. No etcd endpoints: a single node that is always the leader."""
 
-    etcd_endpoints: list[str] = Field(default_factory=list)
+    etcd_endpoints: HostPorts = Field(default_factory=list)
     key_prefix: str = Field(default="/runnerhub", pattern=r"^/[A-Za-z0-9_./-]*$")
     # etcd rounds lease TTLs to whole seconds and will not go below ~2 s by default.
     lease_ttl_s: float = Field(default=2.0, ge=1.0)
@@ -303,15 +306,6 @@ class HASettings(_Strict):
     safety_margin_s: float = Field(default=0.5, gt=0)
     etcd_timeout_s: float = Field(default=0.5, gt=0)
     heartbeat_s: float = Field(default=1.0, gt=0)
-
-    @field_validator("etcd_endpoints")
-    @classmethod
-    def _endpoints(cls, v: list[str]) -> list[str]:
-        for e in v:
-            host, _, port = e.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{e!r} is not host:port")
-        return v
 
     @model_validator(mode="after")
     def _margin(self) -> HASettings:
