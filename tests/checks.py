@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+
+import httpx
 
 from runnerhub.cluster.workload import query, sim_jobs, verify
 
-__all__ = ["assert_each_ran_once", "query", "sim_jobs"]
+__all__ = ["EventWatcher", "assert_each_ran_once", "query", "sim_jobs"]
 
 
 def assert_each_ran_once(
@@ -35,3 +38,65 @@ def assert_all_recorded(dsn: str, ids: Sequence[int]) -> None:
     assert not missing, f"{len(missing)} acknowledged jobs missing from PostgreSQL: {missing[:10]}"
     open_ = [i for i in ids if states[i] != "completed"]
     assert not open_, f"{len(open_)} jobs not completed in PostgreSQL: {open_[:10]}"
+
+
+class EventWatcher:
+    """A dashboard: follows `GET /api/v1/events/stream` (through HAProxy) in a thread, and
+    reconnects with `Last-Event-ID` whenever the stream breaks, as an EventSource does."""
+
+    def __init__(self, api_url: str, token: str, dsn: str, kinds: Sequence[str] = ()) -> None:
+        self.url = f"{api_url}/api/v1/events/stream"
+        self.dsn = dsn
+        # The newest event when the stream was first open: everything after it must show.
+        self.baseline: int | None = None
+        self.params = [("kind", k) for k in kinds]
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.ids: list[int] = []
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="event-watcher", daemon=True)
+
+    def __enter__(self) -> EventWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            headers = dict(self.headers)
+            if self.ids:
+                headers["Last-Event-ID"] = str(max(self.ids))
+            try:
+                with httpx.stream(
+                    "GET", self.url, params=self.params, headers=headers, timeout=10
+                ) as r:
+                    if r.status_code != 200:
+                        self._stop.wait(0.5)
+                        continue
+                    self.connections += 1
+                    for line in r.iter_lines():
+                        if self.baseline is None:  # subscribed: the first line is sent after
+                            rows = query(self.dsn, "SELECT coalesce(max(id), 0) AS id FROM events")
+                            self.baseline = int(rows[0]["id"])
+                        if line.startswith("id: "):
+                            self.ids.append(int(line[4:]))
+                        if self._stop.is_set():
+                            return
+            except httpx.HTTPError:
+                self._stop.wait(0.2)
+
+    def missing(self, kind_prefix: str) -> list[int]:
+        """Events of that kind written since the stream opened that it has not shown."""
+        if self.baseline is None:
+            return [-1]
+        rows = query(
+            self.dsn,
+            "SELECT id FROM events WHERE id > %s AND kind LIKE %s ORDER BY id",
+            self.baseline,
+            kind_prefix + "%",
+        )
+        seen = set(self.ids)
+        return [int(r["id"]) for r in rows if int(r["id"]) not in seen]

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from runnerhub.cache import SharedCache
 from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.cluster.redis import LocalRedis
 from runnerhub.config import Settings
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.migrate import migrate
@@ -34,6 +36,28 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres
     asyncio.run(migrate(dsn))
     yield pg
     pg.destroy()
+
+
+@pytest.fixture
+def local_redis(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A Redis primary, its replica and three Sentinels, for one test."""
+    cluster = LocalRedis(tmp_path / "redis")
+    try:
+        began = time.monotonic()
+        cluster.start()
+        print(f"Redis with 3 Sentinels ready in {time.monotonic() - began:.2f}s")
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def shared_cache(cluster: LocalRedis) -> SharedCache:
+    return SharedCache(
+        cluster.sentinels,
+        cluster.master_name,
+        password=cluster.password,
+        sentinel_password=cluster.password,
+    )
 
 
 @pytest.fixture

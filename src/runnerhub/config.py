@@ -164,6 +164,9 @@ class GitHubSettings(_Strict):
     app_hook_deliveries: bool = False
     hooks: list[HookRef] = Field(default_factory=list)
     timeout_s: float = Field(default=10.0, gt=0)
+    # Content-creating requests (POST, PATCH, PUT, DELETE) the whole cluster makes per
+    # minute, at most; GitHub's secondary limits allow 80. None: not paced.
+    writes_per_minute: int | None = Field(default=None, ge=1)
 
     @field_validator("repositories")
     @classmethod

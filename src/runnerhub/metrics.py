@@ -56,6 +56,13 @@ GITHUB_RATE_RESET = Gauge(
     "When GitHub's current rate-limit window resets (Unix time, last seen).",
     ["resource"],
 )
+GITHUB_REFUSED = Counter(
+    "runnerhub_github_calls_refused_total",
+    "GitHub API calls RunnerHub did not make, by reason: exhausted (this node saw the "
+    "window used up), shared_pause (another node did, or hit a secondary limit), "
+    "write_budget (the cluster's content-creating requests per minute were used up).",
+    ["reason"],
+)
 LOOP_RUNS = Counter(
     "runnerhub_control_loop_runs_total",
     "Control-loop cycles, by loop and result.",

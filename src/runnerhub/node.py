@@ -37,6 +37,7 @@ from runnerhub.ha.dcs import Term
 from runnerhub.ha.elector import Elector
 from runnerhub.ha.etcd import EtcdLeaderStore
 from runnerhub.ha.leadership import LeasePolicy
+from runnerhub.live.hub import LiveHub
 from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
 from runnerhub.store.migrate import migrate
@@ -85,6 +86,8 @@ class Node:
         self.ctx = NodeContext(settings, self.db)
         self.cache = make_cache(settings)
         self.ctx.cache = self.cache
+        self.live = LiveHub(self.db, self.cache, use_redis=settings.redis.enabled)
+        self.ctx.live = self.live
         self.github = GitHubClient.from_settings(settings.github, self.cache)
         self.backends = make_backends(settings)
         self.scheduler = Scheduler(self.ctx, self.github, self.backends)
@@ -161,6 +164,7 @@ class Node:
         work = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._watch_replication(), name="replication"),
+            asyncio.create_task(self.live.run(self._stop), name="live-events"),
         ]
         if self.settings.redis.enabled:
             work.append(asyncio.create_task(self._watch_cache(), name="cache"))
@@ -293,6 +297,10 @@ class Node:
         self._loop_tasks.append(
             asyncio.create_task(listen(dsn, self.scheduler.wake, stop), name="listener")
         )
+        if self.settings.redis.enabled:  # without Redis each node reads the events itself
+            self._loop_tasks.append(
+                asyncio.create_task(self.live.publish(stop), name="live-publisher")
+            )
 
     async def _stop_loops(self) -> None:
         self._loop_stop.set()

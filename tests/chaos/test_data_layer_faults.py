@@ -9,6 +9,7 @@ whole again, and the one that kills all of Redis runs last."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 import time
@@ -21,12 +22,13 @@ import pytest
 from rich.console import Console
 
 from runnerhub.cli import topology
+from runnerhub.cli.events import show_events
 from runnerhub.cluster import chaos
 from runnerhub.cluster.local import LocalCluster
 from runnerhub.cluster.patroni import LocalPatroni, PatroniMember
 from runnerhub.cluster.redis import LocalRedis
 from runnerhub.cluster.workload import Load
-from runnerhub.waiting import wait_until_sync
+from runnerhub.waiting import Timeout, wait_until_sync
 from tests import checks
 
 pytestmark = pytest.mark.chaos
@@ -238,50 +240,69 @@ def cache_view(c: LocalCluster, node: str) -> dict[str, Any] | None:
         return None
 
 
-def test_losing_redis_loses_nothing(whole: LocalCluster) -> None:
+def test_losing_redis_loses_nothing(
+    whole: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     """I7: SIGKILL the Redis primary (Sentinel promotes the replica and the nodes follow),
-    then kill every Redis process and Sentinel: slower at most, nothing refused or lost."""
+    then kill every Redis process and Sentinel: slower at most, nothing refused or lost, and
+    a dashboard's live event stream misses nothing."""
     ha = whole
     redis = ha.redis
     assert isinstance(redis, LocalRedis)
     nodes = list(ha.node_urls)
-    with Load(ha.sim_url, RATE) as load:
-        wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
-        old = redis.primary()
-        old_name = redis.name_of("primary")
-        assert old_name is not None
-        for n in nodes:  # every node reads Redis's primary and its replica's lag
-            wait_until_sync(
-                lambda n=n: (v := cache_view(ha, n)) and v["available"] and len(v["replicas"]) == 1,
-                15,
-                f"{n} to see Redis and its replica",
-            )
+    dashboard = checks.EventWatcher(ha.api_url, ha.secrets.read_token, ha.dsn, ["job."])
+    with dashboard:
+        with Load(ha.sim_url, RATE) as load:
+            wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
+            old = redis.primary()
+            old_name = redis.name_of("primary")
+            assert old_name is not None
+            for n in nodes:  # every node reads Redis's primary and its replica's lag
+                wait_until_sync(
+                    lambda n=n: (
+                        (v := cache_view(ha, n)) and v["available"] and len(v["replicas"]) == 1
+                    ),
+                    15,
+                    f"{n} to see Redis and its replica",
+                )
 
-        target, _ = chaos.kill(ha.state_dir, "redis-master")
-        assert target.name == old_name
-        new = redis.wait_failover(old, 30)
-        for n in nodes:
-            wait_until_sync(
-                lambda n=n: (
-                    (v := cache_view(ha, n))
-                    and v["available"]
-                    and v["primary"] == f"{new[0]}:{new[1]}"
-                ),
-                20,
-                f"{n} to use the new Redis primary",
-            )
-        before = len(load.ids)
-        wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
+            target, _ = chaos.kill(ha.state_dir, "redis-master")
+            assert target.name == old_name
+            new = redis.wait_failover(old, 30)
+            for n in nodes:
+                wait_until_sync(
+                    lambda n=n: (
+                        (v := cache_view(ha, n))
+                        and v["available"]
+                        and v["primary"] == f"{new[0]}:{new[1]}"
+                    ),
+                    20,
+                    f"{n} to use the new Redis primary",
+                )
+            before = len(load.ids)
+            wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
 
-        for name in list(redis.pids()):
-            redis.kill(name, signal.SIGKILL)
-        assert redis.pids() == {}
-        for n in nodes:
-            wait_until_sync(
-                lambda n=n: (v := cache_view(ha, n)) and not v["available"],
-                20,
-                f"{n} to notice Redis is gone",
-            )
-        before = len(load.ids)
-        wait_until_sync(lambda: len(load.ids) >= before + 30, 30, "load without Redis")
-    settle_and_check(ha, load)
+            for name in list(redis.pids()):
+                redis.kill(name, signal.SIGKILL)
+            assert redis.pids() == {}
+            for n in nodes:
+                wait_until_sync(
+                    lambda n=n: (v := cache_view(ha, n)) and not v["available"],
+                    20,
+                    f"{n} to notice Redis is gone",
+                )
+            before = len(load.ids)
+            wait_until_sync(lambda: len(load.ids) >= before + 30, 30, "load without Redis")
+        settle_and_check(ha, load)
+        # The live stream a dashboard follows went on through both faults, missing nothing.
+        with contextlib.suppress(Timeout):
+            wait_until_sync(lambda: not dashboard.missing("job."), 20, "every job event")
+        missing = dashboard.missing("job.")
+    print(f"live stream: {len(dashboard.ids)} job events, {dashboard.connections} connection(s)")
+    assert not missing, (
+        f"{len(missing)} job events (after {dashboard.baseline}) never streamed: {missing[:10]}"
+    )
+    assert len(dashboard.ids) == len(set(dashboard.ids)), "an event was streamed twice"
+    capsys.readouterr()
+    assert show_events(ha.state_dir, None, None, ["job."], follow=False, limit=5) == 0
+    assert capsys.readouterr().out.count(" job.") == 5  # `runnerhub events -k job. --limit 5`

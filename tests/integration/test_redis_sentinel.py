@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from runnerhub.cache import Cache, SharedCache
 from runnerhub.cluster.ports import free_port
 from runnerhub.cluster.redis import Address, LocalRedis, RedisError
 from runnerhub.waiting import wait_until
+from tests.conftest import shared_cache
 
 # Socket timeouts are 0.25 s and every operation is capped at 1 s; the rest is slack for a
 # loaded test machine.
@@ -24,25 +24,8 @@ MAX_CALL_S = 1.2
 
 
 @pytest.fixture
-def local_redis(tmp_path: Path) -> Iterator[LocalRedis]:
-    cluster = LocalRedis(tmp_path / "redis")
-    try:
-        began = time.monotonic()
-        cluster.start()
-        print(f"Redis with 3 Sentinels ready in {time.monotonic() - began:.2f}s")
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
 async def cache(local_redis: LocalRedis) -> AsyncIterator[SharedCache]:
-    c = SharedCache(
-        local_redis.sentinels,
-        local_redis.master_name,
-        password=local_redis.password,
-        sentinel_password=local_redis.password,
-    )
+    c = shared_cache(local_redis)
     yield c
     await c.close()
 

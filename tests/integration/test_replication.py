@@ -1,14 +1,16 @@
 """Replication monitoring against a real Patroni pair (primary + synchronous replica): the
 state RunnerHub reads from pg_stat_replication, and a replica flagged once it falls behind
-(its replay paused on purpose while the primary keeps writing)."""
+(its replay process frozen while the primary keeps writing)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
+from runnerhub.cluster import chaos
 from runnerhub.cluster.etcd import LocalEtcd
 from runnerhub.cluster.patroni import LocalPatroni
 from runnerhub.store.db import connect
@@ -50,26 +52,25 @@ async def test_a_replica_whose_replay_stalls_is_flagged(pair: LocalPatroni) -> N
     primary = pair.primary()
     assert primary is not None
     [replica] = [m for m in pair.members if m is not primary]
-    replica_dsn = (
-        pair.dsn()
-        .replace(pair.ports, str(replica.pg_port))
-        .replace("target_session_attrs=read-write", "target_session_attrs=any")
-    )
     writer = await connect(pair.dsn(), autocommit=True)
     await writer.execute("CREATE TABLE IF NOT EXISTS ticks (t timestamptz)")
-    with psycopg.connect(replica_dsn, autocommit=True) as standby:
-        standby.execute("SELECT pg_wal_replay_pause()")
-        try:
+    # Freeze the replica's startup process, which replays WAL: it still receives and
+    # flushes, but applies nothing (pg_wal_replay_pause() would not do: Patroni resumes a
+    # paused replay within its loop_wait).
+    startup = chaos.postgres_process(str(replica.data_dir), "startup")
+    assert startup is not None
+    os.kill(startup, signal.SIGSTOP)
+    try:
 
-            async def flagged() -> bool:
-                await writer.execute("INSERT INTO ticks VALUES (now())")  # WAL to replay
-                return (await read_status(writer, lag_alert_s=1.0)).lagging == [replica.name]
+        async def flagged() -> bool:
+            await writer.execute("INSERT INTO ticks VALUES (now())")  # WAL to replay
+            return (await read_status(writer, lag_alert_s=1.0)).lagging == [replica.name]
 
-            await wait_until(flagged, 20, "the stalled replica to be flagged", interval_s=0.2)
-            lagging = (await read_status(writer, lag_alert_s=1.0)).replicas[0]
-            assert lagging.replay_lag_bytes > 0
-        finally:
-            standby.execute("SELECT pg_wal_replay_resume()")
+        await wait_until(flagged, 20, "the stalled replica to be flagged", interval_s=0.2)
+        lagging = (await read_status(writer, lag_alert_s=1.0)).replicas[0]
+        assert lagging.replay_lag_bytes > 0
+    finally:
+        os.kill(startup, signal.SIGCONT)
 
     async def caught_up() -> bool:
         return (await read_status(writer, lag_alert_s=1.0)).lagging == []

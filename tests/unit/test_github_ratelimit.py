@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from runnerhub.github import GitHubClient, PatAuth, RateLimited
+from runnerhub.github.budget import write_wait
 from runnerhub.github.ratelimit import (
     SECONDARY_DEFAULT_WAIT_S,
     RateLimit,
@@ -366,3 +367,9 @@ async def test_secondary_without_retry_after_waits_a_minute() -> None:
     with pytest.raises(RateLimited) as info:
         await client.list_org_repos("acme")
     assert info.value.retry_at == clock.mono + SECONDARY_DEFAULT_WAIT_S
+
+
+def test_the_write_budget_waits_for_the_next_minute_only_when_exceeded() -> None:
+    assert write_wait(80, 80, now_wall=600.0) is None
+    assert write_wait(81, 80, now_wall=610.0) == 50.0
+    assert write_wait(81, 80, now_wall=659.5) == 0.5

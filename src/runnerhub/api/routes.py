@@ -7,13 +7,16 @@ import binascii
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from runnerhub.api.auth import Principal, TokenAuth
+from runnerhub.api.live import event_stream
 from runnerhub.context import NodeContext, NoElection
 from runnerhub.domain.capacity import desired_capacity
 from runnerhub.ha.dcs import StoreUnavailable
+from runnerhub.store import events as event_store
 from runnerhub.store import fencing
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
@@ -101,6 +104,20 @@ class NodeOut(BaseModel):
     draining: bool
     last_seen: datetime
     started_at: datetime
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    node: str
+    kind: str
+    subject: str | None
+    detail: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
 
 
 class HandoffIn(BaseModel):
@@ -202,6 +219,43 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
             rows = await runner_store.list_runners(conn, state, pool, limit, _cursor_in(cursor))
         return RunnerPage(
             items=[RunnerOut(**r) for r in rows], next_cursor=_cursor_out(rows, limit)
+        )
+
+    @router.get("/events", response_model=EventPage, summary="The audit trail, newest first")
+    async def list_events(
+        kind: list[str] = Query([], description="kind prefixes, e.g. job. or runner.exited"),
+        subject: str | None = Query(None, description="e.g. job:42 or runner:rh-linux-42-1"),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+        _: Principal = read,
+    ) -> EventPage:
+        async with ctx.db.connection() as conn:
+            rows = await event_store.list_events(conn, kind, subject, limit, _cursor_in(cursor))
+        return EventPage(items=[EventOut(**r) for r in rows], next_cursor=_cursor_out(rows, limit))
+
+    @router.get(
+        "/events/stream",
+        summary="Live events (Server-Sent Events), from any node",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream_events(
+        kind: list[str] = Query([], description="kind prefixes, e.g. job. or leader."),
+        after: int | None = Query(None, ge=0, description="replay history after this id"),
+        last_event_id: str | None = Header(None),
+        _: Principal = read,
+    ) -> StreamingResponse:
+        if ctx.live is None:
+            raise HTTPException(503, "live events are not running on this node")
+        if after is None and last_event_id is not None:
+            try:
+                after = int(last_event_id)
+            except ValueError:
+                raise HTTPException(400, "Last-Event-ID must be an event id") from None
+        return StreamingResponse(
+            event_stream(ctx.db, ctx.live, tuple(kind), after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @router.get("/pools", response_model=list[PoolOut], summary="Pools and their capacity")

@@ -1,5 +1,11 @@
 """A shared cache between RunnerHub nodes (Redis via Sentinel), strictly optional (I7)."""
 
-from runnerhub.cache.redis_cache import Cache, CacheStatus, NullCache, SharedCache
+from runnerhub.cache.redis_cache import (
+    Cache,
+    CacheStatus,
+    CacheUnavailable,
+    NullCache,
+    SharedCache,
+)
 
-__all__ = ["Cache", "CacheStatus", "NullCache", "SharedCache"]
+__all__ = ["Cache", "CacheStatus", "CacheUnavailable", "NullCache", "SharedCache"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypedDict, TypeVar
 
 import structlog
@@ -50,6 +50,14 @@ CACHE_AVAILABLE = Gauge(
 )
 
 DEFAULT_MASTER_NAME = "runnerhub"
+# A subscription checks for messages this often, and pings the primary after this long
+# without hearing from it: a hung primary is noticed in about a second and a half.
+SUBSCRIPTION_POLL_S = 0.25
+SUBSCRIPTION_IDLE_PING_S = 1.0
+
+
+class CacheUnavailable(Exception):
+    """A subscription broke (or could not start): Redis is gone, hung or failing over."""
 
 
 class CacheStatus(TypedDict):
@@ -73,6 +81,10 @@ class Cache(Protocol):
     async def publish(self, channel: str, message: bytes) -> bool: ...
 
     async def ping(self) -> bool: ...
+
+    def subscribe(
+        self, channel: str, on_ready: Callable[[], None] | None = None
+    ) -> AsyncIterator[bytes]: ...
 
     async def replication(self) -> dict[str, Any] | None: ...
 
@@ -101,6 +113,12 @@ class NullCache:
 
     async def ping(self) -> bool:
         return False
+
+    async def subscribe(
+        self, channel: str, on_ready: Callable[[], None] | None = None
+    ) -> AsyncIterator[bytes]:
+        raise CacheUnavailable("no shared cache is configured")
+        yield b""  # pragma: no cover - makes this an async generator
 
     async def replication(self) -> dict[str, Any] | None:
         return None
@@ -237,6 +255,49 @@ class SharedCache:
             return bool(await self._redis.ping())
 
         return bool(await self._run("ping", call))
+
+    async def subscribe(
+        self, channel: str, on_ready: Callable[[], None] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The messages published on `channel` from now on, as they come; `on_ready` is
+        called once the subscription is sent on a connection to the primary (a message
+        published at that very moment may still be missed).
+
+        Raises CacheUnavailable when the subscription cannot start or breaks: the primary
+        died, hung (no answer to a ping within `op_timeout_s` of a second's silence) or was
+        demoted (Sentinel closes its clients). Subscribing again asks Sentinel afresh."""
+        if self._closed:
+            raise CacheUnavailable("the shared cache is closed")
+        began = time.monotonic()
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with asyncio.timeout(self._op_timeout_s):
+                await pubsub.subscribe(channel)
+            CACHE_OPERATIONS.labels("subscribe", "ok").inc()
+            CACHE_LATENCY.labels("subscribe").observe(time.monotonic() - began)
+            if on_ready is not None:
+                on_ready()
+            heard = self._clock()
+            pinged: float | None = None
+            while True:
+                message = await pubsub.get_message(timeout=SUBSCRIPTION_POLL_S)
+                now = self._clock()
+                if message is not None:
+                    heard, pinged = now, None
+                    if message["type"] == "message":
+                        yield message["data"]
+                elif pinged is not None and now - pinged > self._op_timeout_s:
+                    raise TimeoutError("the primary did not answer a ping on the subscription")
+                elif pinged is None and now - heard > SUBSCRIPTION_IDLE_PING_S:
+                    await pubsub.ping()
+                    pinged = now
+        except Exception as exc:
+            CACHE_OPERATIONS.labels("subscribe", "error").inc()
+            raise CacheUnavailable(self._describe(exc)) from None
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._op_timeout_s):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def replication(self) -> dict[str, Any] | None:
         """The primary's `INFO replication`: each replica's offset lag in bytes (None when

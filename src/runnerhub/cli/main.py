@@ -33,6 +33,14 @@ app.add_typer(chaos_app, name="chaos")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
+StateOpt = Annotated[Path, typer.Option(help="A local cluster's state directory.")]
+UrlOpt = Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")]
+TokenOpt = Annotated[
+    str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role admin.")
+]
+ReadTokenOpt = Annotated[
+    str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role read.")
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -143,13 +151,7 @@ def up(
 
 @app.command()
 def status(
-    state_dir: Annotated[
-        Path, typer.Option(help="A local cluster's state directory.")
-    ] = DEFAULT_STATE,
-    url: Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role read.")
-    ] = None,
+    state_dir: StateOpt = DEFAULT_STATE, url: UrlOpt = None, token: ReadTokenOpt = None
 ) -> None:
     """Pools, jobs and runners as tables."""
     from runnerhub.cli.status import show_status
@@ -157,15 +159,29 @@ def status(
     sys.exit(show_status(state_dir, url, token))
 
 
+@app.command()
+def events(
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", "-k", help="Kind prefix, e.g. job. or leader. (repeatable)"),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing events as they happen.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many past events.")] = 20,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: ReadTokenOpt = None,
+) -> None:
+    """The cluster's events (jobs, runners, leadership): the latest, or live with -f."""
+    from runnerhub.cli.events import show_events
+
+    sys.exit(show_events(state_dir, url, token, kind or [], follow, limit))
+
+
 @cluster_app.command("status")
 def cluster_status(
-    state_dir: Annotated[
-        Path, typer.Option(help="A local cluster's state directory.")
-    ] = DEFAULT_STATE,
-    url: Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role read.")
-    ] = None,
+    state_dir: StateOpt = DEFAULT_STATE, url: UrlOpt = None, token: ReadTokenOpt = None
 ) -> None:
     """Nodes and leader, PostgreSQL members, roles and lag, Redis, etcd: one view."""
     from runnerhub.cli.topology import show_topology
@@ -196,13 +212,6 @@ def chaos_kill(
     except ChaosError as exc:
         _fail(str(exc), code=1)
     typer.echo(f"sent SIG{sig.upper().removeprefix('SIG')} to {target.name}: pids {reached}")
-
-
-StateOpt = Annotated[Path, typer.Option(help="A local cluster's state directory.")]
-UrlOpt = Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")]
-TokenOpt = Annotated[
-    str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role admin.")
-]
 
 
 def _admin_call(

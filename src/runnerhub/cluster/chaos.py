@@ -88,6 +88,44 @@ def _postmaster(data_dir: str) -> list[int]:
     return []
 
 
+def children_of(pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """The live child processes of `pid`, each with its command line (its title)."""
+    found = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != pid or fields[0] == "Z":
+                continue
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        found[int(entry.name)] = argv.strip()
+    return found
+
+
+def postgres_tree(data_dir: str) -> list[int]:
+    """A PostgreSQL server's postmaster and every process it started (backends, walsender,
+    startup, checkpointer...): stopping only the postmaster would not hang a connection."""
+    postmaster = _postmaster(data_dir)
+    if not postmaster:
+        return []
+    return postmaster + sorted(children_of(postmaster[0]))
+
+
+def postgres_process(data_dir: str, title: str) -> int | None:
+    """The server's child process whose title names `title` (e.g. "startup": the process
+    that replays WAL on a replica)."""
+    postmaster = _postmaster(data_dir)
+    if not postmaster:
+        return None
+    for pid, argv in children_of(postmaster[0]).items():
+        if argv.startswith(f"postgres: {title}") or f": {title}" in argv:
+            return pid
+    return None
+
+
 @dataclass
 class LiveCluster:
     """A running local cluster as `cluster.json` describes it, asked about roles live."""
@@ -218,7 +256,7 @@ class LiveCluster:
         if name not in members:
             raise ChaosError(f"no PostgreSQL member {name!r}; there are {sorted(members)}")
         m = members[name]
-        pids = self.find(m["config"]) + _postmaster(m["data_dir"])
+        pids = self.find(m["config"]) + postgres_tree(m["data_dir"])
         if not pids:
             raise ChaosError(f"{name} is not running")
         return Target(f"PostgreSQL {name} (Patroni and postmaster)", tuple(dict.fromkeys(pids)))

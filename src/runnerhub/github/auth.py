@@ -7,6 +7,7 @@ handed over as ``httpx.Headers``, whose repr masks ``Authorization``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,12 @@ class Auth(Protocol):
         """Forget a cached token (GitHub answered 401)."""
         ...
 
+    @property
+    def identity(self) -> str:
+        """Who GitHub counts our calls against (rate limits are per identity), without
+        any secret: keys in the shared cache are named after it."""
+        ...
+
 
 class PatAuth:
     """A personal access token (classic or fine-grained)."""
@@ -75,6 +82,11 @@ class PatAuth:
 
     def invalidate(self) -> None:
         """Nothing is cached: a PAT cannot be refreshed."""
+
+    @property
+    def identity(self) -> str:
+        # A digest, not the token: it names shared-cache keys, which anyone with Redis sees.
+        return "pat:" + hashlib.sha256(self._token.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return "PatAuth(token=<hidden>)"
@@ -140,6 +152,10 @@ class AppAuth:
 
     def __repr__(self) -> str:
         return f"AppAuth(app_id={self.app_id}, installation_id={self.installation_id})"
+
+    @property
+    def identity(self) -> str:
+        return f"app:{self.app_id}:{self.installation_id}"
 
     def _jwt(self) -> str:
         now = int(self._clock())

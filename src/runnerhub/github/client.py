@@ -20,10 +20,11 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from runnerhub.cache import Cache
+from runnerhub.cache import Cache, NullCache
 from runnerhub.config import GitHubSettings
 from runnerhub.domain.backoff import retry_delay
 from runnerhub.github.auth import Auth, api_headers, auth_from_settings
+from runnerhub.github.budget import SharedRateLimits
 from runnerhub.github.errors import (
     AuthError,
     Conflict,
@@ -54,7 +55,12 @@ from runnerhub.github.ratelimit import (
     parse_rate_limit,
     server_time,
 )
-from runnerhub.metrics import GITHUB_CALLS, GITHUB_RATE_REMAINING, GITHUB_RATE_RESET
+from runnerhub.metrics import (
+    GITHUB_CALLS,
+    GITHUB_RATE_REMAINING,
+    GITHUB_RATE_RESET,
+    GITHUB_REFUSED,
+)
 
 log = structlog.get_logger("runnerhub.github")
 
@@ -108,6 +114,7 @@ class GitHubClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        shared_limits: SharedRateLimits | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = auth
@@ -121,15 +128,20 @@ class GitHubClient:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._limits = RateLimitTracker()
+        self._shared = shared_limits
 
     @classmethod
     def from_settings(cls, settings: GitHubSettings, shared: Cache | None = None) -> GitHubClient:
         http = httpx.AsyncClient(timeout=settings.timeout_s)
+        auth = auth_from_settings(settings, http, shared)
         client = cls(
             settings.api_url,
-            auth_from_settings(settings, http, shared),
+            auth,
             timeout_s=settings.timeout_s,
             http=http,
+            shared_limits=SharedRateLimits(
+                shared or NullCache(), auth.identity, settings.writes_per_minute
+            ),
         )
         client._owns_http = True
         return client
@@ -341,6 +353,7 @@ class GitHubClient:
         while True:
             tries.attempt += 1
             self._refuse_if_exhausted(method, endpoint, app)
+            await self._refuse_if_shared_pause(method, endpoint, app)
             headers = await self._headers(method, endpoint, app)
             try:
                 resp = await self._send(method, endpoint, url, query, json, headers, app)
@@ -389,7 +402,7 @@ class GitHubClient:
             GITHUB_CALLS.labels(endpoint, method, "0").inc()
             raise
         GITHUB_CALLS.labels(endpoint, method, str(resp.status_code)).inc()
-        self._record_limits(endpoint, resp, app)
+        await self._record_limits(endpoint, resp, app)
         log.debug(
             "github.call",
             method=method,
@@ -422,6 +435,15 @@ class GitHubClient:
                 await self._sleep(throttle.wait_s)
                 return
             kind = "secondary" if throttle.secondary else "primary"
+            if self._shared is not None:  # spare the other nodes the same refusal
+                until = self._wall_clock() + throttle.wait_s
+                await self._shared.share_pause(
+                    self._bucket(endpoint, app),
+                    until,
+                    throttle.secondary,
+                    throttle.reset,
+                    self._wall_clock(),
+                )
             raise RateLimited(
                 f"{message or kind + ' rate limit'}; retry in {throttle.wait_s:.0f} s",
                 retry_at=self._clock() + throttle.wait_s,
@@ -445,12 +467,12 @@ class GitHubClient:
         raise _error_for(status, message, errors, method, endpoint, tries.attempt, status_errors)
 
     def _refuse_if_exhausted(self, method: str, endpoint: str, app: bool) -> None:
-        default = APP_BUCKET_PREFIX + "core" if app else "core"
-        bucket = self._limits.bucket_for(endpoint, default)
+        bucket = self._bucket(endpoint, app)
         exhausted = self._limits.exhausted(bucket, self._clock())
         if exhausted is None:
             return
         limit, retry_at = exhausted
+        GITHUB_REFUSED.labels("exhausted").inc()
         raise RateLimited(
             f"rate limit {bucket!r} used up until {limit.reset_at:%Y-%m-%d %H:%M:%S}Z; "
             "not calling GitHub",
@@ -462,7 +484,47 @@ class GitHubClient:
             attempts=0,
         )
 
-    def _record_limits(self, endpoint: str, resp: httpx.Response, app: bool) -> None:
+    async def _refuse_if_shared_pause(self, method: str, endpoint: str, app: bool) -> None:
+        """What other nodes learned: a window used up, a secondary limit, the write budget."""
+        if self._shared is None:
+            return
+        now_wall = self._wall_clock()
+        bucket = self._bucket(endpoint, app)
+        pause = await self._shared.pause(bucket, now_wall)
+        if pause is not None:
+            GITHUB_REFUSED.labels("shared_pause").inc()
+            kind = "secondary rate limit" if pause.secondary else f"rate limit {bucket!r} used up"
+            until = datetime.fromtimestamp(pause.until, UTC)
+            raise RateLimited(
+                f"{kind} (seen by a RunnerHub node) until {until:%Y-%m-%d %H:%M:%S}Z; "
+                "not calling GitHub",
+                retry_at=self._clock() + (pause.until - now_wall),
+                reset_at=datetime.fromtimestamp(pause.reset, UTC) if pause.reset else None,
+                secondary=pause.secondary,
+                method=method,
+                endpoint=endpoint,
+                attempts=0,
+            )
+        if method in IDEMPOTENT_METHODS and method != "DELETE":
+            return
+        wait = await self._shared.take_write(now_wall)
+        if wait is not None:
+            GITHUB_REFUSED.labels("write_budget").inc()
+            raise RateLimited(
+                f"the cluster's budget of {self._shared.writes_per_minute} content-creating "
+                f"requests a minute is used up; next in {wait:.0f} s; not calling GitHub",
+                retry_at=self._clock() + wait,
+                secondary=True,
+                method=method,
+                endpoint=endpoint,
+                attempts=0,
+            )
+
+    def _bucket(self, endpoint: str, app: bool) -> str:
+        default = APP_BUCKET_PREFIX + "core" if app else "core"
+        return self._limits.bucket_for(endpoint, default)
+
+    async def _record_limits(self, endpoint: str, resp: httpx.Response, app: bool) -> None:
         limit = parse_rate_limit(resp.headers)
         if limit is None:
             return
@@ -471,6 +533,8 @@ class GitHubClient:
         self._limits.record(endpoint, bucket, limit, now_mono=self._clock(), now_wall=now_wall)
         GITHUB_RATE_REMAINING.labels(bucket).set(limit.remaining)
         GITHUB_RATE_RESET.labels(bucket).set(limit.reset)
+        if self._shared is not None:
+            await self._shared.share_window(bucket, limit, now_wall)
 
     async def _backoff(self, method: str, endpoint: str, attempt: int, reason: str) -> None:
         delay = retry_delay(attempt, self._retry_base_s, MAX_BACKOFF_S, self._rng)

@@ -1,0 +1,1 @@
+"""Live cluster events for dashboards, fanned out between nodes through Redis."""
