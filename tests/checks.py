@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import httpx
 
 from runnerhub.cluster.workload import query, sim_jobs, verify
 
-__all__ = ["EventWatcher", "assert_each_ran_once", "query", "sim_jobs"]
+__all__ = [
+    "EventWatcher",
+    "assert_each_ran_once",
+    "check_status",
+    "health_of",
+    "query",
+    "sim_jobs",
+]
 
 
 def assert_each_ran_once(
@@ -100,3 +108,20 @@ class EventWatcher:
         )
         seen = set(self.ids)
         return [int(r["id"]) for r in rows if int(r["id"]) not in seen]
+
+
+def health_of(url: str) -> dict[str, Any] | None:
+    """A node's /health (the summary anyone may read), or None when it does not answer."""
+    try:
+        return dict(httpx.get(f"{url}/health", timeout=2).json())
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def check_status(urls: Iterable[str], check: str) -> list[str | None]:
+    """Each node's status for one health check (None: no answer, or no such check)."""
+    out: list[str | None] = []
+    for url in urls:
+        body = health_of(url)
+        out.append(body["checks"].get(check, {}).get("status") if body else None)
+    return out

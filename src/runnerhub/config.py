@@ -321,6 +321,25 @@ class HASettings(_Strict):
         return bool(self.etcd_endpoints)
 
 
+class HealthSettings(_Strict):
+    """The background health checks behind /health and /readyz (I8)."""
+
+    interval_s: float = Field(default=1.0, gt=0, le=60)  # each check, this often
+    # A check with no answer by then is failing; under the endpoints' 1 s budget.
+    timeout_s: float = Field(default=0.5, gt=0, le=10)
+    github_interval_s: float = Field(default=5.0, gt=0)  # GET /rate_limit costs no budget
+    # Patroni REST APIs (http://host:8008), to report every PostgreSQL member.
+    patroni_urls: list[str] = Field(default_factory=list)
+
+    @field_validator("patroni_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [u.rstrip("/") for u in v]
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -343,6 +362,7 @@ class Settings(BaseSettings):
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
     ha: HASettings = Field(default_factory=HASettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

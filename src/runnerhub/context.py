@@ -13,6 +13,7 @@ from runnerhub import metrics
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import Settings
 from runnerhub.ha.dcs import LeaderRecord
+from runnerhub.health.monitor import HealthMonitor
 from runnerhub.live.hub import LiveHub
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Conn, Pool
 from runnerhub.store.fencing import StaleLeader, check_epoch
@@ -67,6 +68,7 @@ class NodeContext:
     cache: Cache = field(default_factory=NullCache)
     cache_replication: dict[str, Any] | None = None  # Redis INFO replication, as last read
     live: LiveHub | None = None  # live events for dashboards (set by the node)
+    health: HealthMonitor | None = None  # background health checks (set by the node)
     draining: bool = False
 
     @property

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import psycopg
 import structlog
 from fastapi import FastAPI
@@ -37,6 +38,8 @@ from runnerhub.ha.dcs import Term
 from runnerhub.ha.elector import Elector
 from runnerhub.ha.etcd import EtcdLeaderStore
 from runnerhub.ha.leadership import LeasePolicy
+from runnerhub.health import checks
+from runnerhub.health.monitor import CheckFn, CheckSpec, HealthMonitor
 from runnerhub.live.hub import LiveHub
 from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
@@ -117,6 +120,45 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.app: RunnerHubApp = create_app(self.ctx, lifespan=self._lifespan)
         self.app.state.node = self
+        self.health_http = httpx.AsyncClient(timeout=settings.health.timeout_s)
+        self.health = HealthMonitor(self._health_checks())
+        self.ctx.health = self.health
+
+    def _health_checks(self) -> list[CheckSpec]:
+        s = self.settings
+        h = s.health
+        ctx = self.ctx
+
+        def spec(name: str, fn: CheckFn, critical: bool = False, every: float = 0) -> CheckSpec:
+            return CheckSpec(name, fn, every or h.interval_s, h.timeout_s, critical)
+
+        elector = self.elector
+        specs = [
+            spec("database", checks.database(self.db, h.timeout_s), critical=True),
+            spec("replication", checks.replication(lambda: ctx.replication)),
+            spec("spool", checks.spool(self.app.state.intake.spool)),
+            spec(
+                "leader",
+                checks.leader(
+                    elector.store if elector else None,
+                    s.node.id,
+                    lambda: ctx.leadership.is_leader,
+                    ctx.leadership.may_act,
+                ),
+                critical=True,
+            ),
+            spec("control_loops", checks.loops(self.loops, lambda: ctx.leadership.is_leader)),
+            spec("github", checks.github(self.github), every=h.github_interval_s),
+        ]
+        if self.backends:
+            specs.append(spec("backends", checks.backends(self.backends)))
+        if s.ha.enabled:
+            specs.append(spec("etcd", checks.etcd(s.ha.etcd_endpoints, self.health_http)))
+        if s.redis.enabled:
+            specs.append(spec("redis", checks.redis(self.cache)))
+        if h.patroni_urls:
+            specs.append(spec("patroni", checks.patroni(h.patroni_urls, self.health_http)))
+        return specs
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -137,6 +179,8 @@ class Node:
         self.app.state.intake.start()  # the spool (and its drainer): every node has its own
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self._run(), name="runnerhub-node"))
+        # From the first moment: /health must answer (and say why) before the database does.
+        self._tasks.append(asyncio.create_task(self.health.run(self._stop), name="health"))
         log.info(
             "node started",
             node=self.settings.node.id,
@@ -323,6 +367,7 @@ class Node:
         if self.elector is not None:
             await self.elector.store.close()
         await self.github.aclose()
+        await self.health_http.aclose()
         await self.cache.close()
         await self.db.close()
         log.info("node stopped", node=self.settings.node.id)

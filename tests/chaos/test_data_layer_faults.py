@@ -176,6 +176,12 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
         )
         assert all(m.name in view.getvalue() for m in pg.members), view.getvalue()
         assert "leader" in view.getvalue() and "sync_standby" in view.getvalue()
+        # Every node's /health follows Patroni back to three running members.
+        wait_until_sync(
+            lambda: checks.check_status(dbha.node_urls.values(), "patroni") == ["ok"] * 3,
+            20,
+            "/health to report Patroni whole again",
+        )
         # RunnerHub reports the new topology: a new timeline, both replicas streaming.
         wait_until_sync(
             lambda: (
@@ -250,6 +256,7 @@ def test_losing_redis_loses_nothing(
     redis = ha.redis
     assert isinstance(redis, LocalRedis)
     nodes = list(ha.node_urls)
+    nodes_urls = list(ha.node_urls.values())
     dashboard = checks.EventWatcher(ha.api_url, ha.secrets.read_token, ha.dsn, ["job."])
     with dashboard:
         with Load(ha.sim_url, RATE) as load:
@@ -291,6 +298,14 @@ def test_losing_redis_loses_nothing(
                     20,
                     f"{n} to notice Redis is gone",
                 )
+            # /health says Redis is gone, as degraded, never failing: it costs speed, not
+            # readiness (I7).
+            wait_until_sync(
+                lambda: checks.check_status(nodes_urls, "redis") == ["degraded"] * 3,
+                10,
+                "/health to report Redis degraded",
+            )
+            assert all(httpx.get(f"{u}/readyz", timeout=2).status_code == 200 for u in nodes_urls)
             before = len(load.ids)
             wait_until_sync(lambda: len(load.ids) >= before + 30, 30, "load without Redis")
         settle_and_check(ha, load)

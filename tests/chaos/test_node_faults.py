@@ -7,14 +7,18 @@ dead ones restarted, a leader elected) before each."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from runnerhub.cluster import chaos
 from runnerhub.cluster.local import LocalCluster, Service
 from runnerhub.cluster.workload import Load
 from runnerhub.waiting import wait_until_sync
@@ -171,3 +175,87 @@ def test_sigkill_an_etcd_member_under_load(ha: LocalCluster) -> None:
         leader, epoch = current(ha)
         assert leader == before[0] or epoch > before[1]  # a leader still holds office
     settle_and_check(ha, load)
+
+
+class HealthProber:
+    """Asks every node for /livez, /readyz and /health, one after another, in a thread, for
+    as long as it runs: what a load balancer and a monitoring system do."""
+
+    ENDPOINTS = ("/livez", "/readyz", "/health")
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.slowest: dict[str, float] = dict.fromkeys(self.ENDPOINTS, 0.0)
+        self.answers = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="health-prober", daemon=True)
+
+    def __enter__(self) -> HealthProber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _probe(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                for url in self.urls:
+                    for path in self.ENDPOINTS:
+                        began = time.monotonic()
+                        try:
+                            client.get(url + path)
+                            self.answers += 1
+                        except httpx.HTTPError as exc:
+                            self.errors.append(f"{url}{path}: {type(exc).__name__}")
+                        took = time.monotonic() - began
+                        self.slowest[path] = max(self.slowest[path], took)
+
+
+def every_node_reports(c: LocalCluster, check: str, failing: bool) -> bool:
+    return all(
+        (status == "failing") == failing
+        for status in checks.check_status(c.node_urls.values(), check)
+    )
+
+
+def test_health_answers_within_budget_while_a_dependency_hangs(ha: LocalCluster) -> None:
+    """I8: with PostgreSQL hung (SIGSTOP of the postmaster and its backends), every etcd
+    member hung, or the GitHub simulator hung, every node's /livez, /readyz and /health
+    still answer in under a second, and /health names the hung dependency."""
+    live = chaos.LiveCluster.load(ha.state_dir)
+    faults: list[tuple[str, Callable[[], list[int]]]] = [
+        ("database", lambda: chaos.postgres_tree(str(ha.pg.data_dir))),
+        ("etcd", lambda: [p for i in (1, 2, 3) for p in live.resolve(f"etcd:{i}").pids]),
+        ("github", lambda: list(live.resolve("github-sim").pids)),
+    ]
+    with HealthProber(list(ha.node_urls.values())) as prober:
+        for check, pids in faults:
+            wait_until_sync(lambda c=check: every_node_reports(ha, c, False), 30, f"{check} ok")
+            stopped = pids()
+            assert stopped, f"no process to hang for {check}"
+            began = time.monotonic()
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_until_sync(
+                    lambda c=check: every_node_reports(ha, c, True), 15, f"{check} failing"
+                )
+                took = time.monotonic() - began
+                print(f"{check} hung: every node's /health said so after {took:.2f}s")
+                if check == "database":  # deliveries still have the spool: still ready
+                    assert all(
+                        httpx.get(f"{u}/readyz", timeout=2).status_code == 200
+                        for u in ha.node_urls.values()
+                    )
+            finally:
+                for pid in stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+            wait_until_sync(lambda c=check: every_node_reports(ha, c, False), 30, f"{check} back")
+    print(f"health answers: {prober.answers}, slowest by endpoint: {prober.slowest}")
+    assert not prober.errors, prober.errors[:5]
+    assert prober.answers > 100
+    assert max(prober.slowest.values()) < 1.0, prober.slowest

@@ -11,6 +11,8 @@ import pytest
 from runnerhub.api.app import create_app
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
+from runnerhub.health.model import Outcome
+from runnerhub.health.monitor import CheckSpec, HealthMonitor
 from runnerhub.store import fencing
 from runnerhub.store.db import Pool
 from tests.payloads import signed, workflow_job
@@ -186,3 +188,45 @@ async def test_no_secret_in_any_response(client: httpx.AsyncClient) -> None:
 async def test_webhook_path_answers_only_post(client: httpx.AsyncClient) -> None:
     r = await client.get("/webhooks/github")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+async def test_health_shows_details_only_to_a_token_and_is_503_when_failing(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    ctx = NodeContext(settings_factory(), db)
+    verdict = {"db": Outcome("ok", {"server": "10.0.0.5:5432"})}
+
+    async def database() -> Outcome:
+        return verdict["db"]
+
+    async def etcd() -> Outcome:
+        return Outcome("degraded", {"members": 3}, "1 member(s) unreachable")
+
+    ctx.health = HealthMonitor(
+        [CheckSpec("database", database, 1, 1, critical=True), CheckSpec("etcd", etcd, 1, 1)]
+    )
+    await ctx.health.run_once("database")
+    await ctx.health.run_once("etcd")
+    app = create_app(ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c:
+        anonymous = await c.get("/health")
+        assert anonymous.status_code == 200
+        body = anonymous.json()
+        assert body["status"] == "degraded" and body["node"] == "node-test"
+        assert body["checks"]["etcd"]["status"] == "degraded"
+        assert "detail" not in body["checks"]["database"]  # no addresses for anyone
+        assert "10.0.0.5" not in anonymous.text
+
+        full = (await c.get("/health", headers=READ)).json()
+        assert full["checks"]["database"]["detail"] == {"server": "10.0.0.5:5432"}
+        assert full["checks"]["etcd"]["message"] == "1 member(s) unreachable"
+        assert (await c.get("/health", headers={"Authorization": "Bearer nope"})).status_code == 401
+
+        verdict["db"] = Outcome("failing", {}, "OperationalError: connection refused")
+        await ctx.health.run_once("database")
+        failing = await c.get("/health")
+        assert failing.status_code == 503 and failing.json()["status"] == "failing"
+        # /readyz reads the same background result: the spool still takes deliveries.
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == "unreachable"
+    await app.state.intake.batcher.close()

@@ -221,3 +221,21 @@ async def test_secondary_limit_and_5xx_faults(
     with pytest.raises(Unavailable):
         await client.generate_jitconfig("repo:acme/app", "rh-5xx", ["self-hosted"])
     assert (await sim_stats(http))["api_calls"]["generate-jitconfig"] == {"503": 1}
+
+
+async def test_rate_limit_status_costs_nothing_and_answers_when_used_up(
+    app_key: rsa.RSAPrivateKey, sleeps: Sleeps
+) -> None:
+    async with sim_http(sim_config(app_key, rate_limit=2)) as http:
+        client = GitHubClient(SIM_URL, PatAuth(PAT), http=http, sleep=sleeps)
+        assert (await client.get_rate_limit())["core"].remaining == 2  # counted nothing
+        await client.list_runners("repo:acme/app")
+        await client.list_runners("repo:acme/app")
+        with pytest.raises(RateLimited):
+            await client.list_runners("repo:acme/app")
+        core = (await client.get_rate_limit())["core"]
+        assert core.remaining == 0 and core.limit == 2 and core.reset > time.time()
+        await http.post("/_sim/faults", json={"responses": {"rate-limit": [503]}})
+        with pytest.raises(Unavailable) as info:
+            await client.get_rate_limit()
+        assert info.value.attempts == 1 and sleeps.calls == []  # one try, no waiting

@@ -143,6 +143,11 @@ async def test_after_the_primary_is_killed_writes_reach_the_promoted_replica(
     assert direct(local_redis, new).get("during") == b"2"
     assert cache.status()["primary"] == f"{new[0]}:{new[1]}"
     assert cache.status()["available"]
+    # Each Sentinel names the new primary, up, with the other two and a quorum.
+    sentinels = await cache.sentinels()
+    assert len(sentinels) == 3
+    assert all(s["ok"] and s["primary"] == f"{new[0]}:{new[1]}" for s in sentinels), sentinels
+    assert all(s["other_sentinels"] == 2 and s["quorum_ok"] for s in sentinels), sentinels
 
     # The old primary comes back as a replica of the new one.
     local_redis.restart(old_name)

@@ -112,3 +112,12 @@ def test_secrets_do_not_show_in_reprs(tmp_path: Path) -> None:
     shown = repr(s) + str(s.model_dump())
     for secret in ("hunter2", "whsec-one", "ghp_abcdef", "admin-token-0123456789"):
         assert secret not in shown
+
+
+def test_health_settings_default_and_a_bad_patroni_url_is_named(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, VALID))
+    assert (s.health.interval_s, s.health.timeout_s, s.health.patroni_urls) == (1.0, 0.5, [])
+    path = write(tmp_path, VALID + "health: {patroni_urls: [10.0.0.1:8008]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "health.patroni_urls" in str(info.value) and "must start with http" in str(info.value)

@@ -91,7 +91,8 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
     )
     intake = WebhookIntake(ctx.settings, ctx.db)
     app.state.intake = intake
-    app.include_router(build_router(ctx, TokenAuth(ctx.settings.api_tokens)))
+    auth = TokenAuth(ctx.settings.api_tokens)
+    app.include_router(build_router(ctx, auth))
 
     @app.get("/livez", summary="The process serves")
     async def livez() -> dict[str, str]:
@@ -99,7 +100,7 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
 
     @app.get("/readyz", summary="This node can accept deliveries")
     async def readyz() -> JSONResponse:
-        db_ok = await ctx.database_ok(timeout_s=1.0)
+        db_ok = await _database_ok()
         spool = intake.spool.stats()
         # Ready while deliveries can be made durable: in PostgreSQL, or else in the spool.
         ready = (db_ok or spool.writable) and not ctx.draining
@@ -126,10 +127,34 @@ def create_app(ctx: NodeContext, lifespan: Lifespan | None = None) -> RunnerHubA
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def _database_ok() -> bool:
+        """From the background check when there is one (answers at once, I8); else ask."""
+        if ctx.health is None:
+            return await ctx.database_ok(timeout_s=0.5)
+        result = ctx.health.result("database")
+        return result is not None and result.status == "ok"
+
+    @app.get("/health", summary="Every dependency's health, from background checks")
+    async def health(request: Request) -> JSONResponse:
+        """Each check's status, latency and age for anyone (monitors, load balancers); its
+        detail and message (addresses, members, rate limits) only with a read token."""
+        if ctx.health is None:
+            return JSONResponse({"status": "failing", "detail": "no health monitor"}, 503)
+        report = ctx.health.snapshot()
+        body = {"node": ctx.settings.node.id, **report.as_json()}
+        header = request.headers.get("authorization")
+        if header is None:
+            for check in body["checks"].values():
+                del check["detail"], check["message"]
+        else:
+            auth.identify(header)  # a wrong token is a 401, not a silent summary
+        return JSONResponse(body, status_code=503 if report.status == "failing" else 200)
+
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus() -> Response:
         try:
-            await asyncio.wait_for(refresh_gauges(ctx), timeout=2.0)
+            # Short: a scrape must not hang on a hung database (I8).
+            await asyncio.wait_for(refresh_gauges(ctx), timeout=0.5)
         except UNAVAILABLE_OR_SLOW:
             log.warning("metrics: database gauges not refreshed")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 log = structlog.get_logger("runnerhub.cache")
 
@@ -88,6 +89,8 @@ class Cache(Protocol):
 
     async def replication(self) -> dict[str, Any] | None: ...
 
+    async def sentinels(self) -> list[dict[str, Any]]: ...
+
     async def close(self) -> None: ...
 
     def status(self) -> CacheStatus: ...
@@ -122,6 +125,9 @@ class NullCache:
 
     async def replication(self) -> dict[str, Any] | None:
         return None
+
+    async def sentinels(self) -> list[dict[str, Any]]:
+        return []
 
     async def close(self) -> None:
         return None
@@ -319,6 +325,38 @@ class SharedCache:
             return {"role": info.get("role"), "offset": offset, "replicas": replicas}
 
         return await self._run("info", call)
+
+    async def sentinels(self) -> list[dict[str, Any]]:
+        """What each Sentinel says about our primary (asked in parallel, each within
+        `op_timeout_s`): its address, whether it sees the primary as down, how many other
+        Sentinels it knows, and whether they make a quorum. Never raises."""
+
+        async def ask(client: Redis) -> dict[str, Any]:
+            kw = client.connection_pool.connection_kwargs
+            address = f"{kw.get('host')}:{kw.get('port')}"
+            try:
+                async with asyncio.timeout(self._op_timeout_s):
+                    state: Any = await client.sentinel_master(self.master_name)
+                    try:  # answers OK, or an error naming what is missing
+                        await client.execute_command(  # type: ignore[no-untyped-call]
+                            "SENTINEL CKQUORUM", self.master_name
+                        )
+                        quorum = True
+                    except ResponseError:
+                        quorum = False
+            except Exception as exc:  # an unreachable or confused Sentinel is a finding
+                return {"address": address, "ok": False, "error": self._describe(exc)}
+            flags = str(state.get("flags", ""))
+            return {
+                "address": address,
+                "ok": True,
+                "primary": f"{state.get('ip')}:{state.get('port')}",
+                "primary_down": "down" in flags,
+                "other_sentinels": int(state.get("num-other-sentinels", 0)),
+                "quorum_ok": quorum,
+            }
+
+        return list(await asyncio.gather(*(ask(c) for c in self._sentinel.sentinels)))
 
     async def close(self) -> None:
         self._closed = True

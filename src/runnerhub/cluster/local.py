@@ -184,6 +184,7 @@ class LocalCluster:
                 "reconciler": {"interval_s": 5},
                 "ha": {"lease_ttl_s": lease_ttl_s},
                 "database": {"replication_check_s": 1},
+                "health": {"github_interval_s": 1},
             },
         )
 
@@ -435,6 +436,8 @@ class LocalCluster:
                 "sentinel_password": self.redis.password,  # the Sentinels require it too
                 "check_s": 1,
             }
+        if self.pg_cluster is not None:  # /health reports every PostgreSQL member
+            config["health"] = {"patroni_urls": [m.api_url for m in self.pg_cluster.members]}
         for section, value in self.overrides.items():
             config[section] = (
                 {**config.get(section, {}), **value} if isinstance(value, dict) else value

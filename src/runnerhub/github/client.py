@@ -266,6 +266,40 @@ class GitHubClient:
         repos = await self._collect(endpoint, {"org": org}, {}, key=None)
         return _parse_items(repos, endpoint, lambda repo: str(repo["full_name"]))
 
+    async def get_rate_limit(self) -> dict[str, RateLimit]:
+        """Every window of this identity (`GET /rate_limit`: costs nothing, and is answered
+        even when a window is used up). One try, no wait: it is for health checks."""
+        endpoint = "/rate_limit"
+        headers = await self._headers("GET", endpoint, False)
+        try:
+            resp = await self._send(
+                "GET", endpoint, self._base_url + endpoint, None, None, headers, False
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                _no_response("GET", exc), method="GET", endpoint=endpoint, attempts=1
+            ) from None
+        if not resp.is_success:
+            message, errors = _error_body(resp)
+            raise _error_for(resp.status_code, message, errors, "GET", endpoint, 1, None)
+        data = _parse(resp, "GET", endpoint, _as_object)
+        resources = data.get("resources")
+        if not isinstance(resources, dict):
+            raise GitHubError("no resources in the answer", method="GET", endpoint=endpoint)
+        windows = {}
+        for name, w in resources.items():
+            try:
+                windows[str(name)] = RateLimit(
+                    resource=str(name),
+                    limit=int(w["limit"]),
+                    remaining=int(w["remaining"]),
+                    reset=float(w["reset"]),
+                    used=int(w["used"]) if w.get("used") is not None else None,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # a resource we cannot read says nothing about the others
+        return windows
+
     # -- webhook deliveries --------------------------------------------------------------
 
     async def list_deliveries(

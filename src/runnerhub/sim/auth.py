@@ -163,6 +163,10 @@ class Auth:
         bucket.used += 1
         return self._headers(bucket)
 
+    def peek(self, identity: Identity) -> dict[str, str]:
+        """The rate-limit headers without counting a request (`GET /rate_limit` is free)."""
+        return self._headers(self._bucket(identity.key))
+
     def set_remaining(self, remaining: int, token: str | None) -> None:
         """Apply the `rate_limit_remaining` fault to the buckets that exist now."""
         for key, bucket in self._buckets.items():

@@ -33,6 +33,7 @@ ENDPOINT_KEYS = frozenset(
         "list-repos",
         "deliveries",
         "redeliver",
+        "rate-limit",
     }
 )
 

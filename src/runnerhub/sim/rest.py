@@ -104,10 +104,36 @@ class Rest:
 
         return call
 
+    async def rate_limit(self, request: Request) -> Response:
+        """`GET /rate_limit`: the caller's windows; like GitHub's, it costs no budget."""
+        sim = self.sim
+        try:
+            identity = sim.auth.authenticate(request.headers.get("authorization"), app=False)
+            forced = sim.faults.take_response("rate-limit")
+            if forced is not None and forced >= 300:
+                raise await _forced_error(forced, "rate-limit", request)
+        except ApiError as exc:
+            response: Response = exc.response()
+        else:
+            headers = sim.auth.peek(identity)
+            window = {
+                "limit": int(headers["x-ratelimit-limit"]),
+                "remaining": int(headers["x-ratelimit-remaining"]),
+                "reset": int(headers["x-ratelimit-reset"]),
+                "used": int(headers["x-ratelimit-used"]),
+                "resource": "core",
+            }
+            response = JSONResponse(
+                {"resources": {"core": window}, "rate": window}, headers=headers
+            )
+        sim.state.record_api_call("rate-limit", response.status_code)
+        return response
+
     def routes(self) -> list[Route]:
         e = self._endpoint
         runners = "/actions/runners"
         routes = [
+            Route("/rate_limit", self.rate_limit, methods=["GET"]),
             Route(
                 "/app/installations/{installation_id:int}/access_tokens",
                 e("access-token", self.access_token, app=True),

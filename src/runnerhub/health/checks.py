@@ -1,0 +1,273 @@
+"""The health checks, one factory per dependency: each returns an `Outcome` or raises (the
+monitor turns an exception or a timeout into `failing`). Checks run in the background
+only; nothing here is awaited by a request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from runnerhub.backends.base import RunnerBackend
+from runnerhub.cache import Cache
+from runnerhub.control.loop import ControlLoop
+from runnerhub.github.client import GitHubClient
+from runnerhub.ha.dcs import LeaderStore
+from runnerhub.health.model import Outcome
+from runnerhub.health.monitor import CheckFn
+from runnerhub.intake.spool import Spool
+from runnerhub.store.db import Pool
+from runnerhub.store.replication import ReplicationStatus
+
+# GitHub's remaining budget below this share of the window: degraded.
+RATE_LIMIT_LOW = 0.1
+
+
+def database(db: Pool, timeout_s: float) -> CheckFn:
+    """The primary answers a query, and it is the primary (writable)."""
+
+    async def check() -> Outcome:
+        async with db.connection(timeout_s) as conn:
+            cur = await conn.execute(
+                "SELECT pg_is_in_recovery() AS recovery, "
+                "coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket') "
+                "AS server"
+            )
+            row = await cur.fetchone()
+        stats = db.get_stats()
+        detail = {
+            "server": row["server"] if row else None,
+            "pool_size": stats.get("pool_size", 0),
+            "pool_available": stats.get("pool_available", 0),
+            "requests_waiting": stats.get("requests_waiting", 0),
+        }
+        if row is None or row["recovery"]:
+            return Outcome("failing", detail, "connected to a replica: not writable")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def replication(read: Callable[[], ReplicationStatus | None]) -> CheckFn:
+    """Replicas and their lag, as the node's replication watcher last read them."""
+
+    async def check() -> Outcome:
+        status = read()
+        if status is None:
+            return Outcome(
+                "degraded", {}, "replication state unknown (no primary, or no pg_monitor role)"
+            )
+        detail = status.as_dict()
+        if status.lagging:
+            return Outcome("degraded", detail, f"replicas behind: {', '.join(status.lagging)}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def patroni(urls: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
+    """Patroni's view of the PostgreSQL members (`GET /cluster` on the first that answers)."""
+
+    async def check() -> Outcome:
+        errors = []
+        for url in urls:
+            try:
+                r = await http.get(f"{url.rstrip('/')}/cluster")
+                r.raise_for_status()
+                body = r.json()
+                break
+            except (httpx.HTTPError, ValueError) as exc:
+                errors.append(f"{url}: {type(exc).__name__}")
+        else:
+            return Outcome("failing", {"errors": errors}, "no Patroni REST API answered")
+        members = [
+            {
+                "name": m.get("name"),
+                "role": m.get("role"),
+                "state": m.get("state"),
+                "timeline": m.get("timeline"),
+                "lag": m.get("lag"),
+            }
+            for m in body.get("members", [])
+        ]
+        detail = {"members": members, "unreachable": errors}
+        leaders = [m for m in members if m["role"] in ("leader", "standby_leader")]
+        if not leaders:
+            return Outcome("failing", detail, "Patroni has no leader")
+        down = [m["name"] for m in members if m["state"] not in ("running", "streaming")]
+        if down:
+            return Outcome("degraded", detail, f"members not running: {', '.join(map(str, down))}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def etcd(endpoints: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
+    """Each etcd member's status (its HTTP gateway), and whether they agree on a leader."""
+
+    async def member(endpoint: str) -> dict[str, Any]:
+        url = endpoint if "://" in endpoint else f"http://{endpoint}"
+        try:
+            r = await http.post(f"{url}/v3/maintenance/status", json={})
+            r.raise_for_status()
+            s = r.json()
+            return {
+                "endpoint": endpoint,
+                "ok": True,
+                "member_id": s.get("header", {}).get("member_id"),
+                "leader": s.get("leader"),
+                "raft_term": s.get("raftTerm"),
+                "db_size": int(s.get("dbSize", 0)),
+            }
+        except (httpx.HTTPError, ValueError) as exc:
+            return {"endpoint": endpoint, "ok": False, "error": type(exc).__name__}
+
+    async def check() -> Outcome:
+        members = await asyncio.gather(*(member(e) for e in endpoints))
+        up = [m for m in members if m["ok"]]
+        leaders = {m["leader"] for m in up if m.get("leader") not in (None, "0")}
+        detail = {"members": members, "leader": next(iter(leaders), None)}
+        if len(up) * 2 <= len(members):
+            return Outcome("failing", detail, f"{len(up)} of {len(members)} members answer")
+        if len(leaders) != 1:
+            return Outcome("failing", detail, f"members disagree on the leader: {leaders}")
+        if len(up) < len(members):
+            return Outcome("degraded", detail, f"{len(members) - len(up)} member(s) unreachable")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def redis(cache: Cache) -> CheckFn:
+    """Redis through Sentinel, and what each Sentinel says. Never failing: Redis may be
+    lost without losing anything (I7), so at worst it is degraded."""
+
+    async def check() -> Outcome:
+        alive = await cache.ping()
+        sentinels = await cache.sentinels()
+        status = cache.status()
+        detail = {**status, "sentinels": sentinels}
+        if not alive:
+            return Outcome("degraded", detail, status["last_error"] or "Redis does not answer")
+        quorum_lost = [s["address"] for s in sentinels if not s.get("ok")]
+        if quorum_lost:
+            return Outcome("degraded", detail, f"Sentinels not answering: {quorum_lost}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def github(client: GitHubClient) -> CheckFn:
+    """GitHub answers (`GET /rate_limit`, which costs no budget), and what is left of it."""
+
+    async def check() -> Outcome:
+        resources = await client.get_rate_limit()
+        detail = {
+            name: {"limit": r.limit, "remaining": r.remaining, "reset": r.reset}
+            for name, r in resources.items()
+        }
+        low = [
+            name
+            for name, r in resources.items()
+            if r.limit and r.remaining < r.limit * RATE_LIMIT_LOW
+        ]
+        if low:
+            return Outcome("degraded", detail, f"rate limit nearly used up: {', '.join(low)}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def backends(all_backends: Mapping[str, RunnerBackend]) -> CheckFn:
+    async def check() -> Outcome:
+        detail: dict[str, Any] = {}
+        failed = []
+        for name, backend in all_backends.items():
+            try:
+                runners = await backend.list()
+                detail[name] = {"ok": True, "alive": sum(r.alive for r in runners)}
+            except Exception as exc:  # whatever a backend raises, it is not working
+                detail[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+                failed.append(name)
+        if failed:
+            return Outcome("failing", detail, f"backends failing: {', '.join(failed)}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def spool(s: Spool) -> CheckFn:
+    async def check() -> Outcome:
+        st = s.stats()
+        detail = {
+            "enabled": st.enabled,
+            "writable": st.writable,
+            "entries": st.entries,
+            "bytes": st.bytes,
+            "max_bytes": st.max_bytes,
+            "oldest_age_s": round(st.oldest_age_s, 3),
+        }
+        if st.enabled and not st.writable:
+            return Outcome("failing", detail, st.last_error or "the spool is not writable")
+        if st.entries:
+            return Outcome("degraded", detail, f"{st.entries} deliveries waiting to be replayed")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def leader(
+    store: LeaderStore | None, node: str, is_leader: Callable[[], bool], may_act: Callable[[], bool]
+) -> CheckFn:
+    """The cluster has a leader (read from etcd), and whether this node is it."""
+
+    async def check() -> Outcome:
+        if store is None:
+            return Outcome("ok", {"mode": "single node", "leader": node, "this_node": True})
+        record, _ = await store.leader()
+        detail = {
+            "leader": record.node if record else None,
+            "epoch": record.epoch if record else None,
+            "this_node": is_leader(),
+            "lease_valid": may_act() if is_leader() else None,
+        }
+        if record is None:
+            return Outcome("failing", detail, "no leader: nothing is being scheduled")
+        if is_leader() and not may_act():
+            return Outcome("degraded", detail, "leading, but the lease is not confirmed")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def loops(
+    control: Sequence[ControlLoop],
+    leading: Callable[[], bool],
+    clock: Callable[[], float] = time.monotonic,
+) -> CheckFn:
+    """The leader's control loops: each ran a cycle recently, and without error."""
+
+    async def check() -> Outcome:
+        if not leading():
+            return Outcome("ok", {"leading": False})
+        now = clock()
+        detail: dict[str, Any] = {"leading": True}
+        late, failing = [], []
+        for loop in control:
+            age = None if loop.last_cycle_at is None else round(now - loop.last_cycle_at, 3)
+            detail[loop.name] = {"last_cycle_age_s": age, "last_error": loop.last_error}
+            if age is not None and age > 3 * loop.interval_s + 5:
+                late.append(loop.name)
+            if loop.last_error:
+                failing.append(loop.name)
+        if late or failing:
+            parts = ([f"no recent cycle: {', '.join(late)}"] if late else []) + (
+                [f"last cycle failed: {', '.join(failing)}"] if failing else []
+            )
+            return Outcome("degraded", detail, "; ".join(parts))
+        return Outcome("ok", detail)
+
+    return check
