@@ -27,7 +27,7 @@ typecheck: deps
 bench: deps
 	$(BIN)/python bench/ingest.py
 
-deps: system venv
+deps: system venv $(BIN)/promtool
 
 # System packages: installed only when a command they provide is missing.
 system: $(STAMPS)/system
@@ -56,6 +56,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
+
+# promtool checks the alert rules. Only the binary is taken from Debian's prometheus
+# package: installing the package would also start a Prometheus server.
+$(BIN)/promtool: $(VENV)/.installed
+	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; else \
+	  echo "fetching promtool (from Debian's prometheus package)"; \
+	  tmp=$$(mktemp -d) && cd $$tmp && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { $(SUDO) apt-get update -qq && apt-get download prometheus >/dev/null; }; } && \
+	  dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool $(CURDIR)/$@ && \
+	  cd / && rm -rf $$tmp; fi
+	@$@ --version | head -1
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

@@ -321,6 +321,14 @@ class HASettings(_Strict):
         return bool(self.etcd_endpoints)
 
 
+class CircuitBreakerSettings(_Strict):
+    """Breakers around the GitHub API and each runner backend: this many failures in a row
+    (no answer, or a 5xx) open one; it stays open `open_s`, then lets one trial call go."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    open_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class HealthSettings(_Strict):
     """The background health checks behind /health and /readyz (I8)."""
 
@@ -363,6 +371,7 @@ class Settings(BaseSettings):
     ha: HASettings = Field(default_factory=HASettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

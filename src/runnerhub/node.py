@@ -24,7 +24,9 @@ from fastapi import FastAPI
 from runnerhub import metrics
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
+from runnerhub.backends.guarded import GuardedBackend
 from runnerhub.backends.process import ProcessBackend
+from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
@@ -58,12 +60,22 @@ LOOP_STOP_GRACE_S = 0.05
 MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
 
 
-def make_backends(settings: Settings) -> dict[str, RunnerBackend]:
+def make_backends(
+    settings: Settings, breakers: dict[str, CircuitBreaker] | None = None
+) -> dict[str, RunnerBackend]:
+    """Each backend behind its own circuit breaker (added to `breakers` when given)."""
     process_pools = {p.name: p.process for p in settings.pools if p.process is not None}
     backends: dict[str, RunnerBackend] = {}
     if process_pools:
         state = settings.node.runner_state_dir or settings.node.state_dir / "process"
         backends["process"] = ProcessBackend(state, process_pools)
+    if breakers is None:
+        return backends
+    cb = settings.circuit_breaker
+    for kind in list(backends):
+        breaker = CircuitBreaker(f"backend:{kind}", cb.failure_threshold, cb.open_s)
+        breakers[breaker.name] = breaker
+        backends[kind] = GuardedBackend(backends[kind], breaker)
     return backends
 
 
@@ -91,8 +103,14 @@ class Node:
         self.ctx.cache = self.cache
         self.live = LiveHub(self.db, self.cache, use_redis=settings.redis.enabled)
         self.ctx.live = self.live
-        self.github = GitHubClient.from_settings(settings.github, self.cache)
-        self.backends = make_backends(settings)
+        cb = settings.circuit_breaker
+        self.breakers: dict[str, CircuitBreaker] = {
+            "github": CircuitBreaker("github", cb.failure_threshold, cb.open_s)
+        }
+        self.github = GitHubClient.from_settings(
+            settings.github, self.cache, self.breakers["github"]
+        )
+        self.backends = make_backends(settings, self.breakers)
         self.scheduler = Scheduler(self.ctx, self.github, self.backends)
         self.janitor = Janitor(self.ctx, self.github, self.backends)
         self.reconciler = Reconciler(self.ctx, self.github, self.backends)
@@ -149,6 +167,7 @@ class Node:
             ),
             spec("control_loops", checks.loops(self.loops, lambda: ctx.leadership.is_leader)),
             spec("github", checks.github(self.github), every=h.github_interval_s),
+            spec("circuit_breakers", checks.breakers(self.breakers)),
         ]
         if self.backends:
             specs.append(spec("backends", checks.backends(self.backends)))

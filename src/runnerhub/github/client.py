@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from runnerhub.breakers import CircuitBreaker, CircuitOpen
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import GitHubSettings
 from runnerhub.domain.backoff import retry_delay
@@ -115,6 +116,7 @@ class GitHubClient:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         shared_limits: SharedRateLimits | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = auth
@@ -129,9 +131,15 @@ class GitHubClient:
         self._rng = rng or random.Random()
         self._limits = RateLimitTracker()
         self._shared = shared_limits
+        self.breaker = breaker
 
     @classmethod
-    def from_settings(cls, settings: GitHubSettings, shared: Cache | None = None) -> GitHubClient:
+    def from_settings(
+        cls,
+        settings: GitHubSettings,
+        shared: Cache | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> GitHubClient:
         http = httpx.AsyncClient(timeout=settings.timeout_s)
         auth = auth_from_settings(settings, http, shared)
         client = cls(
@@ -142,6 +150,7 @@ class GitHubClient:
             shared_limits=SharedRateLimits(
                 shared or NullCache(), auth.identity, settings.writes_per_minute
             ),
+            breaker=breaker,
         )
         client._owns_http = True
         return client
@@ -426,15 +435,25 @@ class GitHubClient:
         headers: httpx.Headers,
         app: bool,
     ) -> httpx.Response:
-        """One request: counted, its rate-limit headers recorded, logged without secrets."""
+        """One request: counted, its rate-limit headers recorded, logged without secrets;
+        refused at once (`CircuitOpen` as `Unavailable`) while GitHub's circuit is open."""
+        self._enter_circuit(method, endpoint)
         started = self._clock()
         try:
             resp = await self._http.request(
                 method, url, params=query, json=json, headers=headers, timeout=self._timeout_s
             )
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             GITHUB_CALLS.labels(endpoint, method, "0").inc()
+            self._circuit(f"{type(exc).__name__} on {method} {endpoint}")
             raise
+        except BaseException:  # cancelled: no verdict on GitHub
+            if self.breaker is not None:
+                self.breaker.release()
+            raise
+        self._circuit(
+            f"HTTP {resp.status_code} on {method} {endpoint}" if resp.status_code >= 500 else None
+        )
         GITHUB_CALLS.labels(endpoint, method, str(resp.status_code)).inc()
         await self._record_limits(endpoint, resp, app)
         log.debug(
@@ -553,6 +572,23 @@ class GitHubClient:
                 endpoint=endpoint,
                 attempts=0,
             )
+
+    def _enter_circuit(self, method: str, endpoint: str) -> None:
+        if self.breaker is None:
+            return
+        try:
+            self.breaker.before()
+        except CircuitOpen as exc:
+            raise Unavailable(str(exc), method=method, endpoint=endpoint, attempts=0) from None
+
+    def _circuit(self, failure: str | None) -> None:
+        """GitHub answered (a 4xx is an answer) or it did not (no response, 5xx)."""
+        if self.breaker is None:
+            return
+        if failure is None:
+            self.breaker.succeeded()
+        else:
+            self.breaker.failed(failure)
 
     def _bucket(self, endpoint: str, app: bool) -> str:
         default = APP_BUCKET_PREFIX + "core" if app else "core"

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 
 from runnerhub.backends.base import RunnerBackend
+from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.control.loop import ControlLoop
+from runnerhub.domain.breaker import BreakerState
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health.model import Outcome
@@ -194,6 +196,19 @@ def backends(all_backends: Mapping[str, RunnerBackend]) -> CheckFn:
                 failed.append(name)
         if failed:
             return Outcome("failing", detail, f"backends failing: {', '.join(failed)}")
+        return Outcome("ok", detail)
+
+    return check
+
+
+def breakers(all_breakers: Mapping[str, CircuitBreaker]) -> CheckFn:
+    """Open circuits: the service behind is failing, and calls to it fail fast meanwhile."""
+
+    async def check() -> Outcome:
+        detail = {name: b.status() for name, b in all_breakers.items()}
+        open_ = [name for name, b in all_breakers.items() if b.state is not BreakerState.CLOSED]
+        if open_:
+            return Outcome("degraded", detail, f"circuits not closed: {', '.join(open_)}")
         return Outcome("ok", detail)
 
     return check
