@@ -15,6 +15,7 @@ __all__ = [
     "EventWatcher",
     "assert_each_ran_once",
     "check_status",
+    "ended_incident",
     "health_of",
     "query",
     "sim_jobs",
@@ -125,3 +126,31 @@ def check_status(urls: Iterable[str], check: str) -> list[str | None]:
         body = health_of(url)
         out.append(body["checks"].get(check, {}).get("status") if body else None)
     return out
+
+
+def incidents(api_url: str, token: str, component: str) -> list[dict[str, Any]]:
+    """The cluster's incident records for a component (newest first); [] if unreachable."""
+    try:
+        r = httpx.get(
+            f"{api_url}/api/v1/incidents",
+            params={"component": component},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=3,
+        )
+        return list(r.json()["items"]) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, KeyError):
+        return []
+
+
+def ended_incident(
+    api_url: str, token: str, component: str, kind: str, after: float
+) -> dict[str, Any] | None:
+    """The newest incident of that component and kind detected after `after` (Unix time)
+    and already over, if any."""
+    from datetime import datetime
+
+    for i in incidents(api_url, token, component):
+        detected = datetime.fromisoformat(i["detected_at"]).timestamp()
+        if i["kind"] == kind and detected >= after and i["recovered_at"]:
+            return i
+    return None

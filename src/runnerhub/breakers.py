@@ -50,6 +50,9 @@ class CircuitOpen(Exception):
         )
 
 
+BreakerListener = Callable[["CircuitBreaker", BreakerState, BreakerState], None]
+
+
 class CircuitBreaker:
     """One named breaker, with its metrics and log lines."""
 
@@ -59,7 +62,7 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         open_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[CircuitBreaker, BreakerState, BreakerState], None] | None = None,
+        on_change: BreakerListener | None = None,
     ) -> None:
         self.name = name
         self.machine = Breaker(failure_threshold, open_s)

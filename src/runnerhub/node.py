@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import psycopg
@@ -26,13 +27,14 @@ from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.backends.guarded import GuardedBackend
 from runnerhub.backends.process import ProcessBackend
-from runnerhub.breakers import CircuitBreaker
+from runnerhub.breakers import BreakerListener, CircuitBreaker
 from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.janitor import Janitor
 from runnerhub.control.listener import listen
 from runnerhub.control.loop import ControlLoop
+from runnerhub.control.nodewatch import NodeWatch
 from runnerhub.control.reconciler import Reconciler
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github.client import GitHubClient
@@ -42,6 +44,8 @@ from runnerhub.ha.etcd import EtcdLeaderStore
 from runnerhub.ha.leadership import LeasePolicy
 from runnerhub.health import checks
 from runnerhub.health.monitor import CheckFn, CheckSpec, HealthMonitor
+from runnerhub.incidents.recorder import IncidentRecorder
+from runnerhub.incidents.tracker import Incident
 from runnerhub.live.hub import LiveHub
 from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
@@ -61,7 +65,9 @@ MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
 
 
 def make_backends(
-    settings: Settings, breakers: dict[str, CircuitBreaker] | None = None
+    settings: Settings,
+    breakers: dict[str, CircuitBreaker] | None = None,
+    on_change: BreakerListener | None = None,
 ) -> dict[str, RunnerBackend]:
     """Each backend behind its own circuit breaker (added to `breakers` when given)."""
     process_pools = {p.name: p.process for p in settings.pools if p.process is not None}
@@ -73,7 +79,9 @@ def make_backends(
         return backends
     cb = settings.circuit_breaker
     for kind in list(backends):
-        breaker = CircuitBreaker(f"backend:{kind}", cb.failure_threshold, cb.open_s)
+        breaker = CircuitBreaker(
+            f"backend:{kind}", cb.failure_threshold, cb.open_s, on_change=on_change
+        )
         breakers[breaker.name] = breaker
         backends[kind] = GuardedBackend(backends[kind], breaker)
     return backends
@@ -103,18 +111,31 @@ class Node:
         self.ctx.cache = self.cache
         self.live = LiveHub(self.db, self.cache, use_redis=settings.redis.enabled)
         self.ctx.live = self.live
+        self.incidents = IncidentRecorder(
+            self.db, settings.node.id, lambda: self.ctx.leadership.is_leader
+        )
         cb = settings.circuit_breaker
         self.breakers: dict[str, CircuitBreaker] = {
-            "github": CircuitBreaker("github", cb.failure_threshold, cb.open_s)
+            "github": CircuitBreaker(
+                "github", cb.failure_threshold, cb.open_s, on_change=self.incidents.on_breaker
+            )
         }
         self.github = GitHubClient.from_settings(
             settings.github, self.cache, self.breakers["github"]
         )
-        self.backends = make_backends(settings, self.breakers)
+        self.backends = make_backends(settings, self.breakers, self.incidents.on_breaker)
+        for name in self.breakers:
+            self.incidents.started(f"breaker:{name}")
         self.scheduler = Scheduler(self.ctx, self.github, self.backends)
         self.janitor = Janitor(self.ctx, self.github, self.backends)
         self.reconciler = Reconciler(self.ctx, self.github, self.backends)
-        self.loops: list[ControlLoop] = [self.scheduler, self.janitor, self.reconciler]
+        self.node_watch = NodeWatch(self.ctx, self.incidents)
+        self.loops: list[ControlLoop] = [
+            self.scheduler,
+            self.janitor,
+            self.reconciler,
+            self.node_watch,
+        ]
         self.run_control_loops = run_control_loops
         self.elector: Elector | None = None
         ha = settings.ha
@@ -140,6 +161,7 @@ class Node:
         self.app.state.node = self
         self.health_http = httpx.AsyncClient(timeout=settings.health.timeout_s)
         self.health = HealthMonitor(self._health_checks())
+        self.health.listeners.append(self.incidents.on_health)
         self.ctx.health = self.health
 
     def _health_checks(self) -> list[CheckSpec]:
@@ -228,6 +250,7 @@ class Node:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._watch_replication(), name="replication"),
             asyncio.create_task(self.live.run(self._stop), name="live-events"),
+            asyncio.create_task(self.incidents.run(self._stop), name="incidents"),
         ]
         if self.settings.redis.enabled:
             work.append(asyncio.create_task(self._watch_cache(), name="cache"))
@@ -321,6 +344,36 @@ class Node:
                     takeover_s=round(takeover_s, 3),
                 )
         log.info("acting as leader", epoch=term.epoch, takeover_s=round(takeover_s, 3))
+        await self._record_leader_change(term, previous, seen_at)
+
+    async def _record_leader_change(
+        self, term: Term, previous: dict[str, Any] | None, seen_at: datetime
+    ) -> None:
+        """A leader change as an incident: begun at the old leader's last heartbeat (it may
+        have died any time after), noticed when this node saw the seat empty, over now."""
+        node = self.settings.node.id
+        old = str(previous["node"]) if previous else None
+        last_seen: datetime | None = None
+        if old is not None and old != node:
+            with contextlib.suppress(*UNAVAILABLE, TimeoutError):
+                async with asyncio.timeout(1.0), self.db.connection() as conn:
+                    cur = await conn.execute("SELECT last_seen FROM nodes WHERE id = %s", (old,))
+                    row = await cur.fetchone()
+                    last_seen = row["last_seen"] if row else None
+        started = min(last_seen, seen_at) if last_seen else None
+        self.incidents.submit(
+            Incident(
+                key=f"leader:{term.epoch}",
+                component="leader",
+                kind="leader_change",
+                summary=f"{node} leads (epoch {term.epoch}) after {old or 'nobody'}",
+                detected_at=seen_at,
+                started_at=started,
+                recovered_at=datetime.now(UTC),
+                action="elected; adopted runners, caught up with GitHub, resumed the loops",
+                detail={"previous_leader": old, "epoch": term.epoch},
+            )
+        )
 
     async def _on_demoted(self, term: Term, reason: str) -> None:
         metrics.IS_LEADER.set(0)

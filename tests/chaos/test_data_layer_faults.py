@@ -152,6 +152,7 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
         assert before_view["server"] == old.address and len(before_view["replicas"]) == 2
         # Patroni and its PostgreSQL, as `runnerhub chaos kill postgres-primary` does it.
         parts = {old.pid, old.postmaster_pid()}
+        began = time.time()
         target, reached = chaos.kill(dbha.state_dir, "postgres-primary")
         killed = time.monotonic()
         assert parts <= set(reached), (target, parts)
@@ -165,6 +166,21 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
         )
         before = len(load.ids)
         wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
+        # The leader recorded the failover: noticed within the 10 s target of its last good
+        # reading, over once a new primary took writes.
+        token = dbha.secrets.read_token
+        failover = wait_until_sync(
+            lambda: checks.ended_incident(dbha.api_url, token, "postgres", "failover", began),
+            20,
+            "the PostgreSQL failover on record",
+        )
+        print(
+            f"postgres failover incident: {failover['detection_s']:.2f}s to notice, "
+            f"{failover['recovery_s']:.2f}s down"
+        )
+        assert 0 < failover["detection_s"] < 10, failover
+        assert failover["recovery_s"] < pg.timing.ttl + 15, failover
+        assert failover["detail"]["before"] != failover["detail"]["after"], failover
         # The old primary comes back and rejoins as a replica of the new one.
         pg.start_member(old)
         pg.wait_healthy(90)
@@ -273,6 +289,7 @@ def test_losing_redis_loses_nothing(
                     f"{n} to see Redis and its replica",
                 )
 
+            began = time.time()
             target, _ = chaos.kill(ha.state_dir, "redis-master")
             assert target.name == old_name
             new = redis.wait_failover(old, 30)
@@ -288,6 +305,19 @@ def test_losing_redis_loses_nothing(
                 )
             before = len(load.ids)
             wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the failover")
+            token = ha.secrets.read_token
+            failover = wait_until_sync(
+                lambda: checks.ended_incident(ha.api_url, token, "redis", "failover", began),
+                20,
+                "the Redis failover on record",
+            )
+            with capsys.disabled():  # shown with -s (capsys holds the rest)
+                print(
+                    f"redis failover incident: {failover['detection_s']:.2f}s to notice, "
+                    f"{failover['recovery_s']:.2f}s down"
+                )
+            assert 0 < failover["detection_s"] < 10, failover
+            assert failover["detail"]["after"]["primary"] == f"{new[0]}:{new[1]}", failover
 
             for name in list(redis.pids()):
                 redis.kill(name, signal.SIGKILL)

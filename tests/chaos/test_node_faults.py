@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runnerhub.cli.incidents import show_incidents
 from runnerhub.cluster import chaos
 from runnerhub.cluster.local import LocalCluster, Service
 from runnerhub.cluster.workload import Load
@@ -93,10 +94,13 @@ def current(c: LocalCluster) -> tuple[str, int]:
     return str(info["leader"]), int(info["epoch"])
 
 
-def test_sigkill_the_leader_under_load(ha: LocalCluster) -> None:
+def test_sigkill_the_leader_under_load(
+    ha: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Load(ha.sim_url, RATE) as load:
         wait_until_sync(lambda: len(load.ids) >= 10, 10, "some load")
         leader, epoch = current(ha)
+        began = time.time()
         node(ha, leader).popen.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         killed = time.monotonic()
         successor, _ = new_leader(ha, epoch)
@@ -104,6 +108,21 @@ def test_sigkill_the_leader_under_load(ha: LocalCluster) -> None:
         assert time.monotonic() - killed < TTL + 3
         wait_until_sync(lambda: len(load.ids) >= 40, 30, "load after the failover")
     settle_and_check(ha, load)
+    # The new leader recorded the change: begun at the dead leader's last heartbeat,
+    # noticed when its lease ran out (under the 3 s target), over once it acted.
+    token = ha.secrets.read_token
+    change = wait_until_sync(
+        lambda: checks.ended_incident(ha.api_url, token, "leader", "leader_change", began - 1),
+        10,
+        "the leader change on record",
+    )
+    assert change["detail"]["previous_leader"] == leader and change["node"] == successor
+    print(f"leader change: {change['detection_s']:.2f}s to notice, {change['recovery_s']:.2f}s")
+    assert 0 < change["detection_s"] < 3, change
+    assert change["detection_s"] <= change["recovery_s"] < TTL + 3, change
+    capsys.readouterr()
+    assert show_incidents(ha.state_dir, None, None, "leader", False, 5) == 0
+    assert "leader_change" in capsys.readouterr().out  # `runnerhub incidents`
 
 
 def test_sigterm_the_leader_under_load(ha: LocalCluster) -> None:
@@ -158,10 +177,28 @@ def test_sigkill_a_follower_under_load(ha: LocalCluster) -> None:
         wait_until_sync(lambda: len(load.ids) >= 10, 10, "some load")
         leader, epoch = current(ha)
         follower = next(n for n in ha.node_urls if n != leader)
+        began = time.time()
         node(ha, follower).popen.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         wait_until_sync(lambda: len(load.ids) >= 40, 30, "load after the kill")
         assert current(ha) == (leader, epoch)  # leadership untouched
     settle_and_check(ha, load)
+    # The leader recorded the lost node within the 3 s target of its last heartbeat, and
+    # the end of the incident once it beats again.
+    token = ha.secrets.read_token
+
+    def lost() -> dict[str, Any] | None:
+        found = checks.incidents(ha.api_url, token, f"node:{follower}")
+        return next((i for i in found if i["kind"] == "node_lost"), None)
+
+    incident = wait_until_sync(lost, 10, "the lost node on record")
+    print(f"node lost: {incident['detection_s']:.2f}s to notice")
+    assert incident["node"] == leader and 0 < incident["detection_s"] < 3, incident
+    ha.heal()
+    wait_until_sync(
+        lambda: checks.ended_incident(ha.api_url, token, f"node:{follower}", "node_lost", began),
+        15,
+        "the node back on record",
+    )
 
 
 def test_sigkill_an_etcd_member_under_load(ha: LocalCluster) -> None:

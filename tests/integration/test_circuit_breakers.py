@@ -5,6 +5,7 @@ again a trial call closes the circuit and the job gets its runner. Nothing is lo
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,12 +24,15 @@ from runnerhub.context import NodeContext
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.domain.breaker import BreakerState
 from runnerhub.github import GitHubClient, PatAuth, Unavailable
+from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Pool
 from runnerhub.waiting import wait_until
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http, sim_stats
 from tests.payloads import signed, workflow_job
+
+READ = {"Authorization": "Bearer read-token-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +133,47 @@ async def test_a_broken_backend_opens_its_circuit_the_job_waits_with_the_reason_
     finally:
         for r in await process.list():
             await process.terminate(r.name, grace_s=1)
+
+
+async def test_an_open_circuit_is_recorded_as_an_incident_until_it_closes(
+    db: Pool, sim: httpx.AsyncClient, settings_factory: Callable[..., Settings]
+) -> None:
+    recorder = IncidentRecorder(db, "node-test", is_leader=lambda: True)
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "github", failure_threshold=1, open_s=5, clock=lambda: now[0], on_change=recorder.on_breaker
+    )
+    recorder.started("breaker:github")
+    client = GitHubClient(SIM_URL, PatAuth(PAT), http=sim, max_retries=1, breaker=breaker)
+    stop = asyncio.Event()
+    writer = asyncio.create_task(recorder.run(stop))
+    ctx = NodeContext(settings_factory(), db)
+    app = create_app(ctx)
+    try:
+        await sim.post("/_sim/faults", json={"responses": {"list-runners": [503]}})
+        with pytest.raises(Unavailable):
+            await client.list_runners("repo:acme/app")
+        now[0] = 6
+        await client.list_runners("repo:acme/app")  # the trial succeeds: closed
+
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://n"
+        ) as c:
+
+            async def recorded() -> dict[str, object] | None:
+                r = await c.get("/api/v1/incidents?component=breaker", headers=READ)
+                items = r.json()["items"]
+                return items[0] if items and items[0]["recovered_at"] else None
+
+            incident = await wait_until(recorded, 10, "the incident, opened and closed")
+            assert incident["component"] == "breaker:github"
+            assert incident["kind"] == "breaker_open" and incident["node"] == "node-test"
+            assert "HTTP 503" in str(incident["summary"])
+            assert incident["action"] == "failed fast; one trial call every 5 s"
+            assert float(incident["recovery_s"]) >= 0  # type: ignore[arg-type]
+            open_now = await c.get("/api/v1/incidents?open=true", headers=READ)
+            assert open_now.json()["items"] == []
+    finally:
+        stop.set()
+        await writer
+        await app.state.intake.batcher.close()

@@ -18,6 +18,7 @@ from runnerhub.domain.capacity import desired_capacity
 from runnerhub.ha.dcs import StoreUnavailable
 from runnerhub.store import events as event_store
 from runnerhub.store import fencing
+from runnerhub.store import incidents as incident_store
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 
@@ -117,6 +118,26 @@ class EventOut(BaseModel):
 
 class EventPage(BaseModel):
     items: list[EventOut]
+    next_cursor: str | None
+
+
+class IncidentOut(BaseModel):
+    id: int
+    component: str
+    kind: str
+    summary: str
+    node: str
+    started_at: datetime | None
+    detected_at: datetime
+    recovered_at: datetime | None
+    detection_s: float | None
+    recovery_s: float | None
+    action: str | None
+    detail: dict[str, Any]
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentOut]
     next_cursor: str | None
 
 
@@ -256,6 +277,26 @@ def build_router(ctx: NodeContext, auth: TokenAuth) -> APIRouter:
             event_stream(ctx.db, ctx.live, tuple(kind), after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get(
+        "/incidents", response_model=IncidentPage, summary="Failovers and incidents, newest first"
+    )
+    async def list_incidents(
+        component: str | None = Query(
+            None, description="postgres, etcd, redis, github, leader, node, breaker..."
+        ),
+        open: bool = Query(False, description="only those not over yet"),
+        limit: int = Query(50, ge=1, le=500),
+        cursor: str | None = None,
+        _: Principal = read,
+    ) -> IncidentPage:
+        async with ctx.db.connection() as conn:
+            rows = await incident_store.list_incidents(
+                conn, component, open, limit, _cursor_in(cursor)
+            )
+        return IncidentPage(
+            items=[IncidentOut(**r) for r in rows], next_cursor=_cursor_out(rows, limit)
         )
 
     @router.get("/pools", response_model=list[PoolOut], summary="Pools and their capacity")

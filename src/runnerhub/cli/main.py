@@ -179,6 +179,23 @@ def events(
     sys.exit(show_events(state_dir, url, token, kind or [], follow, limit))
 
 
+@app.command()
+def incidents(
+    component: Annotated[
+        str | None, typer.Option(help="postgres, etcd, redis, github, leader, node, breaker...")
+    ] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only those not over yet.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: ReadTokenOpt = None,
+) -> None:
+    """Failovers and incidents: what failed, when it was noticed, what was done, how long."""
+    from runnerhub.cli.incidents import show_incidents
+
+    sys.exit(show_incidents(state_dir, url, token, component, open_only, limit))
+
+
 @cluster_app.command("status")
 def cluster_status(
     state_dir: StateOpt = DEFAULT_STATE, url: UrlOpt = None, token: ReadTokenOpt = None

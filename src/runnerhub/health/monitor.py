@@ -97,6 +97,8 @@ class HealthMonitor:
             for s in specs
         }
         self._hung: dict[str, tuple[asyncio.Task[Outcome], float]] = {}
+        # Told every new result (e.g. the incident recorder); must not block.
+        self.listeners: list[Callable[[CheckResult], None]] = []
         self._wakeups: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in specs}
 
     # -- reading ---------------------------------------------------------------------------
@@ -194,6 +196,11 @@ class HealthMonitor:
         )
         self._results[spec.name] = result
         CHECK_STATUS.labels(spec.name).set(STATUS_CODE[outcome.status])
+        for listen in self.listeners:
+            try:
+                listen(result)
+            except Exception:  # a listener's bug must not stop the health checks
+                log.exception("health listener failed", check=spec.name)
         if previous is not None and previous.status != result.status:
             level = log.info if result.status == "ok" else log.warning
             level(
