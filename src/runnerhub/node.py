@@ -353,8 +353,10 @@ class Node:
         have died any time after), noticed when this node saw the seat empty, over now."""
         node = self.settings.node.id
         old = str(previous["node"]) if previous else None
+        if old is None:
+            return  # the cluster's first leader: nothing failed
         last_seen: datetime | None = None
-        if old is not None and old != node:
+        if old != node:
             with contextlib.suppress(*UNAVAILABLE, TimeoutError):
                 async with asyncio.timeout(1.0), self.db.connection() as conn:
                     cur = await conn.execute("SELECT last_seen FROM nodes WHERE id = %s", (old,))
@@ -366,13 +368,14 @@ class Node:
                 key=f"leader:{term.epoch}",
                 component="leader",
                 kind="leader_change",
-                summary=f"{node} leads (epoch {term.epoch}) after {old or 'nobody'}",
+                summary=f"{node} leads (epoch {term.epoch}) after {old}",
                 detected_at=seen_at,
                 started_at=started,
                 recovered_at=datetime.now(UTC),
                 action="elected; adopted runners, caught up with GitHub, resumed the loops",
                 detail={"previous_leader": old, "epoch": term.epoch},
-            )
+            ),
+            new=True,
         )
 
     async def _on_demoted(self, term: Term, reason: str) -> None:

@@ -126,14 +126,16 @@ class IncidentRecorder:
         """The component is up at the start (a breaker starts closed)."""
         self.tracker.observe(component, True, self._clock())
 
-    def submit(self, incident: Incident) -> None:
-        """Queue a write (a new incident, or the end of one)."""
+    def submit(self, incident: Incident, new: bool = False) -> None:
+        """Queue a write: a new incident (open, or `new` and already over), or the end of
+        one."""
         if self._pending.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._pending.get_nowait()
         self._pending.put_nowait(incident)
-        if incident.recovered_at is None:
+        if new or incident.recovered_at is None:
             INCIDENTS.labels(incident.component.split(":")[0], incident.kind).inc()
+        if incident.recovered_at is None:
             log.warning("incident", component=incident.component, summary=incident.summary)
         else:
             began = incident.started_at or incident.detected_at
