@@ -321,12 +321,47 @@ class HASettings(_Strict):
         return bool(self.etcd_endpoints)
 
 
+class RemediationSettings(_Strict):
+    """The leader's automatic fixes of common failures, each rate-limited, recorded in the
+    events table and switchable off (see docs/operations.md). A runner stuck without its
+    job is replaced after `janitor.idle_spare_ttl_s`."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=10.0, gt=0)
+    max_actions_per_hour: int = Field(default=30, ge=1)  # per action
+    replace_stuck_runners: bool = True
+    stop_zombie_runners: bool = True
+    zombie_grace_s: float = Field(default=120.0, ge=0)  # alive this long after its job ended
+    prune_logs: bool = True
+    prune_below_free_fraction: float = Field(default=0.05, ge=0, lt=1)
+
+
 class CircuitBreakerSettings(_Strict):
     """Breakers around the GitHub API and each runner backend: this many failures in a row
     (no answer, or a 5xx) open one; it stays open `open_s`, then lets one trial call go."""
 
     failure_threshold: int = Field(default=5, ge=1, le=1000)
     open_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class PredictSettings(_Strict):
+    """Failure forecasts from short metric histories (see docs/operations.md)."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=5.0, gt=0, le=300)  # sample every signal this often
+    window_s: float = Field(default=600.0, gt=0)  # the history each trend is fitted on
+    min_span_s: float = Field(default=120.0, gt=0)  # no forecast from less history than this
+    horizon_s: float = Field(default=3600.0, gt=0)  # forecast failures this close, not further
+    min_t: float = Field(default=8.0, gt=0)  # how clearly a trend must stand above the noise
+    disk_reserve_fraction: float = Field(default=0.02, ge=0, lt=1)  # "full": less free than this
+    replica_lag_limit_s: float = Field(default=60.0, gt=0)
+    memory_limit_bytes: int | None = Field(default=None, gt=0)  # None: cgroup limit or RAM
+
+    @model_validator(mode="after")
+    def _span(self) -> PredictSettings:
+        if self.min_span_s > self.window_s:
+            raise ValueError("min_span_s must not exceed window_s")
+        return self
 
 
 class HealthSettings(_Strict):
@@ -372,6 +407,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
+    remediation: RemediationSettings = Field(default_factory=RemediationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

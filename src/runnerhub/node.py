@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from runnerhub.control.listener import listen
 from runnerhub.control.loop import ControlLoop
 from runnerhub.control.nodewatch import NodeWatch
 from runnerhub.control.reconciler import Reconciler
+from runnerhub.control.remediation import Remediation
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import Term
@@ -47,6 +49,9 @@ from runnerhub.health.monitor import CheckFn, CheckSpec, HealthMonitor
 from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.incidents.tracker import Incident
 from runnerhub.live.hub import LiveHub
+from runnerhub.predict import signals
+from runnerhub.predict.forecast import ForecastPolicy
+from runnerhub.predict.watch import PredictionWatch, Signal
 from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
 from runnerhub.store.migrate import migrate
@@ -64,6 +69,11 @@ LOOP_STOP_GRACE_S = 0.05
 MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
 
 
+def runner_state_dir(settings: Settings) -> Path:
+    """Where the process backend keeps its runner records and logs."""
+    return settings.node.runner_state_dir or settings.node.state_dir / "process"
+
+
 def make_backends(
     settings: Settings,
     breakers: dict[str, CircuitBreaker] | None = None,
@@ -73,8 +83,7 @@ def make_backends(
     process_pools = {p.name: p.process for p in settings.pools if p.process is not None}
     backends: dict[str, RunnerBackend] = {}
     if process_pools:
-        state = settings.node.runner_state_dir or settings.node.state_dir / "process"
-        backends["process"] = ProcessBackend(state, process_pools)
+        backends["process"] = ProcessBackend(runner_state_dir(settings), process_pools)
     if breakers is None:
         return backends
     cb = settings.circuit_breaker
@@ -130,11 +139,14 @@ class Node:
         self.janitor = Janitor(self.ctx, self.github, self.backends)
         self.reconciler = Reconciler(self.ctx, self.github, self.backends)
         self.node_watch = NodeWatch(self.ctx, self.incidents)
+        logs = [runner_state_dir(settings) / "logs"] if "process" in self.backends else []
+        self.remediation = Remediation(self.ctx, self.backends, logs)
         self.loops: list[ControlLoop] = [
             self.scheduler,
             self.janitor,
             self.reconciler,
             self.node_watch,
+            self.remediation,
         ]
         self.run_control_loops = run_control_loops
         self.elector: Elector | None = None
@@ -160,9 +172,95 @@ class Node:
         self.app: RunnerHubApp = create_app(self.ctx, lifespan=self._lifespan)
         self.app.state.node = self
         self.health_http = httpx.AsyncClient(timeout=settings.health.timeout_s)
+        self.predictions = PredictionWatch(
+            settings.node.id,
+            self._signals(),
+            settings.predict.interval_s,
+            self.incidents,
+        )
         self.health = HealthMonitor(self._health_checks())
         self.health.listeners.append(self.incidents.on_health)
         self.ctx.health = self.health
+
+    def _signals(self) -> list[Signal]:
+        """What is forecast: this node's disk, memory and connection pool, the replicas'
+        lag, and the database's and GitHub's answer times (from the health checks)."""
+        p = self.settings.predict
+        h = self.settings.health
+
+        def policy(limit: float, rising: bool = True) -> ForecastPolicy:
+            return ForecastPolicy(
+                limit=limit,
+                horizon_s=p.horizon_s,
+                window_s=p.window_s,
+                min_span_s=p.min_span_s,
+                min_t=p.min_t,
+                rising=rising,
+            )
+
+        state = self.settings.node.state_dir
+        total = signals.total_bytes(state) or 0.0
+        memory = p.memory_limit_bytes or signals.memory_limit_bytes() or 0.0
+        db_max = self.settings.database.pool_max_size
+
+        def pool_use() -> float:
+            s = self.db.get_stats()
+            busy = s.get("pool_size", 0) - s.get("pool_available", 0)
+            return (busy + s.get("requests_waiting", 0)) / db_max
+
+        def replica_lag() -> float | None:
+            status = self.ctx.replication
+            lags = (
+                [r.replay_lag_s for r in status.replicas if r.replay_lag_s is not None]
+                if status
+                else []
+            )
+            return max(lags) if lags else None
+
+        def latency(check: str) -> Callable[[], float | None]:
+            def read() -> float | None:
+                r = self.health.result(check)  # read at each tick, once the monitor exists
+                return None if r is None or r.latency_ms is None else r.latency_ms / 1000
+
+            return read
+
+        out = [
+            Signal(
+                f"disk:{state}",
+                lambda: signals.free_bytes(state),
+                policy(total * p.disk_reserve_fraction, rising=False),
+                f"the disk holding {state} fills up",
+            ),
+            Signal("db_pool", pool_use, policy(1.0), "the database connection pool runs out"),
+            Signal(
+                "replica_lag",
+                replica_lag,
+                policy(p.replica_lag_limit_s),
+                f"a PostgreSQL replica falls {p.replica_lag_limit_s:g} s behind",
+            ),
+            Signal(
+                "database_latency",
+                latency("database"),
+                policy(h.timeout_s),
+                "the database answers slower than the health timeout",
+            ),
+            Signal(
+                "github_latency",
+                latency("github"),
+                policy(h.timeout_s),
+                "GitHub answers slower than the health timeout",
+            ),
+        ]
+        if memory:
+            out.append(
+                Signal(
+                    "memory",
+                    signals.rss_bytes,
+                    policy(memory * 0.9),
+                    "this node's memory reaches 90 % of its limit",
+                )
+            )
+        return out
 
     def _health_checks(self) -> list[CheckSpec]:
         s = self.settings
@@ -190,6 +288,7 @@ class Node:
             spec("control_loops", checks.loops(self.loops, lambda: ctx.leadership.is_leader)),
             spec("github", checks.github(self.github), every=h.github_interval_s),
             spec("circuit_breakers", checks.breakers(self.breakers)),
+            spec("predictions", checks.predictions(lambda: self.predictions.standing)),
         ]
         if self.backends:
             specs.append(spec("backends", checks.backends(self.backends)))
@@ -252,6 +351,8 @@ class Node:
             asyncio.create_task(self.live.run(self._stop), name="live-events"),
             asyncio.create_task(self.incidents.run(self._stop), name="incidents"),
         ]
+        if self.settings.predict.enabled:
+            work.append(asyncio.create_task(self.predictions.run(self._stop), name="predict"))
         if self.settings.redis.enabled:
             work.append(asyncio.create_task(self._watch_cache(), name="cache"))
         if self.run_control_loops:

@@ -214,6 +214,24 @@ def breakers(all_breakers: Mapping[str, CircuitBreaker]) -> CheckFn:
     return check
 
 
+def predictions(standing: Callable[[], Mapping[str, float]]) -> CheckFn:
+    """Failures forecast from trends (the prediction watch's standing forecasts)."""
+
+    async def check() -> Outcome:
+        now = dict(standing())
+        detail = {name: {"eta_s": round(eta, 1)} for name, eta in now.items()}
+        if now:
+            soonest = min(now, key=now.__getitem__)
+            return Outcome(
+                "degraded",
+                detail,
+                f"{len(now)} failure(s) forecast; soonest {soonest} in {now[soonest]:.0f} s",
+            )
+        return Outcome("ok", detail)
+
+    return check
+
+
 def spool(s: Spool) -> CheckFn:
     async def check() -> Outcome:
         st = s.stats()

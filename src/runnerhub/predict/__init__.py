@@ -1,0 +1,1 @@
+"""Predictive failure detection: short metric histories, trends extrapolated to a limit."""
