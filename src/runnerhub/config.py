@@ -334,6 +334,9 @@ class RemediationSettings(_Strict):
     zombie_grace_s: float = Field(default=120.0, ge=0)  # alive this long after its job ended
     prune_logs: bool = True
     prune_below_free_fraction: float = Field(default=0.05, ge=0, lt=1)
+    # A leader that cannot reach the database this long hands over to a follower that can.
+    step_down_when_degraded: bool = True
+    step_down_after_s: float = Field(default=10.0, gt=0)
 
 
 class CircuitBreakerSettings(_Strict):

@@ -69,6 +69,9 @@ class NodeContext:
     cache_replication: dict[str, Any] | None = None  # Redis INFO replication, as last read
     live: LiveHub | None = None  # live events for dashboards (set by the node)
     health: HealthMonitor | None = None  # background health checks (set by the node)
+    # Other nodes and their URLs, as the leader last read them (usable when the database
+    # is not: a degraded leader looks for a healthy successor over HTTP).
+    peers: dict[str, str] = field(default_factory=dict)
     draining: bool = False
 
     @property

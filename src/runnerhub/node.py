@@ -37,7 +37,7 @@ from runnerhub.control.listener import listen
 from runnerhub.control.loop import ControlLoop
 from runnerhub.control.nodewatch import NodeWatch
 from runnerhub.control.reconciler import Reconciler
-from runnerhub.control.remediation import Remediation
+from runnerhub.control.remediation import Remediation, StepDownWhenDegraded
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import Term
@@ -141,12 +141,15 @@ class Node:
         self.node_watch = NodeWatch(self.ctx, self.incidents)
         logs = [runner_state_dir(settings) / "logs"] if "process" in self.backends else []
         self.remediation = Remediation(self.ctx, self.backends, logs)
+        self.peer_http = httpx.AsyncClient(timeout=1.0)
+        self.step_down = StepDownWhenDegraded(self.ctx, self.peer_http)
         self.loops: list[ControlLoop] = [
             self.scheduler,
             self.janitor,
             self.reconciler,
             self.node_watch,
             self.remediation,
+            self.step_down,
         ]
         self.run_control_loops = run_control_loops
         self.elector: Elector | None = None
@@ -544,6 +547,7 @@ class Node:
             await self.elector.store.close()
         await self.github.aclose()
         await self.health_http.aclose()
+        await self.peer_http.aclose()
         await self.cache.close()
         await self.db.close()
         log.info("node stopped", node=self.settings.node.id)

@@ -29,6 +29,9 @@ class NodeWatch(ControlLoop):
         async with self.ctx.db.connection(2.0) as conn:
             rows = await fencing.nodes(conn)
         me = self.ctx.settings.node.id
+        self.ctx.peers = {
+            r["id"]: r["url"] for r in rows if r["id"] != me and r["url"] and not r["draining"]
+        }
         for r in rows:
             if r["id"] == me:
                 continue

@@ -15,6 +15,10 @@ end), and is recorded in the events table (`remediation.<action>`) and counted
   `prune_below_free_fraction` free, logs of runners that are gone are deleted, oldest
   first, until it has enough again (logs of live runners are kept).
 
+- **A degraded leader** (`StepDownWhenDegraded`): one that has not reached the database
+  for `step_down_after_s` while a follower's /health says it does hands leadership to that
+  follower (the handoff of `runnerhub leader handoff`).
+
 Already handled elsewhere, not here: a job whose runner died before starting it gets a new
 runner from the scheduler (it has no live runner any more); registrations no runner uses
 are removed by the janitor and the reconciler's sweep.
@@ -29,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 from prometheus_client import Counter
 
@@ -199,3 +204,76 @@ async def _job_states(conn: Conn, ids: set[int | None]) -> dict[int, dict[str, A
         "SELECT id, state, completed_at FROM jobs WHERE id = ANY(%s)", (wanted,)
     )
     return {int(r["id"]): r for r in await cur.fetchall()}
+
+
+# Checks in a row (a second apart) that must see this node failing and the same follower
+# fine before the handoff.
+CONFIRMATIONS = 3
+
+
+class StepDownWhenDegraded(ControlLoop):
+    """A leader whose own database access has failed for `step_down_after_s` hands over to
+    a follower whose /health says its database is fine (a network fault between this node
+    and PostgreSQL, not an outage of PostgreSQL: then nobody could do better, and nobody is
+    asked). Runs every second on the leader; needs etcd, not the database."""
+
+    name = "stepdown"
+
+    def __init__(self, ctx: NodeContext, http: httpx.AsyncClient) -> None:
+        super().__init__(interval_s=1.0)
+        self.ctx = ctx
+        self.http = http
+        self.settings = ctx.settings.remediation
+        self.budget = ActionBudget(self.settings.max_actions_per_hour)
+        self._failing_since: float | None = None
+        self._candidate: str | None = None  # the healthy follower seen, and how many times
+        self._streak = 0
+
+    async def cycle(self) -> None:
+        health = self.ctx.health
+        if not (self.settings.enabled and self.settings.step_down_when_degraded) or not health:
+            return
+        result = health.result("database")
+        now = time.monotonic()
+        if result is None or result.status != "failing":
+            self._failing_since = None
+            self._candidate, self._streak = None, 0
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < self.settings.step_down_after_s:
+            return
+        target = await self._healthy_follower()
+        if target is None or target != self._candidate:
+            # Nobody reaches the database either (PostgreSQL itself is down), or a follower
+            # just did: after a PostgreSQL failover the nodes reconnect a second or two
+            # apart, and that is no reason to change leaders. Wait for it to hold.
+            self._candidate, self._streak = target, 1 if target else 0
+            return
+        self._streak += 1
+        if self._streak < CONFIRMATIONS:
+            return
+        if not self.budget.take(now):
+            REMEDIATIONS_SKIPPED.labels("step_down").inc()
+            return
+        log.warning(
+            "remediation",
+            action="step_down",
+            to=target,
+            reason=f"database unreachable from here for {now - self._failing_since:.0f} s",
+        )
+        await self.ctx.leadership.request_handoff(target)
+        REMEDIATIONS.labels("step_down").inc()
+        self._failing_since = None
+        self._candidate, self._streak = None, 0
+
+    async def _healthy_follower(self) -> str | None:
+        for node, url in sorted(self.ctx.peers.items()):
+            try:
+                r = await self.http.get(f"{url}/health", timeout=0.5)
+                checks = r.json()["checks"]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+            if checks.get("database", {}).get("status") == "ok":
+                return node
+        return None
