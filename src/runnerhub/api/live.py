@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from runnerhub.live.hub import LiveHub, encode_event
+from runnerhub.live.hub import LiveHub, encode_event, kind_matches
 from runnerhub.store import events as event_store
 from runnerhub.store.db import Pool
 
@@ -25,10 +25,6 @@ REPLAY_LIMIT = 1000
 def sse(event: dict[str, Any]) -> bytes:
     data = json.dumps(event, separators=(",", ":"), default=str)
     return f"id: {event['id']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
-
-
-def _wanted(kinds: tuple[str, ...], kind: str) -> bool:
-    return not kinds or kind.startswith(kinds)
 
 
 async def event_stream(
@@ -43,7 +39,7 @@ async def event_stream(
                 rows = await event_store.read_after(conn, after, REPLAY_LIMIT)
             for row in rows:
                 replayed.add(row["id"])
-                if _wanted(kinds, row["kind"]):
+                if kind_matches(kinds, row["kind"]):
                     yield sse(encode_event(row))
         while True:
             try:

@@ -62,14 +62,9 @@ class SharedRateLimits:
             return
         self._shared_at[bucket] = now
         ttl = min(MAX_TTL_S, max(1.0, limit.reset - now_wall))
-        value = {
-            "resource": limit.resource,
-            "limit": limit.limit,
-            "remaining": limit.remaining,
-            "reset": limit.reset,
-            "used": limit.used,
-        }
-        await self._cache.set(self._prefix + "window:" + bucket, json.dumps(value).encode(), ttl)
+        await self._cache.set(
+            self._prefix + "window:" + bucket, json.dumps(limit.as_json()).encode(), ttl
+        )
         if limit.remaining == 0:
             await self.share_pause(bucket, limit.reset, False, limit.reset, now_wall)
 
@@ -78,15 +73,8 @@ class SharedRateLimits:
         if raw is None:
             return None
         try:
-            v = json.loads(raw)
-            return RateLimit(
-                resource=str(v["resource"]),
-                limit=int(v["limit"]),
-                remaining=int(v["remaining"]),
-                reset=float(v["reset"]),
-                used=None if v.get("used") is None else int(v["used"]),
-            )
-        except (ValueError, KeyError, TypeError):
+            return RateLimit.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None  # written by another version, or damaged: as good as absent
 
     async def share_pause(

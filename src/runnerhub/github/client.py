@@ -298,14 +298,8 @@ class GitHubClient:
         windows = {}
         for name, w in resources.items():
             try:
-                windows[str(name)] = RateLimit(
-                    resource=str(name),
-                    limit=int(w["limit"]),
-                    remaining=int(w["remaining"]),
-                    reset=float(w["reset"]),
-                    used=int(w["used"]) if w.get("used") is not None else None,
-                )
-            except (KeyError, TypeError, ValueError):
+                windows[str(name)] = RateLimit.from_json(w, resource=str(name))
+            except (KeyError, TypeError, ValueError, AttributeError):
                 continue  # a resource we cannot read says nothing about the others
         return windows
 

@@ -49,6 +49,28 @@ class RateLimit:
     def reset_at(self) -> datetime:
         return datetime.fromtimestamp(self.reset, UTC)
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "resource": self.resource,
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "reset": self.reset,
+            "used": self.used,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object], resource: str | None = None) -> RateLimit:
+        """From `as_json()` or a window of `GET /rate_limit`; KeyError, TypeError or
+        ValueError when it is not one."""
+        used = data.get("used")
+        return cls(
+            resource=resource or str(data["resource"]),
+            limit=int(data["limit"]),  # type: ignore[call-overload]
+            remaining=int(data["remaining"]),  # type: ignore[call-overload]
+            reset=float(data["reset"]),  # type: ignore[arg-type]
+            used=None if used is None else int(used),  # type: ignore[call-overload]
+        )
+
 
 @dataclass(frozen=True)
 class Throttle:

@@ -91,6 +91,11 @@ def decode_batch(payload: bytes) -> list[dict[str, Any]]:
     return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), int)]
 
 
+def kind_matches(kinds: tuple[str, ...], kind: object) -> bool:
+    """An event kind against a filter of prefixes (none: everything)."""
+    return not kinds or (isinstance(kind, str) and kind.startswith(kinds))
+
+
 class Subscription:
     """One live stream's queue; `dropped` counts what it missed by being slow."""
 
@@ -103,8 +108,7 @@ class Subscription:
     def wants(self, event: dict[str, Any]) -> bool:
         if event["id"] <= self.after:
             return False
-        kind = event.get("kind")
-        return not self.kinds or (isinstance(kind, str) and kind.startswith(self.kinds))
+        return kind_matches(self.kinds, event.get("kind"))
 
     def offer(self, event: dict[str, Any]) -> None:
         try:
