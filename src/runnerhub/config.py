@@ -337,6 +337,10 @@ class RemediationSettings(_Strict):
     # A leader that cannot reach the database this long hands over to a follower that can.
     step_down_when_degraded: bool = True
     step_down_after_s: float = Field(default=10.0, gt=0)
+    # A PostgreSQL replica that runs without streaming this long is rebuilt by Patroni
+    # (needs health.patroni_urls).
+    reinit_stalled_replicas: bool = True
+    reinit_after_s: float = Field(default=120.0, gt=0)
 
 
 class CircuitBreakerSettings(_Strict):
@@ -376,6 +380,10 @@ class HealthSettings(_Strict):
     github_interval_s: float = Field(default=5.0, gt=0)  # GET /rate_limit costs no budget
     # Patroni REST APIs (http://host:8008), to report every PostgreSQL member.
     patroni_urls: list[str] = Field(default_factory=list)
+    # Patroni's restapi.authentication, when it has one: only remediation's requests to
+    # reinitialise a replica need it (reading the cluster does not).
+    patroni_username: str | None = None
+    patroni_password: SecretStr | None = None
 
     @field_validator("patroni_urls")
     @classmethod
@@ -384,6 +392,12 @@ class HealthSettings(_Strict):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} must start with http:// or https://")
         return [u.rstrip("/") for u in v]
+
+    @model_validator(mode="after")
+    def _patroni_auth(self) -> HealthSettings:
+        if (self.patroni_username is None) != (self.patroni_password is None):
+            raise ValueError("patroni_username and patroni_password go together")
+        return self
 
 
 class LogSettings(_Strict):

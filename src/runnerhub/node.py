@@ -37,6 +37,7 @@ from runnerhub.control.listener import listen
 from runnerhub.control.loop import ControlLoop
 from runnerhub.control.nodewatch import NodeWatch
 from runnerhub.control.reconciler import Reconciler
+from runnerhub.control.reinit import ReinitStalledReplicas
 from runnerhub.control.remediation import Remediation, StepDownWhenDegraded
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github.client import GitHubClient
@@ -143,6 +144,7 @@ class Node:
         self.remediation = Remediation(self.ctx, self.backends, logs)
         self.peer_http = httpx.AsyncClient(timeout=1.0)
         self.step_down = StepDownWhenDegraded(self.ctx, self.peer_http)
+        self.reinit = ReinitStalledReplicas(self.ctx, self.peer_http)
         self.loops: list[ControlLoop] = [
             self.scheduler,
             self.janitor,
@@ -150,6 +152,7 @@ class Node:
             self.node_watch,
             self.remediation,
             self.step_down,
+            self.reinit,
         ]
         self.run_control_loops = run_control_loops
         self.elector: Elector | None = None

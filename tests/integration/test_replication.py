@@ -1,21 +1,29 @@
-"""Replication monitoring against a real Patroni pair (primary + synchronous replica): the
-state RunnerHub reads from pg_stat_replication, and a replica flagged once it falls behind
-(its replay process frozen while the primary keeps writing)."""
+"""Replication monitoring and repair against a real Patroni pair (primary + synchronous
+replica): the state RunnerHub reads from pg_stat_replication; a replica flagged once it
+falls behind (its replay process frozen while the primary keeps writing); and a replica
+that can no longer stream (the WAL it needs recycled while it was down) reinitialised by
+the leader's remediation, which leaves a healthy pair alone."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from runnerhub.cluster import chaos
 from runnerhub.cluster.etcd import LocalEtcd
 from runnerhub.cluster.patroni import LocalPatroni
+from runnerhub.node import Node
 from runnerhub.store.db import connect
 from runnerhub.store.replication import read_status
 from runnerhub.waiting import wait_until
+from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +31,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPatroni]:
     base = tmp_path_factory.mktemp("replication")
     etcd = LocalEtcd(base / "etcd", members=1)
     etcd.start()
-    pg = LocalPatroni(base / "patroni", etcd.endpoints, members_count=2)
+    # Little WAL kept for a replica that is away, so that one can fall past it quickly.
+    keep = {"wal_keep_size": "16MB", "max_slot_wal_keep_size": "32MB"}
+    pg = LocalPatroni(base / "patroni", etcd.endpoints, members_count=2, parameters=keep)
     try:
         pg.start()
         yield pg
@@ -77,3 +87,101 @@ async def test_a_replica_whose_replay_stalls_is_flagged(pair: LocalPatroni) -> N
 
     await wait_until(caught_up, 20, "the replica to catch up", interval_s=0.2)
     await writer.close()
+
+
+def reinits() -> float:
+    sample = {"action": "reinit_replica"}
+    return REGISTRY.get_sample_value("runnerhub_remediations_total", sample) or 0.0
+
+
+def stalled_s(replica: str) -> float:
+    sample = {"replica": replica}
+    return REGISTRY.get_sample_value("runnerhub_postgres_replica_stalled_seconds", sample) or 0.0
+
+
+def pg_log(pair: LocalPatroni, member: str) -> str:
+    logs = pair.run_dir / f"{member}-log"
+    return "".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
+
+
+def reinit_events(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT subject FROM events WHERE kind = 'remediation.reinit_replica' ORDER BY id"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
+    pair: LocalPatroni, tmp_path: Path
+) -> None:
+    dsn = pair.create_database("reinit")
+    node = Node(
+        make_settings(
+            dsn,
+            node={"id": "reinit", "state_dir": str(tmp_path / "node")},
+            database={"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4, "connect_timeout_s": 2},
+            health={
+                "interval_s": 0.5,
+                "timeout_s": 0.5,
+                "github_interval_s": 60,
+                "patroni_urls": [m.api_url for m in pair.members],
+            },
+            remediation={"interval_s": 0.5, "reinit_after_s": 4},
+            pools=[],
+        )
+    )
+    before = reinits()
+    await node.start()
+    try:
+        primary = pair.primary()
+        assert primary is not None
+        [replica] = [m for m in pair.members if m is not primary]
+        # Healthy: well past reinit_after_s, nothing is asked of Patroni.
+        await wait_until(lambda: node.reinit.cycles >= 20, 30, "the check to run a while")
+        assert reinits() == before and reinit_events(dsn) == []
+        assert stalled_s(replica.name) == 0
+
+        # The fault: the replica's machine dies; while it is down the primary writes more
+        # than it keeps for it, so its slot is given up and the WAL it needs recycled.
+        pair.kill_member(replica)
+        with psycopg.connect(pair.dsn(), autocommit=True) as conn:
+            conn.execute("SET synchronous_commit = local")  # the sync replica is gone
+            conn.execute("CREATE TABLE IF NOT EXISTS outage (n int)")
+            for n in range(8):
+                conn.execute("INSERT INTO outage VALUES (%s)", (n,))
+                conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+            slots = conn.execute("SELECT wal_status FROM pg_replication_slots").fetchall()
+        assert all(s[0] == "lost" for s in slots), slots
+        pair.start_member(replica)
+        # It runs, and asks for WAL the primary no longer has: it cannot stream by itself.
+        await wait_until(
+            lambda: "has already been removed" in pg_log(pair, replica.name),
+            30,
+            "the replica to ask for recycled WAL",
+        )
+        started = time.monotonic()
+        await wait_until(lambda: stalled_s(replica.name) > 0, 20, "the stall to be timed")
+        await wait_until(lambda: reinits() > before, 30, "the leader to ask for a reinit")
+        asked_after = time.monotonic() - started
+        assert reinit_events(dsn) == [f"postgres:{replica.name}"]
+
+        def streaming() -> bool:
+            with psycopg.connect(pair.dsn(), autocommit=True) as conn:
+                rows = conn.execute("SELECT application_name, state FROM pg_stat_replication")
+                return (replica.name, "streaming") in rows.fetchall()
+
+        await wait_until(streaming, 60, "the rebuilt replica to stream", interval_s=0.5)
+        # It holds what was written while it was away.
+        replica_dsn = pair.dsn().replace("target_session_attrs=read-write", "")
+        replica_dsn = replica_dsn.replace(f"port={pair.ports}", f"port={replica.pg_port}")
+        replica_dsn = replica_dsn.replace(f"host={pair.hosts}", "host=127.0.0.1")
+        with psycopg.connect(replica_dsn) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            assert conn.execute("SELECT count(*) FROM outage").fetchone() == (8,)
+        await wait_until(lambda: stalled_s(replica.name) == 0, 10, "the stall gauge to clear")
+        assert reinits() == before + 1  # asked once
+        assert asked_after < 4 + 3, asked_after  # reinit_after_s, plus a check or two
+    finally:
+        await node.stop()

@@ -121,3 +121,14 @@ def test_health_settings_default_and_a_bad_patroni_url_is_named(tmp_path: Path) 
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert "health.patroni_urls" in str(info.value) and "must start with http" in str(info.value)
+
+
+def test_patroni_credentials_go_together_and_stay_secret(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "health: {patroni_username: patroni}\n")
+    with pytest.raises(ConfigError, match="patroni_username and patroni_password go together"):
+        load_settings(path)
+    auth = "health: {patroni_username: patroni, patroni_password: pat-r0ni-pw}\n"
+    s = load_settings(write(tmp_path, VALID + auth))
+    assert s.health.patroni_password is not None
+    assert "pat-r0ni-pw" not in repr(s) + str(s.model_dump())
+    assert (s.remediation.reinit_stalled_replicas, s.remediation.reinit_after_s) == (True, 120.0)

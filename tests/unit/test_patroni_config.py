@@ -39,6 +39,15 @@ def test_synchronous_mode_rewind_and_etcd3_by_default() -> None:
     assert auth["superuser"]["password"] == "su" and auth["replication"]["password"] == "rep"
 
 
+def test_a_gone_replica_cannot_fill_the_primary_and_parameters_can_be_overridden() -> None:
+    params = config()["bootstrap"]["dcs"]["postgresql"]["parameters"]  # type: ignore[index]
+    assert params["max_slot_wal_keep_size"] == "2GB"
+    small = config(parameters={"wal_keep_size": "16MB", "max_slot_wal_keep_size": "32MB"})
+    params = small["bootstrap"]["dcs"]["postgresql"]["parameters"]  # type: ignore[index]
+    assert params["wal_keep_size"] == "16MB" and params["max_slot_wal_keep_size"] == "32MB"
+    assert params["wal_level"] == "replica"  # the rest kept
+
+
 @pytest.mark.parametrize(
     ("timing", "message"),
     [

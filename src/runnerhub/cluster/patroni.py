@@ -24,7 +24,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +105,10 @@ def render_config(
     credentials: Credentials,
     timing: Timing,
     synchronous_mode: bool = True,
+    parameters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One member's Patroni configuration (pure: the tests check it without Patroni)."""
+    """One member's Patroni configuration (pure: the tests check it without Patroni).
+    `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section."""
     timing.validate()
     return {
         "scope": scope,
@@ -134,7 +136,12 @@ def render_config(
                         "max_wal_senders": 10,
                         "max_replication_slots": 10,
                         "wal_keep_size": "256MB",
+                        # A slot of a replica that is gone must not fill the primary's
+                        # disk: past this much WAL it is given up, and the replica, which
+                        # can no longer stream, is reinitialised (docs/operations.md).
+                        "max_slot_wal_keep_size": "2GB",
                         "max_connections": 200,
+                        **(parameters or {}),
                     },
                 },
             },
@@ -235,6 +242,7 @@ class LocalPatroni:
     namespace: str = "/runnerhub-pg/"
     timing: Timing = field(default_factory=Timing)
     synchronous_mode: bool = True
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # PostgreSQL, cluster-wide
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -301,6 +309,7 @@ class LocalPatroni:
                 credentials=self.credentials,
                 timing=self.timing,
                 synchronous_mode=self.synchronous_mode,
+                parameters=self.parameters,
             )
             m.config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
             os.chmod(m.config_file, 0o600)

@@ -92,6 +92,9 @@ def patroni(urls: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
                 "state": m.get("state"),
                 "timeline": m.get("timeline"),
                 "lag": m.get("lag"),
+                "host": m.get("host"),
+                "port": m.get("port"),
+                "api_url": m.get("api_url"),
             }
             for m in body.get("members", [])
         ]

@@ -1,0 +1,111 @@
+"""Which PostgreSQL replica to reinitialise: pure decision, no I/O.
+
+A replica whose PostgreSQL runs (Patroni reports it `running`) but which has no WAL stream
+from the primary (it is missing from the primary's `pg_stat_replication`) for `after_s`
+will not catch up by itself: the usual cause is that the WAL it needs is gone (its slot
+given up past `max_slot_wal_keep_size`, or recycled while it was down), and it asks for it
+again every few seconds, forever. Patroni's reinitialise (a fresh base backup from the
+primary) is the fix. A replica that is catching up *is* streaming and is left alone, as is
+one that is starting, stopped or already being rebuilt.
+
+Only act on a consistent picture: one running leader, and the streaming list read on that
+same leader. During a failover (no leader, a new leader, the list read elsewhere) nothing
+is timed, so replicas that reconnect to a new primary are never mistaken for stalled ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+LEADER_ROLES = ("leader", "master", "standby_leader")
+# PostgreSQL is up on the member (Patroni 3 says `running`; later versions `streaming`,
+# which they only say when it does, but the primary's view is what counts here).
+UP_STATES = ("running", "streaming")
+# A rebuild is under way: never ask for a second one.
+REBUILDING_STATES = ("creating replica", "running custom bootstrap script")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: str
+    state: str
+    address: str | None  # host:port of its PostgreSQL
+    api_url: str | None  # its Patroni REST API (the `api_url` of GET /cluster)
+    timeline: int | None = None
+
+
+@dataclass(frozen=True)
+class PrimaryView:
+    """What the primary said: who streams from it, and which server said it."""
+
+    streaming: Collection[str]  # application names in pg_stat_replication
+    server: str  # host:port, as the server names itself
+    timeline: int | None
+
+    def is_from(self, leader: Member) -> bool:
+        # By address; failing that (Patroni may name hosts, PostgreSQL says its IP) by
+        # timeline: a primary read with target_session_attrs=read-write on the leader's
+        # timeline is the leader.
+        return leader.address == self.server or (
+            leader.timeline is not None and leader.timeline == self.timeline
+        )
+
+
+@dataclass(frozen=True)
+class Stalled:
+    member: Member
+    for_s: float  # how long it has had no stream
+
+
+class StalledReplicas:
+    """Times each running replica's absence from the primary's streaming list."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._since: dict[str, float] = {}
+        self._leader: str | None = None
+
+    def stalled(self, now: float) -> dict[str, float]:
+        """Every replica without a stream now, and for how long (for metrics)."""
+        return {name: now - t for name, t in self._since.items()}
+
+    def observe(
+        self, members: Sequence[Member] | None, primary: PrimaryView | None, now: float
+    ) -> Stalled | None:
+        """Patroni's members and the primary's view, read about now. Returns the replica
+        to reinitialise, if one is due (at most one at a time)."""
+        leaders = [m for m in members or () if m.role in LEADER_ROLES and m.state in UP_STATES]
+        if members is None or primary is None or len(leaders) != 1:
+            self._reset(None)
+            return None
+        [leader] = leaders
+        if not primary.is_from(leader):
+            self._reset(None)
+            return None
+        if leader.name != self._leader:
+            self._reset(leader.name)
+            return None
+        streaming = primary.streaming
+        replicas = [m for m in members if m.role not in LEADER_ROLES]
+        if any(m.state in REBUILDING_STATES for m in replicas):
+            self._since.clear()
+            return None
+        up = {m.name: m for m in replicas if m.state in UP_STATES}
+        for name in list(self._since):
+            if name not in up or name in streaming:
+                del self._since[name]
+        for name in up:
+            if name not in streaming:
+                self._since.setdefault(name, now)
+        due = [(t, name) for name, t in self._since.items() if now - t >= self.after_s]
+        if not due:
+            return None
+        since, name = min(due)
+        self._since[name] = now  # timed afresh: it gets `after_s` to show the rebuild worked
+        return Stalled(up[name], now - since)
+
+    def _reset(self, leader: str | None) -> None:
+        self._since.clear()
+        self._leader = leader
