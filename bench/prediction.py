@@ -9,9 +9,13 @@ dependencies, feeding one `runnerhub.predict.forecast.Detector`:
 
 - failing (labelled): a directory filling up to its size limit (a writer process), a process
   leaking memory up to its limit (its RSS from /proc), a server whose latency ramps up to the
-  timeout (real HTTP requests) — at several rates, with noise;
+  timeout (real HTTP requests), a server failing a growing share of requests (the error rate
+  over RunnerHub's one-minute window), a PostgreSQL replica whose link to the primary is throttled
+  below the primary's WAL rate (its replay lag, from the primary's pg_stat_replication, as
+  RunnerHub reads it) — at several rates, with noise;
 - healthy (labelled): the same with ordinary noise, a directory rotated when it grows, a
-  burst of writes or allocations that is released again, a latency spike that recedes.
+  burst of writes or allocations that is released again, a latency spike that recedes, a
+  burst of errors that passes, a replica whose link stalls for a while and then catches up.
 
 A failing scenario ends when its value reaches the limit (the failure). Recall counts
 failures predicted at least `--lead` seconds ahead (60 s in the full form); precision is
@@ -29,7 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import http.server
+import math
 import os
 import random
 import shutil
@@ -38,17 +45,29 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
+from runnerhub.cluster.postgres import LocalPostgres
 from runnerhub.predict.forecast import Detector, ForecastPolicy
+from runnerhub.predict.rates import ErrorRate
+from runnerhub.store.db import Conn, connect
+from runnerhub.store.replication import read_status
 from runnerhub.waiting import wait_until
 
 MB = 1024 * 1024
 HERE = str(Path(__file__).resolve())
 WARMUP_S = 10.0  # scenario seconds before the first sample
+ERROR_BASE = 0.02  # the share of requests an error scenario's server fails when healthy
+ERROR_LIMIT = 0.5  # half the calls failing: down (RunnerHub's predict.error_rate_limit)
+ERROR_CALLS = 4  # calls per scenario second
+# A replica's lag is in real seconds, which the short form's x10 makes tens of scenario
+# seconds: give its link time to settle.
+REPLICATION_WARMUP_S = 30.0
 TICK_REAL_S = 0.05  # a workload acts this often, in real time, at every scale
 
 
@@ -124,6 +143,13 @@ def workload_memory(rate: float, pattern: str, scale: float, seed: int) -> None:
         time.sleep(TICK_REAL_S)
 
 
+def publish_port(port_file: Path, port: int) -> None:
+    """Atomically: the bench reads the file as soon as it exists."""
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(port))
+    tmp.rename(port_file)
+
+
 def workload_latency(port_file: Path, ramp: float, pattern: str, scale: float, seed: int) -> None:
     """An HTTP server whose answers take longer and longer (`ramp` s per scenario second),
     or jitter. Answer times are real seconds at every scale: what a client measures includes
@@ -149,7 +175,37 @@ def workload_latency(port_file: Path, ramp: float, pattern: str, scale: float, s
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_file.write_text(str(server.server_address[1]))
+    publish_port(port_file, server.server_address[1])
+    server.serve_forever()
+
+
+def workload_errors(port_file: Path, ramp: float, pattern: str, scale: float, seed: int) -> None:
+    """An HTTP server that fails a growing share of requests (`ramp` per scenario second
+    on top of 2 %), or 2 % with a burst of 30 % that passes."""
+    rng = random.Random(seed)
+    began = time.monotonic()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a client's calls reuse its connection
+
+        def do_GET(self) -> None:
+            t = (time.monotonic() - began) / scale
+            share = ERROR_BASE
+            if pattern == "ramp":
+                share += ramp * t
+            elif pattern == "burst" and 60 <= t < 80:
+                share = 0.3
+            self.send_response(500 if rng.random() < share else 200)
+            self.send_header("x-injected-error-rate", f"{share:.4f}")  # the ground truth
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    publish_port(port_file, server.server_address[1])
     server.serve_forever()
 
 
@@ -170,6 +226,7 @@ class Scenario:
     threshold_alarm: float | None = None
     failed_at: float | None = None
     samples: int = 0
+    began: float | None = None  # monotonic, when its scenario clock started
 
     def policy(self) -> ForecastPolicy:
         return ForecastPolicy(
@@ -212,6 +269,32 @@ def corpus(seeds: int) -> list[Scenario]:
                     f"latency-ramp-{ramp}-s{seed}", "latency", "ramp", ramp, True, 0.5, seed, 400
                 )
             )
+        for ramp in (0.0015, 0.002, 0.003):  # half the calls fail after ~320, 240, 160 s
+            out.append(
+                Scenario(
+                    f"errors-ramp-{ramp}-s{seed}",
+                    "errors",
+                    "ramp",
+                    ramp,
+                    True,
+                    ERROR_LIMIT,
+                    seed,
+                    400,
+                )
+            )
+        for growth in (0.45, 0.7):  # the link passes 55 % / 30 % of the WAL: 120 s behind
+            out.append(  # after ~270 / 170 s
+                Scenario(
+                    f"replication-throttled-{growth}-s{seed}",
+                    "replication",
+                    "throttled",
+                    growth,
+                    True,
+                    LAG_LIMIT_S,
+                    seed,
+                    400,
+                )
+            )
         for pattern in ("steady", "rotate", "burst"):
             out.append(
                 Scenario(
@@ -225,6 +308,25 @@ def corpus(seeds: int) -> list[Scenario]:
         for pattern in ("jitter", "spike"):
             out.append(
                 Scenario(f"latency-{pattern}-s{seed}", "latency", pattern, 0, False, 0.5, seed, 150)
+            )
+        for pattern in ("steady", "burst"):
+            out.append(
+                Scenario(
+                    f"errors-{pattern}-s{seed}", "errors", pattern, 0, False, ERROR_LIMIT, seed, 150
+                )
+            )
+        for pattern in ("steady", "stall"):
+            out.append(
+                Scenario(
+                    f"replication-{pattern}-s{seed}",
+                    "replication",
+                    pattern,
+                    0,
+                    False,
+                    LAG_LIMIT_S,
+                    seed,
+                    180,
+                )
             )
     return out
 
@@ -250,7 +352,18 @@ def dir_size(path: Path) -> float:
     return float(total)
 
 
-async def run(s: Scenario, scale: float, work: Path, sample_s: float) -> None:
+async def run(s: Scenario, scale: float, work: Path, sample_s: float, rig: ReplicationRig) -> None:
+    """Start the scenario's workload, then sample it once a scenario second."""
+    if s.kind == "replication":
+        # Start the clock once the other workloads run: the start of dozens of processes
+        # stalls the links a few real seconds, which would show as lag to a throttled one.
+        await wait_until(lambda: rig.others_started(), 60, "the other scenarios to start")
+        conn = await connect(rig.primary.dsn(), autocommit=True)
+        try:
+            await watch(s, scale, sample_s, lambda: replica_lag(conn, s.name, scale))
+        finally:
+            await conn.close()
+        return
     base = [
         sys.executable,
         HERE,
@@ -273,54 +386,250 @@ async def run(s: Scenario, scale: float, work: Path, sample_s: float) -> None:
     )
     client = httpx.AsyncClient(timeout=30)
     try:
-        if s.kind == "latency":
+        if s.kind in ("latency", "errors"):
             await wait_until(port_file.exists, 30, "the scenario's server", interval_s=0.01)
             url = f"http://127.0.0.1:{port_file.read_text()}/"
         if s.kind == "memory":
             await asyncio.sleep(0.5 * scale)  # past the interpreter's start-up
             first = rss(proc.pid) or 0.0
             s.limit = first + 100 * MB  # the process's memory limit: 100 MB above its start
-        detector = Detector(s.name, s.policy())
-        began = time.monotonic()
-        raised = False
-        over = 0
-        truth = 0.0
-        while True:
-            t = (time.monotonic() - began) / scale
-            if t >= s.duration_s:
-                return
-            if t < WARMUP_S:  # the workload and its first connections settle
-                await asyncio.sleep(sample_s * scale)
-                continue
+
+        # RunnerHub's own error-rate window (predict.rates), on the scenario's clock.
+        errors = ErrorRate(clock=lambda: (time.monotonic() - (s.began or 0.0)) / scale)
+
+        async def read() -> tuple[float, float] | None:
+            if s.kind == "errors":  # a few calls a second, as a node makes them
+                for _ in range(ERROR_CALLS):
+                    answer = await client.get(url)
+                    errors.record(ok=answer.status_code < 500)
+                share = errors.rate()
+                truth = float(answer.headers["x-injected-error-rate"])
+                return None if share is None else (share, truth)
             if s.kind == "disk":  # in a thread: a large directory must not stall the loop
                 value = await asyncio.to_thread(dir_size, directory)
-            elif s.kind == "memory":
+                return value, value
+            if s.kind == "memory":
                 value = rss(proc.pid) or 0.0
-            else:
-                sent = time.monotonic()
-                answer = await client.get(url)
-                value = time.monotonic() - sent  # what a client sees: forecast from this
-                truth = float(answer.headers["x-injected-delay"])
-            s.samples += 1
-            eta = detector.observe(t, value)
-            if eta is not None and not raised:
-                s.alarms.append(t)
-            raised = eta is not None
-            if s.threshold_alarm is None and value >= 0.8 * s.limit:
-                s.threshold_alarm = t
-            # The failure is the ground truth reaching the limit: for latency, the delay the
-            # server really adds (a loaded machine's slow answer is noise, not the failure).
-            failed = (truth if s.kind == "latency" else value) >= s.limit
-            over = over + 1 if failed else 0
-            if s.failing and over >= 2:
-                s.failed_at = t
-                return
-            await asyncio.sleep(sample_s * scale)
+                return value, value
+            sent = time.monotonic()
+            answer = await client.get(url)
+            # What a client sees is forecast; the failure is the delay the server really
+            # adds (a loaded machine's slow answer is noise, not the failure).
+            return time.monotonic() - sent, float(answer.headers["x-injected-delay"])
+
+        await watch(s, scale, sample_s, read)
     finally:
         proc.kill()
         await proc.wait()
         await client.aclose()
         await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+
+
+async def watch(
+    s: Scenario,
+    scale: float,
+    sample_s: float,
+    read: Callable[[], Awaitable[tuple[float, float] | None]],
+) -> None:
+    """Feed one Detector with (forecast value, ground truth) samples until the scenario
+    ends or fails (the truth at its limit twice in a row)."""
+    detector = Detector(s.name, s.policy())
+    s.began = began = time.monotonic()
+    raised = False
+    over = 0
+    while True:
+        t = (time.monotonic() - began) / scale
+        if t >= s.duration_s:
+            return
+        if t < warmup_s(s):  # the workload and its first connections settle
+            await asyncio.sleep(sample_s * scale)
+            continue
+        sample = await read()
+        if sample is None:  # nothing to read this time (skipped, as RunnerHub does)
+            await asyncio.sleep(sample_s * scale)
+            continue
+        value, truth = sample
+        s.samples += 1
+        eta = detector.observe(t, value)
+        if eta is not None and not raised:
+            s.alarms.append(t)
+        raised = eta is not None
+        if s.threshold_alarm is None and value >= 0.8 * s.limit:
+            s.threshold_alarm = t
+        over = over + 1 if truth >= s.limit else 0
+        if s.failing and over >= 2:
+            s.failed_at = t
+            return
+        await asyncio.sleep(sample_s * scale)
+
+
+# -- replication: one primary, each scenario's replica behind a throttled link ----------------
+
+WAL_RATE = 8_000.0  # WAL bytes per scenario second the primary writes, steadily
+LAG_LIMIT_S = 120.0  # a replica this far behind (scenario seconds) has failed
+
+
+def warmup_s(s: Scenario) -> float:
+    return REPLICATION_WARMUP_S if s.kind == "replication" else WARMUP_S
+
+
+def link_rate(s: Scenario, scale: float) -> float:
+    """Bytes per real second the scenario's link passes from the primary to its replica."""
+    if s.began is None:
+        return math.inf  # setting up: the base backup and the first catch-up
+    t = (time.monotonic() - s.began) / scale
+    wal = WAL_RATE / scale
+    if s.pattern == "throttled":
+        return wal * (1 - s.rate)  # falls behind by `rate` seconds every second
+    if s.pattern == "stall" and 60 <= t < 75:
+        return wal * 0.3  # congested for a while, then it catches up
+    return wal * 1.6
+
+
+class Throttle:
+    """A TCP proxy in front of the primary; what flows to the replica passes at most
+    `rate()` bytes per second (a token bucket), what flows back is not held."""
+
+    def __init__(self, target_port: int, rate: Callable[[], float]) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.tokens = 0.0
+        self.last = time.monotonic()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(
+            self._pipe(up_reader, writer, throttled=True),
+            self._pipe(reader, up_writer, throttled=False),
+        )
+
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, throttled: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await src.read(8192):
+                if throttled:
+                    await self._spend(len(data))
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def _spend(self, n: int) -> None:
+        while True:
+            rate = self.rate()
+            now = time.monotonic()
+            if math.isinf(rate):
+                self.tokens, self.last = 0.0, now
+                return
+            cap = max(rate * 1.0, float(n))  # a second's worth: a busy event loop wakes late
+            self.tokens = min(self.tokens + (now - self.last) * rate, cap)
+            self.last = now
+            if self.tokens >= n:
+                self.tokens -= n
+                return
+            await asyncio.sleep(max(0.005, (n - self.tokens) / rate))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class ReplicationRig:
+    """A PostgreSQL primary writing WAL at a steady `WAL_RATE`, and one streaming replica per
+    replication scenario, each through its own `Throttle`."""
+
+    def __init__(self, work: Path, scenarios: list[Scenario], scale: float) -> None:
+        self.work = work
+        self.scenarios = [s for s in scenarios if s.kind == "replication"]
+        self.others = [s for s in scenarios if s.kind != "replication"]
+        self.scale = scale
+        self.primary = LocalPostgres(work / "primary")
+        self.replicas: list[LocalPostgres] = []
+        self.proxies: list[Throttle] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def others_started(self) -> bool:
+        return all(s.samples > 0 or s.failed_at is not None for s in self.others)
+
+    async def start(self) -> None:
+        if not self.scenarios:
+            return
+        await asyncio.to_thread(self._start_primary)
+        for s in self.scenarios:
+            proxy = Throttle(self.primary.port, functools.partial(link_rate, s, self.scale))
+            self.proxies.append(proxy)
+            port = await proxy.start()
+            replica = LocalPostgres(self.work / s.name)
+            self.replicas.append(replica)
+            await asyncio.to_thread(replica.clone_from, self.primary, port, s.name)
+            await asyncio.to_thread(replica.start)
+        self._writer = asyncio.create_task(self._write())
+        conn = await connect(self.primary.dsn(), autocommit=True)
+        try:
+
+            async def streaming() -> bool:
+                status = await read_status(conn)
+                names = {r.name for r in status.replicas if r.state == "streaming"}
+                return names >= {s.name for s in self.scenarios}
+
+            await wait_until(streaming, 60, "every replica to stream", interval_s=0.2)
+        finally:
+            await conn.close()
+
+    def _start_primary(self) -> None:
+        self.primary.init()
+        with (self.primary.data_dir / "postgresql.conf").open("a") as f:
+            # Keep every WAL segment a throttled replica still needs; no checkpoint mid-run
+            # (its full-page images would make the WAL rate uneven).
+            f.write("wal_keep_size = '4GB'\ncheckpoint_timeout = '1h'\nmax_wal_size = '8GB'\n")
+            f.write("shared_buffers = '32MB'\nmax_wal_senders = 40\n")
+        self.primary.start()
+        self.primary.wait_ready()
+        with psycopg.connect(self.primary.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS wal (payload bytea)")
+
+    async def _write(self) -> None:
+        """Keep the primary's WAL position on a straight line: WAL_RATE per scenario s."""
+        conn = await connect(self.primary.dsn(), autocommit=True)
+        try:
+            lsn = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 AS b"
+            start = (await (await conn.execute(lsn)).fetchone())["b"]  # type: ignore[index]
+            began = time.monotonic()
+            while True:
+                due = (time.monotonic() - began) * WAL_RATE / self.scale
+                done = (await (await conn.execute(lsn)).fetchone())["b"] - start  # type: ignore[index]
+                if done < due:
+                    size = int(min(due - done, 64 * 1024))
+                    await conn.execute("INSERT INTO wal VALUES (%s)", (os.urandom(size),))
+                else:
+                    await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for proxy in self.proxies:
+            proxy.close()
+        for server in [*self.replicas, self.primary]:
+            await asyncio.to_thread(server.destroy)
+
+
+async def replica_lag(conn: Conn, name: str, scale: float) -> tuple[float, float] | None:
+    """The replica's replay lag as RunnerHub reads it, in scenario seconds."""
+    status = await read_status(conn)
+    for r in status.replicas:
+        if r.name == name and r.replay_lag_s is not None:
+            lag = r.replay_lag_s / scale
+            return lag, lag
+    return None
 
 
 @dataclass
@@ -374,14 +683,29 @@ def alarms_of(s: Scenario, alarm_of: str) -> list[float]:
     return [s.threshold_alarm] if s.threshold_alarm is not None else []
 
 
-async def bench(seeds: int, scale: float, lead_s: float) -> tuple[Score, Score, int]:
-    scenarios = corpus(seeds)
+async def bench(scenarios: list[Scenario], scale: float) -> None:
     with tempfile.TemporaryDirectory(prefix="rh-bench-predict-") as tmp:
-        await asyncio.gather(*(run(s, scale, Path(tmp), sample_s=1.0) for s in scenarios))
+        rig = ReplicationRig(Path(tmp) / "pg", scenarios, scale)
+        try:
+            # Before the rest: setting up PostgreSQL loads the machine, and the short form's
+            # time runs 10x faster, so a stall of a few seconds would distort every scenario.
+            await rig.start()
+            await asyncio.gather(*(run(s, scale, Path(tmp), 1.0, rig) for s in scenarios))
+        finally:
+            await rig.stop()
+
+
+def report(title: str, forecast: Score, threshold: Score, lead_s: float) -> str:
+    lead = "-" if forecast.median_lead_s is None else f"{forecast.median_lead_s:.0f} s"
+    base_lead = "-" if threshold.median_lead_s is None else f"{threshold.median_lead_s:.0f} s"
     return (
-        score(scenarios, lead_s, "forecast"),
-        score(scenarios, lead_s, "threshold"),
-        len(scenarios),
+        f"{title}\n"
+        f"  forecast:  recall {forecast.recall:.1%} (>= {lead_s:.0f} s ahead), precision "
+        f"{forecast.precision:.1%}, {forecast.false_per_hour:.2f} false alarms per healthy hour, "
+        f"median lead {lead}\n"
+        f"  baseline (static alarm at 80% of the limit): recall {threshold.recall:.1%}, "
+        f"precision {threshold.precision:.1%}, {threshold.false_per_hour:.2f} false alarms "
+        f"per healthy hour, median lead {base_lead}"
     )
 
 
@@ -391,6 +715,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--lead", type=float, default=60.0, help="required lead, scenario s")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--only", choices=["disk", "memory", "latency", "errors", "replication"])
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--pattern", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -408,25 +733,45 @@ def main() -> int:
     if args.workload == "latency":
         workload_latency(Path(args.dir) / "port", args.rate, args.pattern, args.scale, args.seed)
         return 0
+    if args.workload == "errors":
+        workload_errors(Path(args.dir) / "port", args.rate, args.pattern, args.scale, args.seed)
+        return 0
 
     scale = 0.1 if args.short else 1.0
     began = time.monotonic()
-    forecast, threshold, n = asyncio.run(bench(args.seeds, scale, args.lead))
+    # Error-rate ramps are scored apart and not held to the targets: the issue's corpus is
+    # disk, replication, memory and latency, and their forecasts are noisier (docs say why).
+    # The short form leaves them out (their calls would load the machine it measures).
+    wanted = [
+        s
+        for s in corpus(args.seeds)
+        if (args.only is None or s.kind == args.only) and not (args.short and s.kind == "errors")
+    ]
+    asyncio.run(bench(wanted, scale))
+    gated = [s for s in wanted if s.kind != "errors"]
+    apart = [s for s in wanted if s.kind == "errors"]
+    forecast = score(gated, args.lead, "forecast")
     if args.verbose:
-        print("\n".join(forecast.detail))
-    lead = "-" if forecast.median_lead_s is None else f"{forecast.median_lead_s:.0f} s"
-    base_lead = "-" if threshold.median_lead_s is None else f"{threshold.median_lead_s:.0f} s"
+        print("\n".join(forecast.detail + score(apart, args.lead, "forecast").detail))
     print(
-        f"{n} scenarios in {time.monotonic() - began:.0f} s "
-        f"({'short, x10' if args.short else 'full'}):\n"
-        f"  forecast:  recall {forecast.recall:.1%} (>= {args.lead:.0f} s ahead), precision "
-        f"{forecast.precision:.1%}, {forecast.false_per_hour:.2f} false alarms per healthy hour, "
-        f"median lead {lead}\n"
-        f"  baseline (static alarm at 80% of the limit): recall {threshold.recall:.1%}, "
-        f"precision {threshold.precision:.1%}, {threshold.false_per_hour:.2f} false alarms "
-        f"per healthy hour, median lead {base_lead}"
+        report(
+            f"{len(gated)} scenarios in {time.monotonic() - began:.0f} s "
+            f"({'short, x10' if args.short else 'full'}):",
+            forecast,
+            score(gated, args.lead, "threshold"),
+            args.lead,
+        )
     )
-    ok = forecast.recall >= 0.95 and forecast.precision >= 0.95
+    if apart:
+        print(
+            report(
+                f"error-rate ramps, {len(apart)} scenarios (reported, not in the targets):",
+                score(apart, args.lead, "forecast"),
+                score(apart, args.lead, "threshold"),
+                args.lead,
+            )
+        )
+    ok = not gated or (forecast.recall >= 0.95 and forecast.precision >= 0.95)
     print("targets met" if ok else "BELOW TARGET (recall and precision >= 95%)")
     return 0 if ok else 1
 

@@ -362,6 +362,8 @@ class PredictSettings(_Strict):
     min_t: float = Field(default=8.0, gt=0)  # how clearly a trend must stand above the noise
     disk_reserve_fraction: float = Field(default=0.02, ge=0, lt=1)  # "full": less free than this
     replica_lag_limit_s: float = Field(default=60.0, gt=0)
+    # The share of failing GitHub calls / database connection requests that counts as down.
+    error_rate_limit: float = Field(default=0.5, gt=0, le=1)
     memory_limit_bytes: int | None = Field(default=None, gt=0)  # None: cgroup limit or RAM
 
     @model_validator(mode="after")

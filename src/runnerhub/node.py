@@ -52,6 +52,7 @@ from runnerhub.incidents.tracker import Incident
 from runnerhub.live.hub import LiveHub
 from runnerhub.predict import signals
 from runnerhub.predict.forecast import ForecastPolicy
+from runnerhub.predict.rates import CounterErrorRate, ErrorRate
 from runnerhub.predict.watch import PredictionWatch, Signal
 from runnerhub.store import fencing, replication
 from runnerhub.store.db import UNAVAILABLE, make_pool
@@ -190,7 +191,9 @@ class Node:
 
     def _signals(self) -> list[Signal]:
         """What is forecast: this node's disk, memory and connection pool, the replicas'
-        lag, and the database's and GitHub's answer times (from the health checks)."""
+        lag, the database's and GitHub's answer times (from the health checks) and their
+        error rates (GitHub calls without an answer or with a 5xx; failed requests for a
+        database connection)."""
         p = self.settings.predict
         h = self.settings.health
 
@@ -213,6 +216,10 @@ class Node:
             s = self.db.get_stats()
             busy = s.get("pool_size", 0) - s.get("pool_available", 0)
             return (busy + s.get("requests_waiting", 0)) / db_max
+
+        def pool_requests() -> tuple[int, int]:
+            s = self.db.get_stats()  # counters psycopg_pool keeps (absent until non-zero)
+            return s.get("requests_num", 0), s.get("requests_errors", 0)
 
         def replica_lag() -> float | None:
             status = self.ctx.replication
@@ -255,6 +262,18 @@ class Node:
                 latency("github"),
                 policy(h.timeout_s),
                 "GitHub answers slower than the health timeout",
+            ),
+            Signal(
+                "github_errors",
+                self.github.errors.rate,
+                policy(p.error_rate_limit),
+                f"{p.error_rate_limit:.0%} of GitHub API calls fail",
+            ),
+            Signal(
+                "database_errors",
+                CounterErrorRate(pool_requests, ErrorRate()).sample,
+                policy(p.error_rate_limit),
+                f"{p.error_rate_limit:.0%} of requests for a database connection fail",
             ),
         ]
         if memory:

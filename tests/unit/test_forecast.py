@@ -70,3 +70,18 @@ def test_a_burst_that_holds_is_a_jump_not_a_trend() -> None:
     assert jump.slope > 0 and jump.t_stat > POLICY.min_t  # a line alone would extrapolate it
     assert jump.is_step and time_to_limit(jump, 59, POLICY) is None
     assert not trend.is_step and time_to_limit(trend, 59, POLICY) is not None
+
+
+def test_a_climb_from_a_flat_level_waits_until_it_fills_the_older_half() -> None:
+    rng = random.Random(4)
+
+    def stick(t: int) -> float:  # flat at 0 until t=30, then 0.7 per second
+        return max(0.0, 0.7 * (t - 30)) + rng.uniform(-0.5, 0.5)
+
+    young = fit([(float(t), stick(t)) for t in range(65)])  # the older half is flat
+    assert young is not None
+    assert young.t_stat > POLICY.min_t and not young.is_step  # a line alone would report it
+    assert young.early_t < POLICY.min_early_t and time_to_limit(young, 64, POLICY) is None
+    # Still climbing once the climb fills the older half too: reported.
+    held = fit([(float(t), stick(t)) for t in range(30, 100)])
+    assert held is not None and time_to_limit(held, 99, POLICY) is not None

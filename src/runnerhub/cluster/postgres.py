@@ -178,11 +178,49 @@ class LocalPostgres:
                 "log_min_messages = warning\n"
             )
 
+    def clone_from(
+        self, primary: LocalPostgres, via_port: int | None = None, name: str | None = None
+    ) -> None:
+        """Make this (new) server a streaming replica of `primary`: a base backup taken
+        over replication, standby.signal and primary_conninfo written (`-R`). `via_port`:
+        connect through that port (a proxy in front of the primary) instead of its own;
+        `name`: how the primary's pg_stat_replication names it (its cluster_name)."""
+        if self.initialised:
+            raise PostgresError(f"{self.data_dir} already holds a database")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._chown(self.data_dir.parent)
+        self.user, self.password = primary.user, primary.password
+        self._pwfile.write_text(self.password + "\n")
+        os.chmod(self._pwfile, 0o600)
+        cmd = self._cmd(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(via_port or primary.port), "-U", self.user),
+            *("-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast"),
+        )
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PGPASSWORD": self.password},
+        )
+        if proc.returncode != 0:
+            raise PostgresError(f"pg_basebackup failed (exit {proc.returncode}): {proc.stderr}")
+        self.port = self.port or free_port()
+        with (self.data_dir / "postgresql.conf").open("a") as f:
+            f.write(f"\n# the replica's own\nport = {self.port}\n")
+            if name:
+                f.write(f"cluster_name = '{name}'\n")
+
     def _configured_port(self) -> int:
+        port = None
         for line in (self.data_dir / "postgresql.conf").read_text().splitlines():
             if line.startswith("port = "):
-                return int(line.split("=", 1)[1])
-        raise PostgresError(f"{self.data_dir}/postgresql.conf has no port")
+                port = int(line.split("=", 1)[1])  # the last one counts (a clone adds its own)
+        if port is None:
+            raise PostgresError(f"{self.data_dir}/postgresql.conf has no port")
+        return port
 
     def start(self, timeout_s: float = 60.0) -> None:
         if self.running():

@@ -62,6 +62,7 @@ from runnerhub.metrics import (
     GITHUB_RATE_RESET,
     GITHUB_REFUSED,
 )
+from runnerhub.predict.rates import ErrorRate
 
 log = structlog.get_logger("runnerhub.github")
 
@@ -132,6 +133,8 @@ class GitHubClient:
         self._limits = RateLimitTracker()
         self._shared = shared_limits
         self.breaker = breaker
+        # Calls that got no answer or a 5xx, over the last minute: a forecast signal.
+        self.errors = ErrorRate(clock=clock)
 
     @classmethod
     def from_settings(
@@ -439,6 +442,7 @@ class GitHubClient:
             )
         except httpx.TransportError as exc:
             GITHUB_CALLS.labels(endpoint, method, "0").inc()
+            self.errors.record(ok=False)
             self._circuit(f"{type(exc).__name__} on {method} {endpoint}")
             raise
         except BaseException:  # cancelled: no verdict on GitHub
@@ -449,6 +453,7 @@ class GitHubClient:
             f"HTTP {resp.status_code} on {method} {endpoint}" if resp.status_code >= 500 else None
         )
         GITHUB_CALLS.labels(endpoint, method, str(resp.status_code)).inc()
+        self.errors.record(ok=resp.status_code < 500)
         await self._record_limits(endpoint, resp, app)
         log.debug(
             "github.call",

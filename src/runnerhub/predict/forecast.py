@@ -9,6 +9,10 @@ because a forecast is only useful if it rarely cries wolf:
   `min_t` — ordinary jitter and a short spike that recedes do not make a trend;
 - not a jump: when one jump between two levels fits the window better than the line, the
   rise is a burst that holds (a batch of work, a cache warming), not a trend;
+- not young: the older half of the window must rise too (its own slope's t-statistic at
+  least `min_early_t`). A level that was flat until a moment ago and now climbs (a replica
+  stalled for a few seconds, a short run of errors) has no history as a trend yet; one
+  that keeps climbing is reported once its climb fills the older half as well;
 - the crossing within `horizon_s` (further out is not news yet).
 
 `Detector` adds persistence: a prediction is raised only after `confirmations` evaluations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Trend:
     samples: int
     sse: float = 0.0  # the squared residuals of the line
     step_sse: float = math.inf  # those of the best two-level (one jump) fit
+    early_t: float = math.inf  # the t-statistic of the older half's own slope
 
     @property
     def is_step(self) -> bool:
@@ -46,6 +51,15 @@ class Trend:
 def fit(samples: Iterable[tuple[float, float]]) -> Trend | None:
     """Least-squares line through (t, value) samples; None with fewer than 3."""
     pts = list(samples)
+    trend = _line(pts)
+    if trend is None:
+        return None
+    older = _line(pts[: len(pts) // 2])
+    early_t = older.t_stat if older is not None else math.inf
+    return replace(trend, step_sse=_step_sse(pts), early_t=early_t)
+
+
+def _line(pts: list[tuple[float, float]]) -> Trend | None:
     n = len(pts)
     if n < 3:
         return None
@@ -62,7 +76,7 @@ def fit(samples: Iterable[tuple[float, float]]) -> Trend | None:
     # A perfect line is as sure as it gets, in the slope's direction.
     sure = math.copysign(math.inf, slope) if slope else 0.0
     t_stat = sure if stderr == 0 else slope / stderr
-    return Trend(slope, intercept, t_stat, pts[-1][0] - pts[0][0], n, residual, _step_sse(pts))
+    return Trend(slope, intercept, t_stat, pts[-1][0] - pts[0][0], n, residual)
 
 
 def _step_sse(pts: list[tuple[float, float]]) -> float:
@@ -94,6 +108,7 @@ class ForecastPolicy:
     min_span_s: float = 60.0
     min_samples: int = 10
     min_t: float = 8.0
+    min_early_t: float = 2.0  # the older half's slope, on its own
     confirmations: int = 3
     rising: bool = True  # fails by growing (False: by shrinking to the limit, e.g. free space)
 
@@ -109,6 +124,8 @@ def time_to_limit(trend: Trend, now: float, policy: ForecastPolicy) -> float | N
         return None
     if sign * trend.slope <= 0 or sign * trend.t_stat < policy.min_t or trend.is_step:
         return None
+    if sign * trend.early_t < policy.min_early_t:
+        return None  # flat (or falling) until recently: not a trend yet
     eta = (policy.limit - current) / trend.slope
     return eta if 0 <= eta <= policy.horizon_s else None
 
