@@ -11,16 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import REGISTRY
 
 from runnerhub.backends.base import RunnerSpec
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.config import ProcessBackendSettings, Settings
 from runnerhub.context import NodeContext
+from runnerhub.control.reconciler import Reconciler
 from runnerhub.control.remediation import Remediation
+from runnerhub.control.scheduler import Scheduler
+from runnerhub.github import GitHubClient, PatAuth
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Pool
 from runnerhub.waiting import wait_until
+from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http
 
 # A runner's stand-in: it idles as a runner waiting for a job does.
 IDLE = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -106,6 +111,15 @@ async def test_a_runner_stuck_without_its_job_is_replaced_a_fresh_one_is_not(
         assert (await row(db, "rh-2-1")).state == "running" and await alive(backend, "rh-2-1")
         assert count("replace_stuck_runner") == before + 1
         assert await events(db, "remediation.replace_stuck_runner") == ["runner:rh-1-1"]
+        # The job is served again, by the next generation, and that is recorded too.
+        github = GitHubClient("http://127.0.0.1:9", PatAuth("ghp_unused"), max_retries=1)
+        scheduler = Scheduler(NodeContext(settings, db), github, {"process": backend})
+        try:
+            await scheduler.cycle()
+        finally:
+            await scheduler.cancel_in_flight()
+            await github.aclose()
+        assert await events(db, "remediation.requeue_job") == ["job:1"]
     finally:
         for b in await backend.list():
             await backend.terminate(b.name, grace_s=1)
@@ -185,3 +199,33 @@ async def test_actions_are_budgeted_and_can_be_switched_off(
     finally:
         for b in await backend.list():
             await backend.terminate(b.name, grace_s=1)
+
+
+async def test_a_registration_nothing_runs_is_removed_and_recorded(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    settings = settings_factory()
+    async with sim_http(sim_config(key, repositories=["acme/app"])) as sim:
+        github = GitHubClient(SIM_URL, PatAuth(PAT), http=sim, max_retries=1)
+        # A runner of ours ran in this repository (so the sweep looks there)...
+        async with db.connection() as conn:
+            await runner_store.insert_requested(
+                conn,
+                name="rh-1-1",
+                pool="linux",
+                scope="repo:acme/app",
+                labels=["self-hosted"],
+                job_id=None,
+                generation=0,
+                backend="process",
+                node="node-test",
+            )
+        # ...and GitHub holds a registration of ours that no runner row or process claims
+        # (its provisioning died between registering and recording it), and one not ours.
+        await github.generate_jitconfig("repo:acme/app", "rh-7-1", ["self-hosted"])
+        await github.generate_jitconfig("repo:acme/app", "someone-else", ["self-hosted"])
+        await Reconciler(NodeContext(settings, db), github, {}).cycle()
+        names = [r.name for r in await github.list_runners("repo:acme/app")]
+        assert names == ["someone-else"]
+        assert await events(db, "remediation.remove_registration") == ["runner:rh-7-1"]

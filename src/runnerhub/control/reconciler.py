@@ -218,6 +218,16 @@ class Reconciler(ControlLoop):
                     if await self.github.delete_runner(scope, gh.id):
                         report.count("registration_removed")
                         log.info("removed a registration nothing runs", runner=gh.name, scope=scope)
+                        async with self.ctx.control_tx() as conn:
+                            await runner_store.log_event(
+                                conn,
+                                self.node,
+                                "remediation.remove_registration",
+                                f"runner:{gh.name}",
+                                scope=scope,
+                                github_runner_id=gh.id,
+                                reason="registered with GitHub, but no runner of ours runs it",
+                            )
                 except RunnerBusy:
                     pass
 

@@ -19,9 +19,10 @@ end), and is recorded in the events table (`remediation.<action>`) and counted
   for `step_down_after_s` while a follower's /health says it does hands leadership to that
   follower (the handoff of `runnerhub leader handoff`).
 
-Already handled elsewhere, not here: a job whose runner died before starting it gets a new
-runner from the scheduler (it has no live runner any more); registrations no runner uses
-are removed by the janitor and the reconciler's sweep.
+Elsewhere, and recorded as `remediation.*` events too: a job whose runner died before
+starting it gets a new runner from the scheduler (`remediation.requeue_job`); registrations
+no runner uses are removed by the reconciler's sweep (`remediation.remove_registration`);
+a stalled PostgreSQL replica is rebuilt by `control.reinit`.
 """
 
 from __future__ import annotations

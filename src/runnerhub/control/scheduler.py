@@ -158,7 +158,7 @@ class Scheduler(ControlLoop):
                 self._start(retire.runner, self._retire(pool, row))
         for p in plan.provisions:
             async with self.ctx.control_tx() as conn:
-                await runner_store.insert_requested(
+                created = await runner_store.insert_requested(
                     conn,
                     name=p.name,
                     pool=pool.name,
@@ -170,6 +170,18 @@ class Scheduler(ControlLoop):
                     node=self.node,
                 )
                 intent = await runner_store.get(conn, p.name)
+                if created and p.job_id is not None and p.generation > 0:
+                    # An earlier runner for this job exited (or was stopped) without
+                    # taking it: the job is served again, by a runner of a new name.
+                    await runner_store.log_event(
+                        conn,
+                        self.node,
+                        "remediation.requeue_job",
+                        f"job:{p.job_id}",
+                        runner=p.name,
+                        generation=p.generation,
+                        reason="its previous runner is gone without having taken it",
+                    )
             if intent is not None and intent.state == "requested":
                 self._start(p.name, self._provision(pool, intent))
             if p.job_id is not None:
