@@ -6,6 +6,7 @@ The session's PostgreSQL is shared with other tests, so this one runs its own se
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ async def test_deliveries_during_an_outage_are_spooled_and_replayed(
             for request in during:
                 assert await deliver(request) == (202, "spooled")
             assert intake.spool.stats().entries == 3
+            spooled_by = time.time()
 
             await asyncio.to_thread(pg.start)
             await wait_until(
@@ -102,6 +104,15 @@ async def test_deliveries_during_an_outage_are_spooled_and_replayed(
             "created",
             "advanced",
         ]
+        # Replayed deliveries keep the time the node took them, not that of the replay.
+        times = await fetch(
+            db,
+            "SELECT delivery_guid, extract(epoch FROM received_at)::float8 AS t "
+            "FROM webhook_deliveries",
+        )
+        received = {r["delivery_guid"]: r["t"] for r in times}
+        replayed = [received[r[1]["X-GitHub-Delivery"]] for r in during]
+        assert max(replayed) <= spooled_by < received[guids[-1]]
         jobs = await fetch(db, "SELECT id, state, conclusion FROM jobs ORDER BY id")
         assert jobs == [
             {"id": 601, "state": "completed", "conclusion": "failure"},

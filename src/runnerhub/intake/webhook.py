@@ -110,13 +110,19 @@ def classify(v: VerifiedDelivery, pools: Sequence[PoolSpec], scope: Scope) -> Cl
         text = v.body.decode("utf-8")
         payload = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node)
+        d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node, v.received_at)
         return Plain(
             d, "malformed", f"not JSON: {exc}", 400, f"body is not valid JSON: {exc}", True
         )
     action = payload.get("action") if isinstance(payload, dict) else None
     d = Delivery(
-        v.guid, v.event, action if isinstance(action, str) else None, v.hook_id, text, v.node
+        v.guid,
+        v.event,
+        action if isinstance(action, str) else None,
+        v.hook_id,
+        text,
+        v.node,
+        v.received_at,
     )
     if v.event == "ping":
         return Plain(d, "ping", None, 200, "pong")

@@ -18,8 +18,8 @@ UNSTORABLE = "unstorable"  # valid and signed, but PostgreSQL refuses its conten
 
 _INSERT = """
 INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by, payload,
-                                outcome, detail, job_id)
-VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
+                                outcome, detail, job_id, received_at)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, coalesce(to_timestamp(%s), now()))
 ON CONFLICT (delivery_guid) DO NOTHING
 RETURNING id
 """
@@ -33,6 +33,8 @@ class Delivery:
     hook_id: int | None
     payload: str | None  # the JSON text as received; None when it was not JSON
     received_by: str
+    # Unix time the node took it (a spooled delivery keeps it through its replay).
+    received_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,10 @@ class Recorded:
 
 
 def _row(d: Delivery, outcome: str, detail: str | None, job_id: int | None) -> tuple[Any, ...]:
-    return (d.guid, d.event, d.action, d.hook_id, d.received_by, d.payload, outcome, detail, job_id)
+    return (
+        *(d.guid, d.event, d.action, d.hook_id, d.received_by, d.payload),
+        *(outcome, detail, job_id, d.received_at),
+    )
 
 
 def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
@@ -62,6 +67,7 @@ def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
                 "action": d.action,
                 "hook_id": d.hook_id,
                 "received_by": d.received_by,
+                "received_at": d.received_at,
                 "outcome": outcome,
                 "job_id": job_id,
             }
