@@ -143,11 +143,19 @@ def workload_memory(rate: float, pattern: str, scale: float, seed: int) -> None:
         time.sleep(TICK_REAL_S)
 
 
-def publish_port(port_file: Path, port: int) -> None:
-    """Atomically: the bench reads the file as soon as it exists."""
+class Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def serve(handler: type[http.server.BaseHTTPRequestHandler], port_file: Path) -> None:
+    """Serve on a free port, written to `port_file` atomically (the bench reads the file
+    as soon as it exists)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     tmp = port_file.with_suffix(".tmp")
-    tmp.write_text(str(port))
+    tmp.write_text(str(server.server_address[1]))
     tmp.rename(port_file)
+    server.serve_forever()
 
 
 def workload_latency(port_file: Path, ramp: float, pattern: str, scale: float, seed: int) -> None:
@@ -157,7 +165,7 @@ def workload_latency(port_file: Path, ramp: float, pattern: str, scale: float, s
     rng = random.Random(seed)
     began = time.monotonic()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self) -> None:
             t = (time.monotonic() - began) / scale
             delay = 0.02 + rng.uniform(0, 0.02)
@@ -171,12 +179,7 @@ def workload_latency(port_file: Path, ramp: float, pattern: str, scale: float, s
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    publish_port(port_file, server.server_address[1])
-    server.serve_forever()
+    serve(Handler, port_file)
 
 
 def workload_errors(port_file: Path, ramp: float, pattern: str, scale: float, seed: int) -> None:
@@ -185,7 +188,7 @@ def workload_errors(port_file: Path, ramp: float, pattern: str, scale: float, se
     rng = random.Random(seed)
     began = time.monotonic()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(Quiet):
         protocol_version = "HTTP/1.1"  # keep-alive: a client's calls reuse its connection
 
         def do_GET(self) -> None:
@@ -201,12 +204,7 @@ def workload_errors(port_file: Path, ramp: float, pattern: str, scale: float, se
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    publish_port(port_file, server.server_address[1])
-    server.serve_forever()
+    serve(Handler, port_file)
 
 
 # -- scenarios --------------------------------------------------------------------------------

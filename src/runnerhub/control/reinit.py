@@ -52,6 +52,7 @@ class ReinitStalledReplicas(ControlLoop):
         self.watch = StalledReplicas(self.settings.reinit_after_s)
         self.budget = ActionBudget(self.settings.max_actions_per_hour)
         self._exported: set[str] = set()  # replicas the gauge has a series for
+        self._system_id: str | None = None  # of the database the primary we read serves
 
     async def cycle(self) -> None:
         if not (
@@ -68,9 +69,10 @@ class ReinitStalledReplicas(ControlLoop):
             return
         name = due.member.name
         base = due.member.api_url.removesuffix("/patroni")
-        if not await self._runs_as_replica(base):
+        if not await self._runs_as_replica_of(base, self._system_id):
             # Patroni's member list comes from etcd: a member whose machine died is listed
-            # as it last was until its key expires. Only a live replica is rebuilt.
+            # as it last was until its key expires. And the Patroni named in the settings
+            # might not manage the database we read. Only a live replica of it is rebuilt.
             log.info("stalled replica does not answer as a running replica", replica=name)
             return
         if not self.budget.take(now):
@@ -105,15 +107,21 @@ class ReinitStalledReplicas(ControlLoop):
         try:
             async with self.ctx.db.connection(2.0) as conn:
                 status = await replication.read_status(conn)
+                cur = await conn.execute(
+                    "SELECT system_identifier::text AS id FROM pg_control_system()"
+                )
+                row = await cur.fetchone()
         except READ_ERRORS as exc:  # no primary, no pg_monitor: no decision this time
             log.debug("replication state not read", error=type(exc).__name__)
             return None
+        self._system_id = row["id"] if row else None
         if status.in_recovery:
             return None
         return PrimaryView({r.name for r in status.replicas}, status.server, status.timeline)
 
-    async def _runs_as_replica(self, base: str) -> bool:
-        """The member's own Patroni says, now, that it runs as a replica."""
+    async def _runs_as_replica_of(self, base: str, system_id: str | None) -> bool:
+        """The member's own Patroni says, now, that it runs as a replica of the database
+        whose primary we read (same system identifier)."""
         try:
             r = await self.http.get(f"{base}/patroni", timeout=2.0)
             body = r.json()
@@ -122,7 +130,9 @@ class ReinitStalledReplicas(ControlLoop):
         return (
             isinstance(body, dict)
             and body.get("role") == "replica"
-            and (body.get("state") in UP_STATES)
+            and body.get("state") in UP_STATES
+            and system_id is not None
+            and str(body.get("database_system_identifier")) == system_id
         )
 
     async def _reinitialize(self, base: str) -> str:
