@@ -121,3 +121,50 @@ def test_ctrl_c_stops_every_process(state: Path) -> None:
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         ), record.name
+
+
+def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: Path) -> None:
+    import os
+    import signal
+
+    from runnerhub.waiting import wait_until_sync
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runnerhub.cli.main",
+            "up",
+            "--state-dir",
+            str(state),
+            "--port",
+            "0",
+            "--demo-jobs",
+            "12",
+            "--exit-after-demo",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        cluster_file = state / "cluster.json"
+        wait_until_sync(cluster_file.exists, 60, "the cluster to come up")
+        first = json.loads(cluster_file.read_text())["pids"]["node-1"]
+        runner_dir = state / "runners" / "runners"
+        wait_until_sync(lambda: any(runner_dir.glob("*.json")), 60, "a runner to start")
+        os.kill(first, signal.SIGKILL)  # what `runnerhub chaos kill node-1` does
+
+        def restarted() -> int | None:
+            pid = json.loads(cluster_file.read_text())["pids"]["node-1"]
+            return pid if pid != first else None
+
+        second = wait_until_sync(restarted, 30, "node-1 to be started again")
+        assert Path(f"/proc/{second}").exists()
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert "node-1 exited; started again (1 time(s) in the last minute)" in out
+    assert re.search(r"demo complete: \d+ jobs, each run once", out), out[-3000:]

@@ -9,6 +9,7 @@ running it again on the same directory resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from runnerhub.cluster.patroni import LocalPatroni, PatroniError
 from runnerhub.cluster.ports import free_port
 from runnerhub.cluster.postgres import LocalPostgres, PostgresError
 from runnerhub.cluster.redis import LocalRedis, RedisError
+from runnerhub.cluster.supervise import RestartPolicy
 from runnerhub.waiting import Timeout, wait_until_sync
 
 ORG = "acme"
@@ -90,6 +93,10 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     tmp.replace(path)
+
+
+# What starting a local service may raise (the supervisor reports it and goes on).
+START_ERRORS = (OSError, RuntimeError, PostgresError, PatroniError, RedisError, EtcdError)
 
 
 def _port_free(port: int) -> bool:
@@ -206,6 +213,8 @@ class LocalCluster:
             raise ValueError("Patroni needs the HA cluster's etcd: use it with ha=True")
         self.pg_cluster: LocalPatroni | None = None
         self.redis: LocalRedis | None = None
+        self.restarts = RestartPolicy()
+        self._reported: set[str] = set()  # given up on, and said so
 
     # -- start -----------------------------------------------------------------------------
 
@@ -594,9 +603,7 @@ class LocalCluster:
             ) as live,
         ):
             while not self.stopping.is_set():
-                dead = [s.name for s in self.services if not s.alive()]
-                if dead:
-                    self.console.print(f"[red]{', '.join(dead)} exited; stopping[/red]")
+                if not self.supervise():
                     return 1
                 try:
                     done, total, doubles = self.demo_progress(ids)
@@ -614,6 +621,66 @@ class LocalCluster:
                 return 1
             self.console.print(f"[green]demo complete: {done} jobs, each run once[/green]")
         return 0
+
+    # -- supervision -------------------------------------------------------------------
+
+    def _processes(self) -> list[tuple[str, Callable[[], bool], Callable[[], None]]]:
+        """Every process `up` keeps running: (name, alive, start again)."""
+        out: list[tuple[str, Callable[[], bool], Callable[[], None]]] = [
+            (s.name, s.alive, s.start) for s in self.node_services
+        ]
+        if self.etcd is not None:
+            out += [(f"etcd-{i}", m.alive, m.start) for i, m in enumerate(self.etcd.members)]
+        if self.pg_cluster is not None:
+            pg = self.pg_cluster
+            out += [
+                (f"patroni-{m.name}", m.alive, functools.partial(pg.start_member, m))
+                for m in pg.members
+            ]
+        else:
+            out.append(("postgres", self.pg.running, self.pg.start))
+        if self.redis is not None:
+            redis = self.redis
+            out += [
+                (name, p.alive, functools.partial(redis.restart, name))
+                for name, p in redis.processes.items()
+            ]
+        return out
+
+    def supervise(self) -> bool:
+        """Start again what exited (a crash, `runnerhub chaos kill`), as systemd would: after
+        a growing delay, and not a process that keeps exiting (`cluster.supervise`). False
+        when the cluster cannot go on: the simulator, which stands in for GitHub, is gone."""
+        sim = [s for s in self.services if s not in self.node_services and not s.alive()]
+        if sim:
+            self.console.print(f"[red]{', '.join(s.name for s in sim)} exited; stopping[/red]")
+            return False
+        now = time.monotonic()
+        restarted = False
+        for name, alive, start in self._processes():
+            if alive():
+                continue
+            decision = self.restarts.decide(name, now)
+            if decision == "give_up" and name not in self._reported:
+                self._reported.add(name)
+                self.console.print(
+                    f"[red]{name} keeps exiting; not restarted again (see {self.logs})[/red]"
+                )
+            if decision != "restart":
+                continue
+            try:
+                start()
+            except START_ERRORS as exc:
+                self.console.print(f"[red]{name} exited and did not start again: {exc}[/red]")
+                continue
+            restarted = True
+            self.console.print(
+                f"[yellow]{name} exited; started again "
+                f"({self.restarts.restarts(name)} time(s) in the last minute)[/yellow]"
+            )
+        if restarted:
+            self._write_cluster_file()  # `runnerhub chaos` and `cluster status` read the pids
+        return True
 
     def stop(self) -> None:
         self.console.print("stopping…")
