@@ -296,9 +296,14 @@ class Node:
             return CheckSpec(name, fn, every or h.interval_s, h.timeout_s, critical)
 
         elector = self.elector
+
+        def patroni_members() -> list[dict[str, Any]] | None:
+            r = self.health.result("patroni")  # read when the check runs, from memory
+            return r.detail.get("members") if r is not None else None
+
         specs = [
             spec("database", checks.database(self.db, h.timeout_s), critical=True),
-            spec("replication", checks.replication(lambda: ctx.replication)),
+            spec("replication", checks.replication(lambda: ctx.replication, patroni_members)),
             spec("spool", checks.spool(self.app.state.intake.spool)),
             spec(
                 "leader",

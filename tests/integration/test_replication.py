@@ -120,7 +120,13 @@ async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
         make_settings(
             dsn,
             node={"id": "reinit", "state_dir": str(tmp_path / "node")},
-            database={"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4, "connect_timeout_s": 2},
+            database={
+                "dsn": dsn,
+                "pool_min_size": 1,
+                "pool_max_size": 4,
+                "connect_timeout_s": 2,
+                "replication_check_s": 0.5,
+            },
             health={
                 "interval_s": 0.5,
                 "timeout_s": 0.5,
@@ -163,6 +169,12 @@ async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
         )
         started = time.monotonic()
         await wait_until(lambda: stalled_s(replica.name) > 0, 20, "the stall to be timed")
+
+        def health_names_it() -> bool:  # every node's /health says so, not only the leader
+            r = node.health.result("replication")
+            return r is not None and r.detail.get("not_streaming") == [replica.name]
+
+        await wait_until(health_names_it, 10, "/health to name the silent replica")
         await wait_until(lambda: reinits() > before, 30, "the leader to ask for a reinit")
         asked_after = time.monotonic() - started
         assert reinit_events(dsn) == [f"postgres:{replica.name}"]

@@ -27,3 +27,23 @@ def test_status_names_the_synchronous_and_the_lagging_replicas() -> None:
     )
     assert s.synchronous == ["a"] and s.lagging == ["b"]
     assert s.as_dict()["replicas"][1]["name"] == "b"
+
+
+async def test_the_health_check_names_a_replica_that_runs_without_a_stream() -> None:
+    from runnerhub.health.checks import replication
+
+    streaming = Replica("pg-3", "127.0.0.1", "streaming", "sync", 0.0, 0.0, 0.0, 0, False)
+    status = ReplicationStatus("127.0.0.1:5432", False, 3, [streaming])
+    members = [
+        {"name": "pg-1", "role": "leader", "state": "running"},
+        {"name": "pg-2", "role": "replica", "state": "running"},  # runs, streams nothing
+        {"name": "pg-3", "role": "sync_standby", "state": "running"},
+        {"name": "pg-4", "role": "replica", "state": "starting"},  # on its way: not yet
+    ]
+    outcome = await replication(lambda: status, lambda: members)()
+    assert outcome.status == "degraded"
+    assert outcome.message == "replicas running without a WAL stream: pg-2"
+    assert outcome.detail["not_streaming"] == ["pg-2"]
+    healthy = [m for m in members if m["name"] != "pg-2"]
+    assert (await replication(lambda: status, lambda: healthy)()).status == "ok"
+    assert (await replication(lambda: status)()).status == "ok"  # no Patroni configured

@@ -16,6 +16,7 @@ from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.control.loop import ControlLoop
 from runnerhub.domain.breaker import BreakerState
+from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health.model import Outcome
@@ -53,8 +54,13 @@ def database(db: Pool, timeout_s: float) -> CheckFn:
     return check
 
 
-def replication(read: Callable[[], ReplicationStatus | None]) -> CheckFn:
-    """Replicas and their lag, as the node's replication watcher last read them."""
+def replication(
+    read: Callable[[], ReplicationStatus | None],
+    patroni_members: Callable[[], list[dict[str, Any]] | None] = lambda: None,
+) -> CheckFn:
+    """Replicas and their lag, as the node's replication watcher last read them; and, with
+    Patroni's member list (from the `patroni` check), replicas that run but do not stream
+    at all (missing from the primary's list: they cannot catch up by themselves)."""
 
     async def check() -> Outcome:
         status = read()
@@ -63,8 +69,22 @@ def replication(read: Callable[[], ReplicationStatus | None]) -> CheckFn:
                 "degraded", {}, "replication state unknown (no primary, or no pg_monitor role)"
             )
         detail = status.as_dict()
+        streaming = {r.name for r in status.replicas}
+        silent = sorted(
+            str(m.get("name"))
+            for m in (patroni_members() or [])
+            if m.get("role") not in LEADER_ROLES
+            and m.get("state") in UP_STATES
+            and m.get("name") not in streaming
+        )
+        problems = []
+        if silent and not status.in_recovery:
+            detail["not_streaming"] = silent
+            problems.append(f"replicas running without a WAL stream: {', '.join(silent)}")
         if status.lagging:
-            return Outcome("degraded", detail, f"replicas behind: {', '.join(status.lagging)}")
+            problems.append(f"replicas behind: {', '.join(status.lagging)}")
+        if problems:
+            return Outcome("degraded", detail, "; ".join(problems))
         return Outcome("ok", detail)
 
     return check
