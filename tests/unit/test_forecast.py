@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -72,16 +73,18 @@ def test_a_burst_that_holds_is_a_jump_not_a_trend() -> None:
     assert not trend.is_step and time_to_limit(trend, 59, POLICY) is not None
 
 
-def test_a_climb_from_a_flat_level_waits_until_it_fills_the_older_half() -> None:
+def test_a_climb_from_a_flat_level_waits_until_it_has_lasted() -> None:
     rng = random.Random(4)
 
-    def stick(t: int) -> float:  # flat at 0 until t=30, then 0.7 per second
-        return max(0.0, 0.7 * (t - 30)) + rng.uniform(-0.5, 0.5)
+    def stick(t: int, start: int) -> float:  # flat at 0, then 0.7 per second
+        return max(0.0, 0.7 * (t - start)) + rng.uniform(-0.5, 0.5)
 
-    young = fit([(float(t), stick(t)) for t in range(65)])  # the older half is flat
+    span = POLICY.min_span_s  # the early stretch: from 30 s to 15 s ago
+    young = fit([(float(t), stick(t, 50)) for t in range(65)], span)  # climbing for 15 s
     assert young is not None
-    assert young.t_stat > POLICY.min_t and not young.is_step  # a line alone would report it
     assert young.early_t < POLICY.min_early_t and time_to_limit(young, 64, POLICY) is None
-    # Still climbing once the climb fills the older half too: reported.
-    held = fit([(float(t), stick(t)) for t in range(30, 100)])
-    assert held is not None and time_to_limit(held, 99, POLICY) is not None
+    old = fit([(float(t), stick(t, 20)) for t in range(65)], span)  # climbing for 45 s
+    assert old is not None and old.early_t >= POLICY.min_early_t
+    assert time_to_limit(old, 64, POLICY) is not None
+    # The early test on its own: the same believable trend, with a flat early stretch.
+    assert time_to_limit(replace(old, early_t=1.0), 64, POLICY) is None

@@ -9,10 +9,11 @@ because a forecast is only useful if it rarely cries wolf:
   `min_t` — ordinary jitter and a short spike that recedes do not make a trend;
 - not a jump: when one jump between two levels fits the window better than the line, the
   rise is a burst that holds (a batch of work, a cache warming), not a trend;
-- not young: the older half of the window must rise too (its own slope's t-statistic at
-  least `min_early_t`). A level that was flat until a moment ago and now climbs (a replica
-  stalled for a few seconds, a short run of errors) has no history as a trend yet; one
-  that keeps climbing is reported once its climb fills the older half as well;
+- not young: the climb must already show in the first half of the last `min_span_s` (that
+  stretch's own slope has a t-statistic of at least `min_early_t`). A level that was flat
+  until a moment ago and now climbs (a replica stalled for a few seconds, a short run of
+  errors) has no history as a trend yet; one that keeps climbing is reported once it has
+  climbed for more than half of `min_span_s`;
 - the crossing within `horizon_s` (further out is not news yet).
 
 `Detector` adds persistence: a prediction is raised only after `confirmations` evaluations
@@ -36,7 +37,7 @@ class Trend:
     samples: int
     sse: float = 0.0  # the squared residuals of the line
     step_sse: float = math.inf  # those of the best two-level (one jump) fit
-    early_t: float = math.inf  # the t-statistic of the older half's own slope
+    early_t: float = math.inf  # the t-statistic of the early stretch's own slope
 
     @property
     def is_step(self) -> bool:
@@ -48,14 +49,17 @@ class Trend:
         return self.intercept + self.slope * t
 
 
-def fit(samples: Iterable[tuple[float, float]]) -> Trend | None:
-    """Least-squares line through (t, value) samples; None with fewer than 3."""
+def fit(samples: Iterable[tuple[float, float]], established_s: float | None = None) -> Trend | None:
+    """Least-squares line through (t, value) samples; None with fewer than 3. The early
+    stretch is the first half of the last `established_s` (default: of all samples)."""
     pts = list(samples)
     trend = _line(pts)
     if trend is None:
         return None
-    older = _line(pts[: len(pts) // 2])
-    early_t = older.t_stat if older is not None else math.inf
+    end = pts[-1][0]
+    span = established_s if established_s is not None else end - pts[0][0]
+    early = _line([(t, v) for t, v in pts if end - span <= t <= end - span / 2])
+    early_t = early.t_stat if early is not None else math.inf
     return replace(trend, step_sse=_step_sse(pts), early_t=early_t)
 
 
@@ -108,7 +112,7 @@ class ForecastPolicy:
     min_span_s: float = 60.0
     min_samples: int = 10
     min_t: float = 8.0
-    min_early_t: float = 2.0  # the older half's slope, on its own
+    min_early_t: float = 2.0  # the slope of the first half of the last min_span_s, alone
     confirmations: int = 3
     rising: bool = True  # fails by growing (False: by shrinking to the limit, e.g. free space)
 
@@ -145,7 +149,7 @@ class Detector:
         self._samples.append((t, value))
         while self._samples and self._samples[0][0] < t - self.policy.window_s:
             self._samples.popleft()
-        trend = fit(self._samples)
+        trend = fit(self._samples, self.policy.min_span_s)
         eta = None if trend is None else time_to_limit(trend, t, self.policy)
         if eta is None:
             self._agreeing = 0
