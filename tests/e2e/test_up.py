@@ -18,21 +18,17 @@ from runnerhub.cluster.postgres import LocalPostgres
 pytestmark = pytest.mark.e2e
 
 
+def up_command(state: Path, demo_jobs: int, exit_after_demo: bool = True) -> list[str]:
+    return [
+        *(sys.executable, "-m", "runnerhub.cli.main", "up", "--state-dir", str(state)),
+        *("--port", "0", "--demo-jobs", str(demo_jobs)),
+        *(["--exit-after-demo"] if exit_after_demo else []),
+    ]
+
+
 def up(state: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runnerhub.cli.main",
-            "up",
-            "--state-dir",
-            str(state),
-            "--port",
-            "0",
-            "--demo-jobs",
-            "8",
-            "--exit-after-demo",
-        ],
+        up_command(state, demo_jobs=8),
         capture_output=True,
         text=True,
         timeout=240,
@@ -82,18 +78,7 @@ def test_ctrl_c_stops_every_process(state: Path) -> None:
     from runnerhub.waiting import wait_until_sync
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runnerhub.cli.main",
-            "up",
-            "--state-dir",
-            str(state),
-            "--port",
-            "0",
-            "--demo-jobs",
-            "20",
-        ],
+        up_command(state, demo_jobs=20, exit_after_demo=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -130,19 +115,7 @@ def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: P
     from runnerhub.waiting import wait_until_sync
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runnerhub.cli.main",
-            "up",
-            "--state-dir",
-            str(state),
-            "--port",
-            "0",
-            "--demo-jobs",
-            "12",
-            "--exit-after-demo",
-        ],
+        up_command(state, demo_jobs=12),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
