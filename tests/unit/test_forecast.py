@@ -88,3 +88,15 @@ def test_a_climb_from_a_flat_level_waits_until_it_has_lasted() -> None:
     assert time_to_limit(old, 64, POLICY) is not None
     # The early test on its own: the same believable trend, with a flat early stretch.
     assert time_to_limit(replace(old, early_t=1.0), 64, POLICY) is None
+
+
+def test_a_prediction_is_withdrawn_only_after_three_doubtful_evaluations() -> None:
+    policy = ForecastPolicy(limit=100.0, min_span_s=10, min_samples=5, confirmations=3)
+    d = Detector("disk", policy)
+    for t in range(20):
+        d.observe(float(t), 20 + 0.5 * t)
+    assert d.eta_s == pytest.approx(141.0)
+    # The signal drops: no believable trend any more. The prediction is held, counting
+    # down with the clock, for two evaluations, and withdrawn at the third.
+    assert [d.observe(float(t), 0.0) for t in (20, 21, 22)] == [140.0, 139.0, None]
+    assert d.eta_s is None

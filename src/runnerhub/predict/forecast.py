@@ -17,7 +17,8 @@ because a forecast is only useful if it rarely cries wolf:
 - the crossing within `horizon_s` (further out is not news yet).
 
 `Detector` adds persistence: a prediction is raised only after `confirmations` evaluations
-in a row agree, and cleared once one does not (with the forecast's own time to failure).
+in a row agree, and withdrawn only after as many in a row do not (a noisy signal would
+otherwise raise, withdraw and raise again, an incident each time).
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class Detector:
         self.policy = policy
         self._samples: deque[tuple[float, float]] = deque()
         self._agreeing = 0
+        self._doubting = 0  # evaluations in a row without a forecast, while one stands
+        self._eta_at = 0.0  # when the standing forecast was last made
         self.eta_s: float | None = None  # the raised prediction, None when none stands
 
     def observe(self, t: float, value: float) -> float | None:
@@ -153,9 +156,14 @@ class Detector:
         eta = None if trend is None else time_to_limit(trend, t, self.policy)
         if eta is None:
             self._agreeing = 0
+            if self.eta_s is not None:
+                self._doubting += 1
+                if self._doubting < self.policy.confirmations:  # held, counting down
+                    return max(0.0, self.eta_s - (t - self._eta_at))
             self.eta_s = None
             return None
+        self._doubting = 0
         self._agreeing += 1
-        if self._agreeing >= self.policy.confirmations:
-            self.eta_s = eta
+        if self._agreeing >= self.policy.confirmations or self.eta_s is not None:
+            self.eta_s, self._eta_at = eta, t
         return self.eta_s
