@@ -23,7 +23,7 @@ from runnerhub.control.remediation import Remediation
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.github import GitHubClient, PatAuth
 from runnerhub.store import runners as runner_store
-from runnerhub.store.db import Pool
+from runnerhub.store.db import Conn, Pool
 from runnerhub.waiting import wait_until
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http
 
@@ -48,21 +48,26 @@ async def job(db: Pool, job_id: int, state: str, completed_ago_s: float | None =
         )
 
 
+async def intent(conn: Conn, name: str, job_id: int | None) -> None:
+    """A runner row of the linux pool in acme/app, as the scheduler records its intent."""
+    await runner_store.insert_requested(
+        conn,
+        name=name,
+        pool="linux",
+        scope="repo:acme/app",
+        labels=["self-hosted"],
+        job_id=job_id,
+        generation=1 if job_id is not None else 0,
+        backend="process",
+        node="node-test",
+    )
+
+
 async def runner(
     db: Pool, backend: ProcessBackend, name: str, job_id: int, age_s: float, state: str = "running"
 ) -> None:
     async with db.connection() as conn:
-        await runner_store.insert_requested(
-            conn,
-            name=name,
-            pool="linux",
-            scope="repo:acme/app",
-            labels=["self-hosted"],
-            job_id=job_id,
-            generation=1,
-            backend="process",
-            node="node-test",
-        )
+        await intent(conn, name, job_id)
         await runner_store.set_state(conn, name, "running", "node-test")
         if state == "busy":
             await runner_store.set_state(conn, name, "busy", "node-test")
@@ -210,17 +215,7 @@ async def test_a_registration_nothing_runs_is_removed_and_recorded(
         github = GitHubClient(SIM_URL, PatAuth(PAT), http=sim, max_retries=1)
         # A runner of ours ran in this repository (so the sweep looks there)...
         async with db.connection() as conn:
-            await runner_store.insert_requested(
-                conn,
-                name="rh-1-1",
-                pool="linux",
-                scope="repo:acme/app",
-                labels=["self-hosted"],
-                job_id=None,
-                generation=0,
-                backend="process",
-                node="node-test",
-            )
+            await intent(conn, "rh-1-1", None)
         # ...and GitHub holds a registration of ours that no runner row or process claims
         # (its provisioning died between registering and recording it), and one not ours.
         await github.generate_jitconfig("repo:acme/app", "rh-7-1", ["self-hosted"])
