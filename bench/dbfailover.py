@@ -38,12 +38,12 @@ from typing import Any
 import httpx
 import psycopg
 
-from runnerhub.cluster.local import LocalCluster
-from runnerhub.cluster.patroni import LocalPatroni
-from runnerhub.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.dev.cluster.local import LocalCluster
+from runnerhub.dev.cluster.patroni import LocalPatroni
+from runnerhub.dev.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.store.db import connect
 from runnerhub.store.replication import read_status
-from runnerhub.waiting import wait_until_sync
 
 TARGET_TYPICAL_S = 20.0
 TARGET_WORST_S = 23.0

@@ -33,9 +33,9 @@ from typing import Any
 
 import httpx
 
-from runnerhub.cluster.local import LocalCluster, Service
-from runnerhub.cluster.workload import Load, query, sim_jobs, verify
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster.local import LocalCluster, Service
+from runnerhub.dev.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.dev.waiting import wait_until_sync
 
 PLAN_TARGET_S = 30.0
 K8S_LEASE_S = 15.0

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import httpx
 
-from runnerhub.cluster import chaos
-from runnerhub.cluster.local import LocalCluster
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster import chaos
+from runnerhub.dev.cluster.local import LocalCluster
+from runnerhub.dev.waiting import wait_until_sync
 
 ENDPOINTS = ("/livez", "/readyz", "/health")
 BUDGET_MS = 1000.0

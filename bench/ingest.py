@@ -36,12 +36,12 @@ from pathlib import Path
 import httpx
 import yaml
 
-from runnerhub.cluster.local import Service
-from runnerhub.cluster.ports import free_port
-from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.dev.cluster.local import Service
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.postgres import LocalPostgres
+from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.intake.signature import sign
 from runnerhub.store.migrate import migrate
-from runnerhub.waiting import wait_until_sync
 
 SECRET = secrets.token_hex(16)
 LABELS = ["self-hosted", "linux", "x64"]

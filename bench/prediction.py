@@ -52,12 +52,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.dev.cluster.postgres import LocalPostgres
+from runnerhub.dev.waiting import wait_until
 from runnerhub.predict.forecast import Detector, ForecastPolicy
 from runnerhub.predict.rates import ErrorRate
 from runnerhub.store.db import Conn, connect
 from runnerhub.store.replication import read_status
-from runnerhub.waiting import wait_until
 
 MB = 1024 * 1024
 HERE = str(Path(__file__).resolve())

@@ -1,5 +1,5 @@
 """What every end-to-end and chaos test checks after the fact (see
-`runnerhub.cluster.workload.verify`), as assertions."""
+`runnerhub.dev.cluster.workload.verify`), as assertions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from runnerhub.cluster.workload import query, sim_jobs, verify
+from runnerhub.dev.cluster.workload import query, sim_jobs, verify
 
 __all__ = [
     "EventWatcher",

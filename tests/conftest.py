@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from runnerhub.cache import SharedCache
-from runnerhub.cluster.postgres import LocalPostgres
-from runnerhub.cluster.redis import LocalRedis
 from runnerhub.config import Settings
+from runnerhub.dev.cluster.postgres import LocalPostgres
+from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.migrate import migrate
 

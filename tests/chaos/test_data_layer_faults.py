@@ -23,12 +23,12 @@ from rich.console import Console
 
 from runnerhub.cli import topology
 from runnerhub.cli.events import show_events
-from runnerhub.cluster import chaos
-from runnerhub.cluster.local import LocalCluster
-from runnerhub.cluster.patroni import LocalPatroni, PatroniMember
-from runnerhub.cluster.redis import LocalRedis
-from runnerhub.cluster.workload import Load
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster import chaos
+from runnerhub.dev.cluster.local import LocalCluster
+from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniMember
+from runnerhub.dev.cluster.redis import LocalRedis
+from runnerhub.dev.cluster.workload import Load
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 from tests import checks
 
 pytestmark = pytest.mark.chaos

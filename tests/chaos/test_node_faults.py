@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from runnerhub.cli.incidents import show_incidents
-from runnerhub.cluster import chaos
-from runnerhub.cluster.local import LocalCluster, Service
-from runnerhub.cluster.workload import Load
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster import chaos
+from runnerhub.dev.cluster.local import LocalCluster, Service
+from runnerhub.dev.cluster.workload import Load
+from runnerhub.dev.waiting import wait_until_sync
 from tests import checks
 
 pytestmark = pytest.mark.chaos

@@ -19,13 +19,13 @@ import psycopg
 import yaml
 from psycopg.rows import dict_row
 
-from runnerhub.cluster.local import Service
-from runnerhub.cluster.ports import free_port
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster.local import Service
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import wait_until_sync
 
 ORG = "acme"
 REPOS = ["acme/web", "acme/api", "solo/tool"]  # solo/tool: a repository outside the org
-RUNNER_CMD = [sys.executable, "-m", "runnerhub.sim.runner", "--idle-timeout", "120"]
+RUNNER_CMD = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "120"]
 POOLS: list[dict[str, Any]] = [
     {"name": "linux", "labels": ["self-hosted", "linux", "x64"], "max_runners": 10},
     {"name": "gpu", "labels": ["self-hosted", "linux", "x64", "gpu"], "max_runners": 3},
@@ -57,7 +57,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "runnerhub.sim.github",
+                "runnerhub.dev.sim.github",
                 "--port",
                 "0",
                 "--webhook-url",

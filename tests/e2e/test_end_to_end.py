@@ -8,7 +8,7 @@ import random
 import httpx
 import pytest
 
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.waiting import wait_until_sync
 from tests import checks
 from tests.e2e.harness import Cluster
 from tests.payloads import signed, workflow_job

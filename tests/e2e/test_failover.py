@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runnerhub.cluster.etcd import LocalEtcd
-from runnerhub.cluster.local import Service
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.local import Service
+from runnerhub.dev.waiting import wait_until_sync
 from tests.e2e.harness import Cluster
 from tests.e2e.test_end_to_end import LINUX, assert_each_ran_once
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.dev.cluster.postgres import LocalPostgres
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ def test_up_runs_the_demo_and_resumes(state: Path) -> None:
 def test_ctrl_c_stops_every_process(state: Path) -> None:
     import signal
 
-    from runnerhub.waiting import wait_until_sync
+    from runnerhub.dev.waiting import wait_until_sync
 
     proc = subprocess.Popen(
         up_command(state, demo_jobs=20, exit_after_demo=False),
@@ -112,7 +112,7 @@ def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: P
     import os
     import signal
 
-    from runnerhub.waiting import wait_until_sync
+    from runnerhub.dev.waiting import wait_until_sync
 
     proc = subprocess.Popen(
         up_command(state, demo_jobs=12),

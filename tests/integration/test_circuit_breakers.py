@@ -22,13 +22,13 @@ from runnerhub.breakers import CircuitBreaker
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.scheduler import Scheduler
+from runnerhub.dev.waiting import wait_until
 from runnerhub.domain.breaker import BreakerState
 from runnerhub.github import GitHubClient, PatAuth, Unavailable
 from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Pool
-from runnerhub.waiting import wait_until
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http, sim_stats
 from tests.payloads import signed, workflow_job
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from runnerhub.cluster.ports import free_port
+from runnerhub.dev.cluster.ports import free_port
 from runnerhub.github import GitHubClient, GitHubError, PatAuth
 from runnerhub.predict.rates import CounterErrorRate, ErrorRate
 from runnerhub.store.db import UNAVAILABLE, Pool, make_pool

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from runnerhub.dev.sim.github import SimConfig, create_app
 from runnerhub.github import (
     AppAuth,
     Conflict,
@@ -24,7 +25,6 @@ from runnerhub.github import (
     Unavailable,
     ValidationFailed,
 )
-from runnerhub.sim.github import SimConfig, create_app
 
 SIM_URL = "http://github-sim.test"
 PAT = "ghp_integrationTESTtoken000000000000"

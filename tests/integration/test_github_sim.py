@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runnerhub.sim.github import SimConfig, serve
-from runnerhub.waiting import wait_until
+from runnerhub.dev.sim.github import SimConfig, serve
+from runnerhub.dev.waiting import wait_until
 
 PAT = "ghp_simtest"
 PAT2 = "ghp_other"
@@ -889,7 +889,7 @@ async def test_main_serves_writes_the_ready_file_and_stops_on_sigterm(tmp_path: 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "runnerhub.sim.github",
+        "runnerhub.dev.sim.github",
         "--port",
         "0",
         "--repo",

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from runnerhub.api.app import create_app
-from runnerhub.cluster.ports import free_port
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
+from runnerhub.dev.cluster.ports import free_port
 from runnerhub.store.db import Pool, open_pool
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job

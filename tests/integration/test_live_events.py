@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 
 from runnerhub.api.live import event_stream
 from runnerhub.cache import NullCache
-from runnerhub.cluster.redis import LocalRedis
+from runnerhub.dev.cluster.redis import LocalRedis
+from runnerhub.dev.waiting import wait_until
 from runnerhub.live.hub import LiveHub, Subscription
 from runnerhub.store.db import Pool
-from runnerhub.waiting import wait_until
 from tests.conftest import shared_cache
 
 POLL_S = 0.05

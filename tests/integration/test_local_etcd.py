@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runnerhub.cluster.etcd import EtcdError, LocalEtcd
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
+from runnerhub.dev.waiting import wait_until_sync
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runnerhub.cluster.haproxy import (
+from runnerhub.dev.cluster.haproxy import (
     HAProxyError,
     LocalHAProxy,
     check_config,
     parse_show_proc,
     render_config,
 )
-from runnerhub.waiting import wait_until_sync
+from runnerhub.dev.waiting import wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 # Larger than HAProxy's default 16 KiB buffer: a replay needs the whole request in one.

@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from runnerhub.cluster.postgres import LocalPostgres
+from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.store import migrate as migrate_mod
 from runnerhub.store.migrate import Migration, MigrationError, available, current_version, migrate
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from runnerhub.dev.waiting import wait_until
 from runnerhub.health import checks
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
 from runnerhub.incidents.recorder import IncidentRecorder
@@ -18,7 +19,6 @@ from runnerhub.predict.forecast import ForecastPolicy
 from runnerhub.predict.watch import PredictionWatch, Signal
 from runnerhub.store import incidents as incident_store
 from runnerhub.store.db import Pool
-from runnerhub.waiting import wait_until
 
 LIMIT = 40 * 1024 * 1024
 WRITER = """

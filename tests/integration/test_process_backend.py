@@ -13,7 +13,7 @@ import pytest
 from runnerhub.backends.base import RunnerSpec
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.config import ProcessBackendSettings
-from runnerhub.waiting import wait_until
+from runnerhub.dev.waiting import wait_until
 
 JIT = "eyJzZWNyZXQiOiAidG9wIHNlY3JldCBqaXQifQ=="
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from runnerhub.cache import Cache, SharedCache
-from runnerhub.cluster.ports import free_port
-from runnerhub.cluster.redis import Address, LocalRedis, RedisError
-from runnerhub.waiting import wait_until
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.redis import Address, LocalRedis, RedisError
+from runnerhub.dev.waiting import wait_until
 from tests.conftest import shared_cache
 
 # Socket timeouts are 0.25 s and every operation is capped at 1 s; the rest is slack for a

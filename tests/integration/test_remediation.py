@@ -21,10 +21,10 @@ from runnerhub.context import NodeContext
 from runnerhub.control.reconciler import Reconciler
 from runnerhub.control.remediation import Remediation
 from runnerhub.control.scheduler import Scheduler
+from runnerhub.dev.waiting import wait_until
 from runnerhub.github import GitHubClient, PatAuth
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Conn, Pool
-from runnerhub.waiting import wait_until
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http
 
 # A runner's stand-in: it idles as a runner waiting for a job does.

@@ -16,13 +16,13 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from runnerhub.cluster import chaos
-from runnerhub.cluster.etcd import LocalEtcd
-from runnerhub.cluster.patroni import LocalPatroni
+from runnerhub.dev.cluster import chaos
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.patroni import LocalPatroni
+from runnerhub.dev.waiting import wait_until
 from runnerhub.node import Node
 from runnerhub.store.db import connect
 from runnerhub.store.replication import read_status
-from runnerhub.waiting import wait_until
 from tests.conftest import make_settings
 
 

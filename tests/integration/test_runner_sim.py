@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runnerhub.sim.github import SimConfig, serve
-from runnerhub.sim.runner import ENV_JITCONFIG
-from runnerhub.waiting import wait_until
+from runnerhub.dev.sim.github import SimConfig, serve
+from runnerhub.dev.sim.runner import ENV_JITCONFIG
+from runnerhub.dev.waiting import wait_until
 
 PAT = "ghp_runner_tests"
 
@@ -92,7 +92,7 @@ class Sim:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "runnerhub.sim.runner",
+            "runnerhub.dev.sim.runner",
             *args,
             env=env,
             stdout=asyncio.subprocess.PIPE,

@@ -16,11 +16,11 @@ from runnerhub.backends.process import ProcessBackend
 from runnerhub.config import ProcessBackendSettings, Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.scheduler import Scheduler
+from runnerhub.dev.waiting import wait_until
 from runnerhub.github.auth import PatAuth
 from runnerhub.github.client import GitHubClient
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Pool
-from runnerhub.waiting import wait_until
 
 
 async def started_but_unrecorded(

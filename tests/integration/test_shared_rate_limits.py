@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runnerhub.cache import SharedCache
-from runnerhub.cluster.redis import LocalRedis
+from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.github import GitHubClient, PatAuth, RateLimited
 from runnerhub.github.budget import SharedRateLimits
 from tests.conftest import shared_cache

@@ -15,9 +15,9 @@ import httpx
 from prometheus_client import REGISTRY
 
 from runnerhub.api.app import create_app
-from runnerhub.cluster.ports import free_port
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
+from runnerhub.dev.cluster.ports import free_port
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.spool import VerifiedDelivery, iter_segment
 from runnerhub.intake.webhook import WebhookIntake

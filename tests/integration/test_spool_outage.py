@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from runnerhub.api.app import create_app
-from runnerhub.cluster.postgres import LocalPostgres
 from runnerhub.context import NodeContext
+from runnerhub.dev.cluster.postgres import LocalPostgres
+from runnerhub.dev.waiting import wait_until
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.migrate import migrate
-from runnerhub.waiting import wait_until
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
 

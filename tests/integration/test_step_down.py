@@ -14,11 +14,11 @@ import pytest
 import uvicorn
 from prometheus_client import REGISTRY
 
-from runnerhub.cluster.etcd import LocalEtcd
-from runnerhub.cluster.ports import free_port
 from runnerhub.config import Settings
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import wait_until
 from runnerhub.node import Node
-from runnerhub.waiting import wait_until
 
 
 class Proxy:

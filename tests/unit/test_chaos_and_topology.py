@@ -12,7 +12,13 @@ import pytest
 from rich.console import Console
 
 from runnerhub.cli.topology import render
-from runnerhub.cluster.chaos import ChaosError, LiveCluster, parse, pids_matching, signal_by_name
+from runnerhub.dev.cluster.chaos import (
+    ChaosError,
+    LiveCluster,
+    parse,
+    pids_matching,
+    signal_by_name,
+)
 
 
 def test_components_parse_and_unknown_ones_list_the_valid_ones() -> None:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from runnerhub.dev.waiting import wait_until
 from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
 from runnerhub.ha.elector import Elector
 from runnerhub.ha.leadership import LeasePolicy, decide_campaign, should_step_down
 from runnerhub.ha.memory import MemoryLeaderStore
-from runnerhub.waiting import wait_until
 
 POLICY = LeasePolicy(ttl_s=0.6, renewals_per_ttl=4, safety_margin_s=0.15)
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from runnerhub.dev.waiting import wait_until
 from runnerhub.health.model import CheckResult, Outcome, aged, overall
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
-from runnerhub.waiting import wait_until
 
 
 def result(name: str, status: str, critical: bool = False, at: float = 0.0) -> CheckResult:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runnerhub.cluster.haproxy import render_config as haproxy_config
-from runnerhub.cluster.patroni import Credentials, Timing, render_config
+from runnerhub.dev.cluster.haproxy import render_config as haproxy_config
+from runnerhub.dev.cluster.patroni import Credentials, Timing, render_config
 
 
 def config(**kw: object) -> dict[str, object]:

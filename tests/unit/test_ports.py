@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from runnerhub.cluster.ports import LOWEST, _ephemeral_start, free_port
+from runnerhub.dev.cluster.ports import LOWEST, _ephemeral_start, free_port
 
 
 def test_ports_are_below_the_ephemeral_range_bindable_and_distinct() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runnerhub.cache import Cache, NullCache
-from runnerhub.cluster import redis as local_redis
-from runnerhub.cluster.redis import (
+from runnerhub.dev.cluster import redis as local_redis
+from runnerhub.dev.cluster.redis import (
     RESERVED_PORTS,
     majority_address,
     render_redis_config,

@@ -1,9 +1,9 @@
-"""When `runnerhub up` restarts an exited process (cluster.supervise): after a growing
+"""When `runnerhub up` restarts an exited process (dev.cluster.supervise): after a growing
 delay, and never in a loop: one that keeps exiting is given up on."""
 
 from __future__ import annotations
 
-from runnerhub.cluster.supervise import RestartPolicy
+from runnerhub.dev.cluster.supervise import RestartPolicy
 
 
 def test_an_exited_process_is_restarted_after_a_delay_that_grows() -> None:

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from runnerhub.sim.auth import Auth, Identity
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.errors import ApiError
-from runnerhub.sim.faults import Faults
+from runnerhub.dev.sim.auth import Auth, Identity
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.errors import ApiError
+from runnerhub.dev.sim.faults import Faults
 
 APP_ID = 4242
 

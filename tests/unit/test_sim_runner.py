@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runnerhub.sim import runner
+from runnerhub.dev.sim import runner
 
 SECRET = "s3cr3t-runner-token"
 

@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import URL
 
-from runnerhub.sim.errors import ApiError
-from runnerhub.sim.faults import Faults
-from runnerhub.sim.model import Job, Runner
-from runnerhub.sim.shapes import job_json, page_params, paginate, run_status, runner_json
+from runnerhub.dev.sim.errors import ApiError
+from runnerhub.dev.sim.faults import Faults
+from runnerhub.dev.sim.model import Job, Runner
+from runnerhub.dev.sim.shapes import job_json, page_params, paginate, run_status, runner_json
 
 
 def job(status: str, conclusion: str | None = None) -> Job:

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.errors import ApiError
-from runnerhub.sim.model import Delivery, Job, Runner
-from runnerhub.sim.state import SimState
-from runnerhub.waiting import wait_until
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.errors import ApiError
+from runnerhub.dev.sim.model import Delivery, Job, Runner
+from runnerhub.dev.sim.state import SimState
+from runnerhub.dev.waiting import wait_until
 
 
 def make_state(**overrides: object) -> tuple[SimState, list[tuple[int, str]]]:
@@ -279,7 +279,7 @@ def delivery(state: SimState, n: int) -> Delivery:
 
 
 def test_deliveries_are_capped_and_survive_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("runnerhub.sim.state.MAX_DELIVERIES", 3)
+    monkeypatch.setattr("runnerhub.dev.sim.state.MAX_DELIVERIES", 3)
     state, _ = make_state()
     for n in range(5):
         state.add_delivery(delivery(state, n))

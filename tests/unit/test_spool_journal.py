@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from runnerhub.dev.waiting import wait_until
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.spool import (
     MAGIC,
@@ -31,7 +32,6 @@ from runnerhub.intake.spool import (
     spool_dir,
 )
 from runnerhub.store.deliveries import Recorded
-from runnerhub.waiting import wait_until
 from tests.conftest import make_settings
 
 

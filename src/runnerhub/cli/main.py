@@ -103,7 +103,7 @@ def db_migrate(
 )
 def github_sim(ctx: typer.Context) -> None:
     """Run the GitHub simulator (see `runnerhub github-sim --help`)."""
-    from runnerhub.sim.github import main as sim_main
+    from runnerhub.dev.sim.github import main as sim_main
 
     raise typer.Exit(sim_main(list(ctx.args)))
 
@@ -114,7 +114,7 @@ def github_sim(ctx: typer.Context) -> None:
 )
 def runner_sim(ctx: typer.Context) -> None:
     """Run the runner simulator (behaves like `./run.sh --jitconfig …`)."""
-    from runnerhub.sim.runner import main as runner_main
+    from runnerhub.dev.sim.runner import main as runner_main
 
     raise typer.Exit(runner_main(list(ctx.args)))
 
@@ -135,7 +135,7 @@ def up(
     nodes: Annotated[int, typer.Option(min=2, max=9, help="Nodes with --ha.")] = 3,
 ) -> None:
     """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
-    from runnerhub.cluster.local import run_local_cluster
+    from runnerhub.dev.cluster.local import run_local_cluster
 
     sys.exit(
         run_local_cluster(
@@ -222,7 +222,7 @@ def chaos_kill(
     ] = DEFAULT_STATE,
 ) -> None:
     """Signal one part of a running `runnerhub up --ha` by pid, to watch failover happen."""
-    from runnerhub.cluster.chaos import ChaosError, kill
+    from runnerhub.dev.cluster.chaos import ChaosError, kill
 
     try:
         target, reached = kill(state_dir, component, sig)

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.errors import RATE_DOCS, ApiError
-from runnerhub.sim.faults import Faults
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.errors import RATE_DOCS, ApiError
+from runnerhub.dev.sim.faults import Faults
 
 JWT_SKEW_S = 60  # GitHub tolerates this much clock drift
 JWT_MAX_LIFETIME_S = 600

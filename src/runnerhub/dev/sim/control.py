@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runnerhub.sim.core import Sim
-from runnerhub.sim.errors import invalid
-from runnerhub.sim.model import JOB_CONCLUSIONS, Job, Runner
-from runnerhub.sim.rest import json_body
-from runnerhub.sim.shapes import delivery_full, iso, runner_json
+from runnerhub.dev.sim.core import Sim
+from runnerhub.dev.sim.errors import invalid
+from runnerhub.dev.sim.model import JOB_CONCLUSIONS, Job, Runner
+from runnerhub.dev.sim.rest import json_body
+from runnerhub.dev.sim.shapes import delivery_full, iso, runner_json
 
 MAX_WAIT_S = 10.0
 MAX_JOBS_PER_CALL = 1000

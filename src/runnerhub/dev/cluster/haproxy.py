@@ -31,8 +31,8 @@ from pathlib import Path
 
 import httpx
 
-from runnerhub.cluster.ports import free_port
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 BACKEND = "runnerhub_nodes"
 Backend = tuple[str, str, int]  # (server name, host, port)
@@ -68,7 +68,7 @@ def render_config(
     """An HAProxy 2.6 configuration for RunnerHub nodes; with `postgres_port`, also a TCP
     listener that always leads to the current Patroni primary among `postgres_members`."""
     out = [
-        "# Written by runnerhub.cluster.haproxy; deploy/haproxy.cfg explains every setting.",
+        "# Written by runnerhub.dev.cluster.haproxy; deploy/haproxy.cfg explains every setting.",
         "global",
         f"    log {log_target}",
         f"    maxconn {maxconn}",

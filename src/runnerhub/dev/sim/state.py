@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.errors import ApiError, not_found
-from runnerhub.sim.model import Delivery, Job, Repo, Run, Runner
-from runnerhub.sim.shapes import group_name
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.errors import ApiError, not_found
+from runnerhub.dev.sim.model import Delivery, Job, Repo, Run, Runner
+from runnerhub.dev.sim.shapes import group_name
 
 MAX_DELIVERIES = 20_000  # oldest records are forgotten past this, as GitHub ages them out
 SNAPSHOT_VERSION = 1

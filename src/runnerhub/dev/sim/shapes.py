@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from starlette.datastructures import URL
 
-from runnerhub.sim.model import Delivery, Job, Repo, Run, Runner
+from runnerhub.dev.sim.model import Delivery, Job, Repo, Run, Runner
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from runnerhub.cluster.ports import free_port
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"

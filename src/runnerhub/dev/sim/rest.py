@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runnerhub.sim.auth import INSTALLATION_PERMISSIONS, Identity
-from runnerhub.sim.core import Sim
-from runnerhub.sim.errors import SECONDARY_DOCS, ApiError, invalid, not_found
-from runnerhub.sim.model import Delivery, Runner
-from runnerhub.sim.shapes import (
+from runnerhub.dev.sim.auth import INSTALLATION_PERMISSIONS, Identity
+from runnerhub.dev.sim.core import Sim
+from runnerhub.dev.sim.errors import SECONDARY_DOCS, ApiError, invalid, not_found
+from runnerhub.dev.sim.model import Delivery, Runner
+from runnerhub.dev.sim.shapes import (
     delivery_full,
     delivery_item,
     iso,

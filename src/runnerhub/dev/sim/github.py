@@ -25,11 +25,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.control import Control
-from runnerhub.sim.core import Sim
-from runnerhub.sim.errors import ApiError
-from runnerhub.sim.rest import Rest
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.control import Control
+from runnerhub.dev.sim.core import Sim
+from runnerhub.dev.sim.errors import ApiError
+from runnerhub.dev.sim.rest import Rest
 
 __all__ = ["SimConfig", "create_app", "main", "serve"]
 

@@ -17,7 +17,7 @@ import random
 from collections import deque
 from typing import Any, Literal
 
-from runnerhub.sim.errors import invalid
+from runnerhub.dev.sim.errors import invalid
 
 ENDPOINT_KEYS = frozenset(
     {

@@ -28,8 +28,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runnerhub.cluster.ports import free_port
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 HOST = "127.0.0.1"
 # The machine's own Redis and Sentinel: never ours, even if the kernel offers the port.
@@ -92,7 +92,7 @@ def render_redis_config(
     if not password:
         raise ValueError("a Redis node needs a password")
     lines = [
-        "# Written by runnerhub.cluster.redis; Redis rewrites it when its role changes.",
+        "# Written by runnerhub.dev.cluster.redis; Redis rewrites it when its role changes.",
         f"bind {bind}",
         f"port {port}",
         "protected-mode yes",
@@ -143,7 +143,7 @@ def render_sentinel_config(
     return (
         "\n".join(
             [
-                "# Written by runnerhub.cluster.redis; Sentinel rewrites it as it learns.",
+                "# Written by runnerhub.dev.cluster.redis; Sentinel rewrites it as it learns.",
                 f"bind {bind}",
                 f"port {port}",
                 "protected-mode yes",

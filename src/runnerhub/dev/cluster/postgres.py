@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runnerhub.cluster.ports import free_port
+from runnerhub.dev.cluster.ports import free_port
 
 SERVICE_USER = "postgres"
 PRIVATE_ROOT = Path("/var/tmp/runnerhub-pg")

@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from runnerhub.cluster.ports import free_port
-from runnerhub.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 HOST = "127.0.0.1"
 STATE_FILE = "patroni.json"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from runnerhub.sim import persist
-from runnerhub.sim.auth import Auth
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.faults import Faults
-from runnerhub.sim.state import SimState
-from runnerhub.sim.webhooks import WebhookSender, lost_on_restart, pending_snapshot
+from runnerhub.dev.sim import persist
+from runnerhub.dev.sim.auth import Auth
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.faults import Faults
+from runnerhub.dev.sim.state import SimState
+from runnerhub.dev.sim.webhooks import WebhookSender, lost_on_restart, pending_snapshot
 
 
 class Sim:

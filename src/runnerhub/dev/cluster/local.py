@@ -33,14 +33,14 @@ from rich.live import Live
 from rich.panel import Panel
 
 from runnerhub.cli.status import render
-from runnerhub.cluster.etcd import EtcdError, LocalEtcd
-from runnerhub.cluster.haproxy import HAProxyError, LocalHAProxy
-from runnerhub.cluster.patroni import LocalPatroni, PatroniError
-from runnerhub.cluster.ports import free_port
-from runnerhub.cluster.postgres import LocalPostgres, PostgresError
-from runnerhub.cluster.redis import LocalRedis, RedisError
-from runnerhub.cluster.supervise import RestartPolicy
-from runnerhub.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
+from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
+from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.postgres import LocalPostgres, PostgresError
+from runnerhub.dev.cluster.redis import LocalRedis, RedisError
+from runnerhub.dev.cluster.supervise import RestartPolicy
+from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 ORG = "acme"
 REPOS = ["acme/web", "acme/api"]
@@ -405,7 +405,7 @@ class LocalCluster:
         return f"http://127.0.0.1:{port}"
 
     def _write_config(self, name: str, port: int) -> Path:
-        runner_cmd = [sys.executable, "-m", "runnerhub.sim.runner", "--idle-timeout", "600"]
+        runner_cmd = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "600"]
         config: dict[str, Any] = {
             "node": {
                 "id": name,
@@ -649,7 +649,7 @@ class LocalCluster:
 
     def supervise(self) -> bool:
         """Start again what exited (a crash, `runnerhub chaos kill`), as systemd would: after
-        a growing delay, and not a process that keeps exiting (`cluster.supervise`). False
+        a growing delay, and not a process that keeps exiting (`dev.cluster.supervise`). False
         when the cluster cannot go on: the simulator, which stands in for GitHub, is gone."""
         sim = [s for s in self.services if s not in self.node_services and not s.alive()]
         if sim:

@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from runnerhub.sim.config import SimConfig
-from runnerhub.sim.faults import Faults
-from runnerhub.sim.model import Delivery, Job
-from runnerhub.sim.shapes import SENDER, job_json, repo_json
-from runnerhub.sim.state import SimState
+from runnerhub.dev.sim.config import SimConfig
+from runnerhub.dev.sim.faults import Faults
+from runnerhub.dev.sim.model import Delivery, Job
+from runnerhub.dev.sim.shapes import SENDER, job_json, repo_json
+from runnerhub.dev.sim.state import SimState
 
 log = logging.getLogger(__name__)
 MAX_RESPONSE_BODY = 64 * 1024
