@@ -135,6 +135,7 @@ def up(
     nodes: Annotated[int, typer.Option(min=2, max=9, help="Nodes with --ha.")] = 3,
 ) -> None:
     """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
+    from runnerhub.cli.status import render
     from runnerhub.dev.cluster.local import run_local_cluster
 
     sys.exit(
@@ -145,6 +146,7 @@ def up(
             exit_after_demo=exit_after_demo,
             ha=ha,
             nodes=nodes,
+            summary=render,
         )
     )
 

@@ -28,11 +28,10 @@ from typing import Any
 
 import httpx
 import yaml
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 
-from runnerhub.cli.status import render
 from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
@@ -41,6 +40,9 @@ from runnerhub.dev.cluster.postgres import LocalPostgres, PostgresError
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
+
+# Renders what the API reports (pools, jobs, runners) for the live view.
+StatusView = Callable[[httpx.Client], RenderableType]
 
 ORG = "acme"
 REPOS = ["acme/web", "acme/api"]
@@ -594,7 +596,9 @@ class LocalCluster:
             title="runnerhub up",
         )
 
-    def watch(self, ids: list[int], exit_after_demo: bool) -> int:
+    def watch(self, ids: list[int], exit_after_demo: bool, summary: StatusView) -> int:
+        """Show the banner, `summary` of the API and the demo's progress until stopped (or
+        until the demo completes, with `exit_after_demo`); the exit status."""
         headers = {"Authorization": f"Bearer {self.secrets.admin_token}"}
         with (
             httpx.Client(base_url=self.api_url, headers=headers, timeout=5) as api,
@@ -608,7 +612,7 @@ class LocalCluster:
                 try:
                     done, total, doubles = self.demo_progress(ids)
                     line = f"demo: {done}/{total} self-hosted jobs completed, {doubles} run twice"
-                    live.update(Group(self.banner(), render(api), line), refresh=True)
+                    live.update(Group(self.banner(), summary(api), line), refresh=True)
                 except httpx.HTTPError as exc:
                     live.update(Group(self.banner(), f"(waiting for the API: {exc})"), refresh=True)
                     done, total, doubles = 0, 1, 0
@@ -729,7 +733,11 @@ def run_local_cluster(
     exit_after_demo: bool,
     ha: bool = False,
     nodes: int = 3,
+    *,
+    summary: StatusView,
 ) -> int:
+    """`runnerhub up`; `summary` renders the live tables (the CLI's `status` view, passed in
+    so that this tooling does not import the CLI that starts it)."""
     cluster = LocalCluster(
         state_dir, port=port, demo_jobs=demo_jobs, ha=ha, nodes=nodes if ha else 1
     )
@@ -739,7 +747,7 @@ def run_local_cluster(
     try:
         cluster.start()
         ids = cluster.enqueue_demo()
-        return cluster.watch(ids, exit_after_demo)
+        return cluster.watch(ids, exit_after_demo, summary)
     except KeyboardInterrupt:
         return 0
     except (
