@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
@@ -32,19 +31,14 @@ class EtcdError(Exception):
     pass
 
 
-def find_binary(name: str = "etcd") -> Path:
+def find_etcd(name: str = "etcd") -> Path:
     """`etcd` or `etcdctl`: from $RUNNERHUB_ETCD_BIN (a directory), else the PATH."""
-    env = os.environ.get("RUNNERHUB_ETCD_BIN")
-    candidates = [Path(env) / name] if env else []
-    found = shutil.which(name)
-    if found:
-        candidates.append(Path(found))
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
     package = "etcd-server" if name == "etcd" else "etcd-client"
-    raise EtcdError(
-        f"{name} not found: install {package} (`make` installs it) or set RUNNERHUB_ETCD_BIN"
+    return find_binary(
+        name,
+        EtcdError,
+        f"install {package} (`make` installs it) or set RUNNERHUB_ETCD_BIN",
+        first=[env_path("RUNNERHUB_ETCD_BIN", name)],
     )
 
 
@@ -54,7 +48,7 @@ def _clean_env() -> dict[str, str]:
 
 
 @dataclass
-class EtcdMember:
+class EtcdMember(ManagedProcess):
     name: str
     data_dir: Path
     client_port: int
@@ -78,13 +72,9 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"{HOST}:{self.client_port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
     def argv(self) -> list[str]:
         return [
-            str(find_binary("etcd")),
+            str(find_etcd("etcd")),
             "--name",
             self.name,
             "--data-dir",
@@ -125,48 +115,8 @@ class EtcdMember:
         ]
 
     def start(self) -> None:
-        if self.alive():
-            return
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=_clean_env(),
-            )
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` (SIGKILL, SIGSTOP, SIGCONT…); after SIGKILL, reap so the ports are free."""
         if not self.alive():
-            return
-        assert self.popen is not None
-        self.popen.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.popen.wait(10)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        self.popen.send_signal(signal.SIGCONT)  # a paused member must run to see SIGTERM
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            self.spawn(self.argv(), env=_clean_env())
 
     def status(self, timeout_s: float = 1.0) -> dict[str, str] | None:
         """This member's id and the leader it knows (the v3 JSON gateway), or None."""
@@ -246,7 +196,7 @@ class LocalEtcd:
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start every member (fresh, or resuming the data already here); wait until healthy."""
-        find_binary("etcd")
+        find_etcd("etcd")
         self._save()
         for m in self.members:
             m.start()
@@ -265,9 +215,7 @@ class LocalEtcd:
         last = [self.members[leader]] if leader is not None else []
         followers = [m for m in live if m not in last]
         for m in followers:
-            assert m.popen is not None
-            m.popen.send_signal(signal.SIGTERM)
-            m.popen.send_signal(signal.SIGCONT)
+            m.terminate()
         for m in [*followers, *last]:
             m.stop()
 
@@ -297,10 +245,6 @@ class LocalEtcd:
         chosen = [self.members[i] for i in (members if members is not None else range(len(self)))]
 
         def healthy() -> bool:
-            for m in chosen:
-                if not m.alive():
-                    code = m.popen.returncode if m.popen else None
-                    raise EtcdError(f"{m.name} is not running (exit {code}):\n{m.tail()}")
             if not all(m.healthy() for m in chosen):
                 return False
             statuses = [m.status() for m in chosen]
@@ -309,11 +253,7 @@ class LocalEtcd:
             leaders = {s["leader"] for s in statuses if s is not None}
             return len(leaders) == 1 and leaders != {"0"}
 
-        try:
-            wait_until_sync(healthy, timeout_s, "etcd to become healthy", interval_s=0.05)
-        except Timeout as exc:
-            tails = "\n".join(f"--- {m.name}\n{m.tail(5)}" for m in chosen)
-            raise EtcdError(f"{exc}\n{tails}") from exc
+        wait_ready(healthy, timeout_s, "etcd to become healthy", error=EtcdError, watch=chosen)
 
     def leader_index(self) -> int | None:
         """Which member is raft leader now, as the running members report it (None if no
@@ -336,7 +276,7 @@ class LocalEtcd:
         """Run `etcdctl` (v3 API) against `endpoints` (default: all); its stdout, or raise."""
         env = {**_clean_env(), "ETCDCTL_API": "3"}
         cmd = [
-            str(find_binary("etcdctl")),
+            str(find_etcd("etcdctl")),
             f"--endpoints={','.join(endpoints or self.endpoints)}",
             f"--command-timeout={max(1, int(timeout_s))}s",
             "--dial-timeout=2s",
