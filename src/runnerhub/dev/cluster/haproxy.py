@@ -15,12 +15,9 @@ finishes its requests, closes kept-alive connections after their next answer, th
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 
 BACKEND = "runnerhub_nodes"
 Backend = tuple[str, str, int]  # (server name, host, port)
@@ -44,13 +41,13 @@ class HAProxyError(Exception):
 
 
 def find_haproxy() -> Path:
-    env = os.environ.get("RUNNERHUB_HAPROXY")
-    found = shutil.which("haproxy")
-    for c in [env, found, "/usr/sbin/haproxy"]:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return Path(c)
-    raise HAProxyError(
-        "haproxy not found: install haproxy (`make` installs it) or set RUNNERHUB_HAPROXY"
+    """$RUNNERHUB_HAPROXY (the binary), else the PATH, else /usr/sbin (not on every PATH)."""
+    return find_binary(
+        "haproxy",
+        HAProxyError,
+        "install haproxy (`make` installs it) or set RUNNERHUB_HAPROXY",
+        first=[env_path("RUNNERHUB_HAPROXY")],
+        then=[Path("/usr/sbin/haproxy")],
     )
 
 
@@ -187,8 +184,9 @@ def parse_show_proc(text: str) -> tuple[int, list[Process]]:
     return failed, procs
 
 
-class LocalHAProxy:
-    """A private HAProxy under `base_dir`, its frontend and stats page on loopback."""
+class LocalHAProxy(ManagedProcess):
+    """A private HAProxy under `base_dir`, its frontend and stats page on loopback. Its pid
+    is the master's (the workers are its children, in its process group)."""
 
     def __init__(
         self,
@@ -198,6 +196,7 @@ class LocalHAProxy:
         postgres_members: Sequence[PatroniMember] = (),
         postgres_port: int = 0,
     ) -> None:
+        self.name = "haproxy"
         self.base_dir = base_dir.resolve()
         # With Patroni members: also a TCP endpoint that leads to the current primary.
         self.postgres_members = list(postgres_members)
@@ -225,14 +224,6 @@ class LocalHAProxy:
     @property
     def stats_url(self) -> str | None:
         return f"http://127.0.0.1:{self.stats_port}/stats" if self.stats_port else None
-
-    @property
-    def pid(self) -> int | None:
-        """The master's pid (the workers are its children, in its process group)."""
-        return self.popen.pid if self.popen else None
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -270,22 +261,13 @@ class LocalHAProxy:
         if backends is not None or not self.config_file.exists():
             self.write_config(backends or [])
         self.master_socket.unlink(missing_ok=True)
-        with self.log_file.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [
-                    str(find_haproxy()),
-                    "-W",
-                    "-db",
-                    "-f",
-                    str(self.config_file),
-                    "-S",
-                    f"{self.master_socket},mode,600",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.spawn(
+            [
+                str(find_haproxy()),
+                *("-W", "-db", "-f", str(self.config_file)),
+                *("-S", f"{self.master_socket},mode,600"),
+            ]
+        )
         try:
             self._wait(
                 lambda: any(p.kind == "worker" for p in self.processes()) and self._accepts(),
@@ -327,23 +309,8 @@ class LocalHAProxy:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Hard stop: SIGTERM to the master, which stops every worker (old ones too) before
         it exits; SIGKILL the whole process group (our session) if that takes too long."""
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
+        super().stop(timeout_s)
         self.master_socket.unlink(missing_ok=True)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     # -- observation -----------------------------------------------------------------------
 
@@ -379,16 +346,15 @@ class LocalHAProxy:
             return False
 
     def _wait(self, probe: Callable[[], bool], timeout_s: float, what: str) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                code = self.popen.returncode if self.popen else None
-                raise HAProxyError(f"haproxy exited during {what} (exit {code}):\n{self.tail()}")
-            return bool(probe())
-
-        try:
-            wait_until_sync(ready, timeout_s, f"haproxy {what}", interval_s=0.02)
-        except Timeout as exc:
-            raise HAProxyError(f"{exc}\n{self.tail()}") from exc
+        wait_ready(
+            probe,
+            timeout_s,
+            f"haproxy {what}",
+            error=HAProxyError,
+            watch=[self],
+            log_lines=20,
+            interval_s=0.02,
+        )
 
     def server_states(self) -> dict[str, str]:
         """Each RunnerHub node's state as the stats page shows it ("UP", "DOWN", "UP 1/2"…)."""
