@@ -33,7 +33,8 @@ import httpx
 
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
-from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.dev.waiting import wait_until_sync
 
 HOST = "127.0.0.1"
 STATE_FILE = "patroni.json"
@@ -45,17 +46,13 @@ class PatroniError(Exception):
 
 
 def find_patroni() -> Path:
-    """Debian's `patroni` (it runs on the system Python, which the service user can read)."""
-    env = os.environ.get("RUNNERHUB_PATRONI")
-    for c in [Path(env)] if env else [Path("/usr/bin/patroni")]:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    found = shutil.which("patroni")
-    if found:
-        return Path(found)
-    raise PatroniError(
-        "patroni not found: install the Debian package `patroni` (`make` does this) "
-        "or set RUNNERHUB_PATRONI"
+    """Debian's `patroni` (it runs on the system Python, which the service user can read)
+    before any other on the PATH, unless $RUNNERHUB_PATRONI names one."""
+    return find_binary(
+        "patroni",
+        PatroniError,
+        "install the Debian package `patroni` (`make` does this) or set RUNNERHUB_PATRONI",
+        first=[env_path("RUNNERHUB_PATRONI") or Path("/usr/bin/patroni")],
     )
 
 
@@ -176,7 +173,7 @@ def render_config(
 
 
 @dataclass
-class PatroniMember:
+class PatroniMember(ManagedProcess):
     name: str
     api_port: int
     pg_port: int
@@ -192,13 +189,6 @@ class PatroniMember:
     @property
     def address(self) -> str:
         return f"{HOST}:{self.pg_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.alive() and self.popen else None
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -223,12 +213,6 @@ class PatroniMember:
             return httpx.get(f"{self.api_url}/primary", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @dataclass
@@ -323,19 +307,13 @@ class LocalPatroni:
             "HOME": str(self.user_home or self.run_dir),
             "LANG": "C.UTF-8",
         }
-        with m.log_file.open("ab") as out:
-            m.popen = subprocess.Popen(
-                [str(find_patroni()), str(m.config_file)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.run_dir,
-                env=env,
-                user=self.uid,
-                group=self.gid,
-                extra_groups=[] if self.uid is not None else None,
-                start_new_session=True,
-            )
+        m.spawn(
+            [str(find_patroni()), str(m.config_file)],
+            env=env,
+            cwd=self.run_dir,
+            user=self.uid,  # the service user when we are root (PostgreSQL refuses root)
+            group=self.gid,
+        )
 
     def start(self, timeout_s: float = 90.0) -> None:
         """Start every member; wait for a writable primary and streaming replicas."""
@@ -356,10 +334,7 @@ class LocalPatroni:
         primary = self.primary()
         order = [m for m in self.members if m is not primary] + ([primary] if primary else [])
         for m in order:
-            if m.alive():
-                assert m.popen is not None
-                m.popen.send_signal(signal.SIGCONT)
-                m.popen.send_signal(signal.SIGTERM)
+            m.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 if m.popen is not None:
                     m.popen.wait(timeout_s)
@@ -422,11 +397,11 @@ class LocalPatroni:
         """Wait until there is a primary and `expect_members - 1` streaming replicas, one
         of them synchronous (when synchronous mode is on)."""
         want = expect_members or len(self.members)
+        # Expecting every member: one that was started and exited will not come back.
+        started = [m for m in self.members if m.popen is not None]
+        watch = started if want == len(self.members) else []
 
         def healthy() -> bool:
-            for m in self.members:
-                if m.popen is not None and not m.alive() and want == len(self.members):
-                    raise PatroniError(f"{m.name} exited ({m.popen.returncode}):\n{m.tail()}")
             topo = self.topology()
             if not topo:
                 return False
@@ -437,11 +412,16 @@ class LocalPatroni:
                 return False
             return not self.synchronous_mode or want == 1 or bool(synced)
 
-        try:
-            wait_until_sync(healthy, timeout_s, "the Patroni cluster to be healthy", 0.2)
-        except Timeout as exc:
-            tails = "\n".join(f"--- {m.name}\n{m.tail(8)}" for m in self.members)
-            raise PatroniError(f"{exc}\n{tails}") from exc
+        wait_ready(
+            healthy,
+            timeout_s,
+            "the Patroni cluster to be healthy",
+            error=PatroniError,
+            watch=watch,
+            logs=self.members,
+            log_lines=8,
+            interval_s=0.2,
+        )
 
     def wait_primary(self, timeout_s: float = 60.0, other_than: str | None = None) -> PatroniMember:
         def found() -> PatroniMember | None:
