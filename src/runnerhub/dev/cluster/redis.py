@@ -12,7 +12,6 @@ them one by one. Sentinel and Redis rewrite their own configuration files as rol
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -29,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 
 HOST = "127.0.0.1"
 # The machine's own Redis and Sentinel: never ours, even if the kernel offers the port.
@@ -46,21 +45,15 @@ class RedisError(Exception):
     pass
 
 
-def find_binary(name: str) -> Path:
+def find_redis(name: str) -> Path:
     """`redis-server` or `redis-sentinel`: from $RUNNERHUB_REDIS_BIN (a directory), else the
     PATH, else /usr/bin."""
-    env = os.environ.get("RUNNERHUB_REDIS_BIN")
-    candidates = [Path(env) / name] if env else []
-    found = shutil.which(name)
-    if found:
-        candidates.append(Path(found))
-    candidates.append(Path("/usr/bin") / name)
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    raise RedisError(
-        f"{name} not found: install the {name} package (`make` installs it) "
-        "or set RUNNERHUB_REDIS_BIN"
+    return find_binary(
+        name,
+        RedisError,
+        f"install the {name} package (`make` installs it) or set RUNNERHUB_REDIS_BIN",
+        first=[env_path("RUNNERHUB_REDIS_BIN", name)],
+        then=[Path("/usr/bin", name)],
     )
 
 
@@ -176,7 +169,7 @@ def majority_address(answers: Sequence[Address | None]) -> Address | None:
 
 
 @dataclass
-class RedisProcess:
+class RedisProcess(ManagedProcess):
     """One redis-server or redis-sentinel under its own directory."""
 
     name: str
@@ -184,73 +177,27 @@ class RedisProcess:
     port: int
     node_dir: Path
     popen: subprocess.Popen[bytes] | None = None
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.node_dir.parent / f"{self.name}.log"
 
     @property
     def config_file(self) -> Path:
         return self.node_dir / f"{self.kind}.conf"
 
     @property
-    def log_file(self) -> Path:
-        return self.node_dir.parent / f"{self.name}.log"
-
-    @property
     def address(self) -> Address:
         return (HOST, self.port)
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.alive() and self.popen else None
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
 
     def start(self, extra_args: Sequence[str] = ()) -> None:
         if self.alive():
             return
-        binary = find_binary("redis-sentinel" if self.kind == "sentinel" else "redis-server")
+        binary = find_redis("redis-sentinel" if self.kind == "sentinel" else "redis-server")
         if self.kind == "redis":
             # A replica keeps the last full sync on disk and would load it: start empty.
             (self.node_dir / "dump.rdb").unlink(missing_ok=True)
-        with self.log_file.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [str(binary), str(self.config_file), *extra_args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.node_dir,
-                start_new_session=True,
-            )
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` (SIGKILL, SIGSTOP, SIGCONT…); after SIGKILL, reap so the port is free."""
-        if not self.alive():
-            return
-        assert self.popen is not None
-        self.popen.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.popen.wait(10)
-
-    def terminate(self) -> None:
-        if self.alive():
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGTERM)
-            self.popen.send_signal(signal.SIGCONT)  # a paused process must run to see SIGTERM
-
-    def wait_exit(self, timeout_s: float = 10.0) -> None:
-        if self.popen is None:
-            return
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        self.spawn([str(binary), str(self.config_file), *extra_args], cwd=self.node_dir)
 
 
 # -- the cluster ----------------------------------------------------------------------------
@@ -321,8 +268,8 @@ class LocalRedis:
     def start(self, timeout_s: float = 30.0) -> None:
         """Start the data nodes, then the Sentinels; wait until every Sentinel sees the
         primary, the replica and its two peers, and the replica is in sync."""
-        find_binary("redis-server")
-        find_binary("redis-sentinel")
+        find_redis("redis-server")
+        find_redis("redis-sentinel")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._write_configs()
         try:
@@ -370,14 +317,7 @@ class LocalRedis:
             elif current is not None:
                 extra = ["--replicaof", current[0], str(current[1])]
         p.start(extra)
-
-        def answers() -> bool:
-            if not p.alive():
-                code = p.popen.returncode if p.popen else None
-                raise RedisError(f"{p.name} exited (code {code}):\n{p.tail()}")
-            return self._ping(p)
-
-        self._wait(answers, timeout_s, f"{name} to answer")
+        self._wait(lambda: self._ping(p), timeout_s, f"{name} to answer", watch=[p])
         if extra:
             # Keep the role we gave it on the command line for its next start.
             self._call(p, lambda c: c.config_rewrite())
@@ -425,14 +365,11 @@ class LocalRedis:
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         def ready() -> bool:
-            for p in self.processes.values():
-                if not p.alive():
-                    code = p.popen.returncode if p.popen else None
-                    raise RedisError(f"{p.name} is not running (exit {code}):\n{p.tail()}")
             primary = self._sentinel_primary()
             return primary is not None and self._topology_complete(primary)
 
-        self._wait(ready, timeout_s, "Redis and its Sentinels to be ready")
+        everything = list(self.processes.values())
+        self._wait(ready, timeout_s, "Redis and its Sentinels to be ready", watch=everything)
 
     def wait_failover(self, old_primary: Address, timeout_s: float = 30.0) -> Address:
         """Wait until the Sentinels report a primary other than `old_primary` and that node
@@ -544,12 +481,17 @@ class LocalRedis:
     def _data_processes(self) -> list[RedisProcess]:
         return [self.processes[n] for n in self.DATA_NODES]
 
-    def _wait(self, probe: Callable[[], T], timeout_s: float, what: str) -> T:
-        try:
-            return wait_until_sync(probe, timeout_s, what, interval_s=0.05)
-        except Timeout as exc:
-            tails = "\n".join(f"--- {p.name}\n{p.tail(5)}" for p in self.processes.values())
-            raise RedisError(f"{exc}\n{tails}") from exc
+    def _wait(
+        self,
+        probe: Callable[[], T],
+        timeout_s: float,
+        what: str,
+        watch: Sequence[RedisProcess] = (),
+    ) -> T:
+        """`probe` until truthy; a process of `watch` exiting fails at once; on timeout,
+        every process's log tail."""
+        logs = list(self.processes.values())
+        return wait_ready(probe, timeout_s, what, error=RedisError, watch=watch, logs=logs)
 
 
 def _good_replica(state: Any) -> bool:
