@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.process import env_path, find_binary
 
 SERVICE_USER = "postgres"
 PRIVATE_ROOT = Path("/var/tmp/runnerhub-pg")
@@ -29,25 +30,26 @@ class PostgresError(Exception):
 
 
 def find_bin_dir() -> Path:
-    """PostgreSQL's server binaries: $RUNNERHUB_PG_BIN, else the newest Debian/Ubuntu install."""
-    env = os.environ.get("RUNNERHUB_PG_BIN")
-    candidates = [Path(env)] if env else []
-    root = Path("/usr/lib/postgresql")
-    if root.is_dir():
-        versions = sorted(
-            (p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True
-        )
-        candidates += [v / "bin" for v in versions]
-    for c in candidates:
-        if (c / "initdb").exists() and (c / "pg_ctl").exists():
-            return c
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    raise PostgresError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql-15 "
-        "(`make` does this) or set RUNNERHUB_PG_BIN"
+    """PostgreSQL's server binaries: $RUNNERHUB_PG_BIN, else the newest Debian/Ubuntu
+    install (not on the PATH there), else the PATH's."""
+    dirs = [d for d in [env_path("RUNNERHUB_PG_BIN"), *_debian_bin_dirs()] if d is not None]
+    initdb = find_binary(
+        "initdb",
+        PostgresError,
+        "install postgresql-15 (`make` does this) or set RUNNERHUB_PG_BIN",
+        first=[d / "initdb" for d in dirs if (d / "pg_ctl").exists()],
+        what="PostgreSQL server binaries (initdb, pg_ctl)",
     )
+    return initdb.parent
+
+
+def _debian_bin_dirs() -> list[Path]:
+    """/usr/lib/postgresql/<version>/bin, newest first."""
+    root = Path("/usr/lib/postgresql")
+    if not root.is_dir():
+        return []
+    versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [v / "bin" for v in reversed(versions)]
 
 
 def _run_as() -> tuple[list[str], int | None, int | None]:
