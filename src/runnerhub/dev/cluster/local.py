@@ -37,6 +37,7 @@ from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import LocalPostgres, PostgresError
+from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
@@ -111,48 +112,21 @@ def _port_free(port: int) -> bool:
 
 
 @dataclass
-class Service:
+class Service(ManagedProcess):
+    """A RunnerHub node or the GitHub simulator."""
+
     name: str
     argv: list[str]
-    log: Path
+    log_file: Path
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            # Own session: Ctrl-C reaches `up` only, which then stops everything in order.
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        """Start it with `env` added to ours."""
+        self.spawn(self.argv, env={**os.environ, **(env or {})})
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if not self.alive():
-            return
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        # Longer than the other servers': a node finishes its requests and hands over.
+        super().stop(timeout_s)
 
 
 @dataclass
@@ -335,8 +309,7 @@ class LocalCluster:
             self.etcd.wait_healthy(timeout_s)
         for svc in self.node_services:
             if svc.alive():
-                assert svc.popen is not None
-                svc.popen.send_signal(signal.SIGCONT)
+                svc.kill(signal.SIGCONT)
                 continue
             svc.start()
             self._wait_http(f"{self.node_urls[svc.name]}/readyz", svc, f"{svc.name} to be ready")
@@ -400,9 +373,7 @@ class LocalCluster:
             }
         )
         self.services.append(sim)
-        wait_until_sync(lambda: ready.exists() or not sim.alive(), 30, "the GitHub simulator")
-        if not sim.alive():
-            raise RuntimeError(f"the GitHub simulator exited:\n{sim.tail()}")
+        wait_ready(ready.exists, 30, "the GitHub simulator", error=RuntimeError, watch=[sim])
         port = json.loads(ready.read_text())["port"]
         return f"http://127.0.0.1:{port}"
 
@@ -462,15 +433,15 @@ class LocalCluster:
         return path
 
     def _wait_http(self, url: str, svc: Service, what: str, timeout_s: float = 60) -> None:
-        def ready() -> bool:
-            if not svc.alive():
-                raise RuntimeError(f"{svc.name} exited while starting:\n{svc.tail()}")
+        """Until `url` answers 200; `svc` exiting meanwhile fails at once, with its log."""
+
+        def answers() -> bool:
             try:
                 return httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until_sync(ready, timeout_s, what, interval_s=0.1)
+        wait_ready(answers, timeout_s, what, error=RuntimeError, watch=[svc], interval_s=0.1)
 
     def _write_cluster_file(self) -> None:
         info = {
