@@ -195,100 +195,34 @@ class LocalCluster:
     # -- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start every part, each once what it needs runs: etcd, PostgreSQL, Redis, the
+        GitHub simulator, the nodes, then HAProxy in front of them."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
         self.logs.mkdir(exist_ok=True)
         self.secrets = Secrets.load_or_create(self.state_dir / "secrets.json")
         if self.ha:
-            self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
-            with self.console.status("starting etcd (3 members)…"):
-                self.etcd.start()
-            self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
+            self._start_etcd()
         if self.patroni:
-            assert self.etcd is not None
-            self.pg_cluster = LocalPatroni(self.state_dir / "patroni", self.etcd.endpoints)
-            with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
-                self.pg_cluster.start()
-                self.dsn = self.pg_cluster.create_database("runnerhub")
-            primary = self.pg_cluster.primary()
-            self.console.print(
-                f"[green]✓[/green] PostgreSQL (Patroni) at {self.pg_cluster.ports}, "
-                f"primary {primary.name if primary else '?'}, synchronous replication"
-            )
+            self._start_patroni()
         else:
-            with self.console.status("starting PostgreSQL…"):
-                self.pg.init()
-                self.pg.start()
-                self.pg.wait_ready()
-                self.dsn = self.pg.create_database("runnerhub")
-            self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
+            self._start_postgres()
 
-        if self.port == 0:
-            self.port = free_port()
-        elif not _port_free(self.port):
-            chosen = free_port()
-            self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
-            self.port = chosen
+        self._choose_port()
         # In HA mode the port is HAProxy's; the nodes listen on ports of their own.
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.api_url}/webhooks/github"
         ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
 
         if self.ha:
-            self.redis = LocalRedis(self.state_dir / "redis")
-            with self.console.status("starting Redis (primary, replica, 3 Sentinels)…"):
-                self.redis.start()
-            host, port = self.redis.primary()
-            self.console.print(
-                f"[green]✓[/green] Redis primary {host}:{port}, Sentinels at "
-                f"{', '.join(f'{h}:{p}' for h, p in self.redis.sentinels)}"
-            )
-
+            self._start_redis()
         with self.console.status("starting the GitHub simulator…"):
             self.sim_url = self._start_sim()
         self.console.print(f"[green]✓[/green] GitHub simulator at {self.sim_url}")
-
         for i, port in enumerate(ports, start=1):
-            name = f"node-{i}"
-            config = self._write_config(name, port)
-            node = Service(
-                name,
-                [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
-                self.logs / f"{name}.log",
-            )
-            with self.console.status(f"starting RunnerHub {name}…"):
-                node.start()
-                self.services.append(node)
-                self.node_services.append(node)
-                self.node_urls[name] = f"http://127.0.0.1:{port}"
-                self._wait_http(f"{self.node_urls[name]}/readyz", node, f"{name} to become ready")
-            self.console.print(f"[green]✓[/green] RunnerHub {name} at {self.node_urls[name]}")
-
+            self._start_node(f"node-{i}", port)
         if self.ha:
-            self.haproxy = LocalHAProxy(
-                self.state_dir / "haproxy",
-                frontend_port=self.port,
-                postgres_members=[
-                    (m.name, "127.0.0.1", m.pg_port, m.api_port) for m in self.pg_cluster.members
-                ]
-                if self.pg_cluster
-                else (),
-            )
-            with self.console.status("starting HAProxy…"):
-                self.haproxy.start(
-                    [(n, "127.0.0.1", int(u.rsplit(":", 1)[1])) for n, u in self.node_urls.items()]
-                )
-                self._wait_http(
-                    f"{self.api_url}/readyz",
-                    self.node_services[0],
-                    "HAProxy to route to a ready node",
-                )
-            self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
-            if self.haproxy.postgres_port:
-                self.console.print(
-                    f"[green]✓[/green] PostgreSQL primary via HAProxy at "
-                    f"127.0.0.1:{self.haproxy.postgres_port}"
-                )
+            self._start_haproxy()
             with self.console.status("waiting for a leader…"):
                 wait_until_sync(self.leader, 30, "a leader to be elected", interval_s=0.1)
                 wait_until_sync(
@@ -296,6 +230,88 @@ class LocalCluster:
                 )
             self.console.print(f"[green]✓[/green] leader: {self.leader()}")
         self._write_cluster_file()
+
+    def _start_etcd(self) -> None:
+        self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
+        with self.console.status("starting etcd (3 members)…"):
+            self.etcd.start()
+        self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
+
+    def _start_patroni(self) -> None:
+        assert self.etcd is not None
+        self.pg_cluster = LocalPatroni(self.state_dir / "patroni", self.etcd.endpoints)
+        with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
+            self.pg_cluster.start()
+            self.dsn = self.pg_cluster.create_database("runnerhub")
+        primary = self.pg_cluster.primary()
+        self.console.print(
+            f"[green]✓[/green] PostgreSQL (Patroni) at {self.pg_cluster.ports}, "
+            f"primary {primary.name if primary else '?'}, synchronous replication"
+        )
+
+    def _start_postgres(self) -> None:
+        with self.console.status("starting PostgreSQL…"):
+            self.pg.init()
+            self.pg.start()
+            self.pg.wait_ready()
+            self.dsn = self.pg.create_database("runnerhub")
+        self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
+
+    def _choose_port(self) -> None:
+        if self.port == 0:
+            self.port = free_port()
+        elif not _port_free(self.port):
+            chosen = free_port()
+            self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
+            self.port = chosen
+
+    def _start_redis(self) -> None:
+        self.redis = LocalRedis(self.state_dir / "redis")
+        with self.console.status("starting Redis (primary, replica, 3 Sentinels)…"):
+            self.redis.start()
+        host, port = self.redis.primary()
+        self.console.print(
+            f"[green]✓[/green] Redis primary {host}:{port}, Sentinels at "
+            f"{', '.join(f'{h}:{p}' for h, p in self.redis.sentinels)}"
+        )
+
+    def _start_node(self, name: str, port: int) -> None:
+        config = self._write_config(name, port)
+        node = Service(
+            name,
+            [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
+            self.logs / f"{name}.log",
+        )
+        with self.console.status(f"starting RunnerHub {name}…"):
+            node.start()
+            self.services.append(node)
+            self.node_services.append(node)
+            self.node_urls[name] = f"http://127.0.0.1:{port}"
+            self._wait_http(f"{self.node_urls[name]}/readyz", node, f"{name} to become ready")
+        self.console.print(f"[green]✓[/green] RunnerHub {name} at {self.node_urls[name]}")
+
+    def _start_haproxy(self) -> None:
+        members = self.pg_cluster.members if self.pg_cluster else []
+        self.haproxy = LocalHAProxy(
+            self.state_dir / "haproxy",
+            frontend_port=self.port,
+            postgres_members=[(m.name, "127.0.0.1", m.pg_port, m.api_port) for m in members],
+        )
+        with self.console.status("starting HAProxy…"):
+            self.haproxy.start(
+                [(n, "127.0.0.1", int(u.rsplit(":", 1)[1])) for n, u in self.node_urls.items()]
+            )
+            self._wait_http(
+                f"{self.api_url}/readyz",
+                self.node_services[0],
+                "HAProxy to route to a ready node",
+            )
+        self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
+        if self.haproxy.postgres_port:
+            self.console.print(
+                f"[green]✓[/green] PostgreSQL primary via HAProxy at "
+                f"127.0.0.1:{self.haproxy.postgres_port}"
+            )
 
     def heal(self, timeout_s: float = 60.0) -> None:
         """Make the cluster whole after injected faults: resume paused nodes, restart dead
