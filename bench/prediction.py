@@ -54,8 +54,8 @@ import psycopg
 
 from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.dev.waiting import wait_until
+from runnerhub.domain.rates import ErrorRate
 from runnerhub.predict.forecast import Detector, ForecastPolicy
-from runnerhub.predict.rates import ErrorRate
 from runnerhub.store.db import Conn, connect
 from runnerhub.store.replication import read_status
 
@@ -392,7 +392,7 @@ async def run(s: Scenario, scale: float, work: Path, sample_s: float, rig: Repli
             first = rss(proc.pid) or 0.0
             s.limit = first + 100 * MB  # the process's memory limit: 100 MB above its start
 
-        # RunnerHub's own error-rate window (predict.rates), on the scenario's clock.
+        # RunnerHub's own error-rate window (domain.rates), on the scenario's clock.
         errors = ErrorRate(clock=lambda: (time.monotonic() - (s.began or 0.0)) / scale)
 
         async def read() -> tuple[float, float] | None:

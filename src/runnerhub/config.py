@@ -51,6 +51,11 @@ class NodeSettings(_Strict):
     # Nodes on one host share it, so whichever of them leads adopts every runner.
     runner_state_dir: Path | None = None
 
+    @property
+    def url(self) -> str:
+        """How other nodes and operators reach this one."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
 
 class DatabaseSettings(_Strict):
     # libpq connection string or URI; several hosts are allowed (libpq multi-host).

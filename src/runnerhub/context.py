@@ -1,4 +1,5 @@
-"""What the API and the control loops of one node share: settings, the database, wake-ups."""
+"""What the API and the control loops of one node share: its settings and connections, its
+part in the election, its health monitor, and what it has learnt while running."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Any, Protocol
 from runnerhub import metrics
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import Settings
+from runnerhub.domain.replicas import ReplicationStatus
 from runnerhub.ha.dcs import LeaderRecord
 from runnerhub.health.monitor import HealthMonitor
 from runnerhub.live.hub import LiveHub
-from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Conn, Pool
-from runnerhub.store.fencing import StaleLeader, check_epoch
-from runnerhub.store.replication import ReplicationStatus
+from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Conn, Pool, ping
+from runnerhub.store.leadership import StaleLeader, check_epoch
 
 
 class Leadership(Protocol):
@@ -57,33 +58,37 @@ class SoleNode:
 
 
 @dataclass
+class NodeState:
+    """What this node learns while it runs. Each field has one writer."""
+
+    # An operator asked this node to drain (the heartbeat reads the flag).
+    draining: bool = False
+    # Other nodes and their URLs, as the leader last read them (the node watch): usable
+    # when the database is not, for a degraded leader to find a healthy successor.
+    peers: dict[str, str] = field(default_factory=dict)
+    # The primary's replication state as last read (None: not read yet, or unreachable).
+    replication: ReplicationStatus | None = None
+    # Redis's INFO replication, as last read.
+    cache_replication: dict[str, Any] | None = None
+
+
+@dataclass
 class NodeContext:
     settings: Settings
     db: Pool
+    leadership: Leadership = field(default_factory=SoleNode)
+    cache: Cache = field(default_factory=NullCache)
+    live: LiveHub | None = None  # live events for streams (None: not served here)
+    health: HealthMonitor | None = None  # background health checks (None: none run)
+    state: NodeState = field(default_factory=NodeState)
     started_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
     reconcile_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    leadership: Leadership = field(default_factory=SoleNode)
-    # The primary's replication state as last read (None: not read yet, or unreachable).
-    replication: ReplicationStatus | None = None
-    cache: Cache = field(default_factory=NullCache)
-    cache_replication: dict[str, Any] | None = None  # Redis INFO replication, as last read
-    live: LiveHub | None = None  # live events for dashboards (set by the node)
-    health: HealthMonitor | None = None  # background health checks (set by the node)
-    # Other nodes and their URLs, as the leader last read them (usable when the database
-    # is not: a degraded leader looks for a healthy successor over HTTP).
-    peers: dict[str, str] = field(default_factory=dict)
-    draining: bool = False
-
-    @property
-    def public_url(self) -> str | None:
-        node = self.settings.node
-        return node.public_url or f"http://{node.host}:{node.port}"
 
     async def database_ok(self, timeout_s: float = 1.0) -> bool:
         """Can this node write to PostgreSQL right now? Answers within `timeout_s`."""
         try:
             async with asyncio.timeout(timeout_s), self.db.connection(timeout_s) as conn:
-                await conn.execute("SELECT 1")
+                await ping(conn)
             return True
         except UNAVAILABLE_OR_SLOW:
             return False

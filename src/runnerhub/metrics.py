@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from runnerhub.store.replication import ReplicationStatus
+    from runnerhub.domain.replicas import ReplicationStatus
 
 WEBHOOK_DELIVERIES = Counter(
     "runnerhub_webhook_deliveries_total",

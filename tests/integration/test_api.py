@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from runnerhub.api.app import create_app
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
-from runnerhub.store import fencing
+from runnerhub.store import nodes
 from runnerhub.store.db import Pool
+from tests.apps import node_app
 from tests.payloads import signed, workflow_job
 
 READ = {"Authorization": "Bearer read-token-0123456789"}
@@ -25,7 +25,7 @@ ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 async def client(
     db: Pool, settings_factory: Callable[..., Settings]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(NodeContext(settings_factory(), db))
+    app = node_app(NodeContext(settings_factory(), db))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://node"
     ) as c:
@@ -118,7 +118,7 @@ async def test_pools_show_queued_current_and_desired(client: httpx.AsyncClient) 
 
 async def test_cluster_names_this_node(client: httpx.AsyncClient, db: Pool) -> None:
     async with db.connection() as conn:
-        assert await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader") is False
+        assert await nodes.heartbeat(conn, "node-test", "http://n", 42, "leader") is False
     c = (await client.get("/api/v1/cluster", headers=READ)).json()
     assert c["leader"] == "node-test"
     assert [(n["id"], n["pid"], n["healthy"]) for n in c["nodes"]] == [("node-test", 42, True)]
@@ -128,13 +128,13 @@ async def test_drain_marks_a_node_and_handoff_needs_an_election(
     client: httpx.AsyncClient, db: Pool
 ) -> None:
     async with db.connection() as conn:
-        await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader")
+        await nodes.heartbeat(conn, "node-test", "http://n", 42, "leader")
     assert (await client.post("/api/v1/nodes/nope/drain", headers=ADMIN)).status_code == 404
     assert (await client.post("/api/v1/nodes/node-test/drain", headers=READ)).status_code == 403
     r = await client.post("/api/v1/nodes/node-test/drain", headers=ADMIN)
     assert r.json() == {"node": "node-test", "draining": True}
     async with db.connection() as conn:
-        assert await fencing.heartbeat(conn, "node-test", "http://n", 42, "leader") is True
+        assert await nodes.heartbeat(conn, "node-test", "http://n", 42, "leader") is True
     c = (await client.get("/api/v1/cluster", headers=READ)).json()
     assert c["nodes"][0]["healthy"] is False and c["nodes"][0]["draining"] is True
     assert (await client.delete("/api/v1/nodes/node-test/drain", headers=ADMIN)).status_code == 200
@@ -207,7 +207,7 @@ async def test_health_shows_details_only_to_a_token_and_is_503_when_failing(
     )
     await ctx.health.run_once("database")
     await ctx.health.run_once("etcd")
-    app = create_app(ctx)
+    app = node_app(ctx)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c:
         anonymous = await c.get("/health")
         assert anonymous.status_code == 200

@@ -15,7 +15,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import REGISTRY
 
-from runnerhub.api.app import create_app
 from runnerhub.backends.guarded import GuardedBackend
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.breakers import CircuitBreaker
@@ -29,6 +28,7 @@ from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 from runnerhub.store.db import Pool
+from tests.apps import node_app
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http, sim_stats
 from tests.payloads import signed, workflow_job
 
@@ -96,13 +96,13 @@ async def test_a_broken_backend_opens_its_circuit_the_job_waits_with_the_reason_
     client = GitHubClient(SIM_URL, PatAuth(PAT), http=sim)
     scheduler = Scheduler(ctx, client, {"process": backend})
 
-    app = create_app(ctx)  # the job arrives as GitHub sends it: a signed webhook
+    app = node_app(ctx)  # the job arrives as GitHub sends it: a signed webhook
     body, headers = signed(workflow_job(101, "queued", labels=["self-hosted", "linux", "x64"]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c:
         assert (await c.post("/webhooks/github", content=body, headers=headers)).status_code == 202
     await app.state.intake.batcher.close()
 
-    async def job() -> dict[str, object]:
+    async def job() -> job_store.JobRow:
         async with db.connection() as conn:
             row = await job_store.get_job(conn, 101)
         assert row is not None
@@ -110,7 +110,7 @@ async def test_a_broken_backend_opens_its_circuit_the_job_waits_with_the_reason_
 
     async def waits_for_the_circuit() -> bool:
         await scheduler.cycle()
-        reason = str((await job())["waiting_reason"])
+        reason = str((await job()).waiting_reason)
         return "backend:process circuit open" in reason
 
     await wait_until(waits_for_the_circuit, 15, "the job to say the circuit is open")
@@ -129,7 +129,7 @@ async def test_a_broken_backend_opens_its_circuit_the_job_waits_with_the_reason_
     try:
         await wait_until(runs, 15, "a runner for the job once the backend works")
         assert breaker.state is BreakerState.CLOSED
-        assert (await job())["state"] == "queued"  # still there, now with its runner
+        assert (await job()).state == "queued"  # still there, now with its runner
     finally:
         for r in await process.list():
             await process.terminate(r.name, grace_s=1)
@@ -148,7 +148,7 @@ async def test_an_open_circuit_is_recorded_as_an_incident_until_it_closes(
     stop = asyncio.Event()
     writer = asyncio.create_task(recorder.run(stop))
     ctx = NodeContext(settings_factory(), db)
-    app = create_app(ctx)
+    app = node_app(ctx)
     try:
         await sim.post("/_sim/faults", json={"responses": {"list-runners": [503]}})
         with pytest.raises(Unavailable):

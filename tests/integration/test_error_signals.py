@@ -1,4 +1,4 @@
-"""The error-rate signals the forecaster reads (predict.rates), fed by real calls: GitHub
+"""The error-rate signals the forecaster reads (domain.rates), fed by real calls: GitHub
 calls against the simulator (a 5xx or no answer is an error, a 4xx is not) and requests for
 a connection from a real psycopg pool (one that cannot reach its server fails them)."""
 
@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.domain.rates import CounterErrorRate, ErrorRate
 from runnerhub.github import GitHubClient, GitHubError, PatAuth
-from runnerhub.predict.rates import CounterErrorRate, ErrorRate
 from runnerhub.store.db import UNAVAILABLE, Pool, make_pool
 from tests.conftest import make_settings
 from tests.integration.test_github_client_sim import PAT, SIM_URL, sim_config, sim_http

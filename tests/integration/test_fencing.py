@@ -13,9 +13,9 @@ from runnerhub import metrics
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.ha.dcs import LeaderRecord
-from runnerhub.store import fencing
+from runnerhub.store import leadership
 from runnerhub.store.db import Pool
-from runnerhub.store.fencing import StaleLeader
+from runnerhub.store.leadership import StaleLeader
 
 
 @dataclass
@@ -44,7 +44,7 @@ def fenced(check: str) -> float:
 
 async def record(db: Pool, epoch: int, node: str) -> bool:
     async with db.connection() as conn, conn.transaction():
-        return await fencing.record_epoch(conn, epoch, node)
+        return await leadership.record_epoch(conn, epoch, node)
 
 
 async def test_the_epoch_only_moves_up(db: Pool) -> None:
@@ -53,7 +53,8 @@ async def test_the_epoch_only_moves_up(db: Pool) -> None:
     assert not await record(db, 5, "b")
     assert await record(db, 9, "c")
     async with db.connection() as conn:
-        assert (await fencing.current(conn) or {})["epoch"] == 9
+        current = await leadership.current(conn)
+        assert current is not None and current.epoch == 9
 
 
 async def test_a_stale_leaders_write_is_refused_counted_and_makes_it_resign(

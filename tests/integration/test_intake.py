@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from runnerhub.api.app import create_app
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.store.db import Pool, open_pool
+from tests.apps import node_app
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
 
@@ -25,7 +25,7 @@ async def client(
     db: Pool, settings_factory: Callable[..., Settings]
 ) -> AsyncIterator[httpx.AsyncClient]:
     ctx = NodeContext(settings_factory(), db)
-    app = create_app(ctx)
+    app = node_app(ctx)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
         yield c
@@ -274,7 +274,7 @@ async def test_unreachable_database_is_503_within_budget() -> None:
     )
     pool = await open_pool(settings.database)
     try:
-        app = create_app(NodeContext(settings, pool))
+        app = node_app(NodeContext(settings, pool))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://node"
         ) as c:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from runnerhub.api.live import event_stream
+from runnerhub.api.sse import event_stream
 from runnerhub.cache import NullCache
 from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.dev.waiting import wait_until

@@ -70,14 +70,14 @@ async def test_a_filling_directory_is_predicted_before_it_is_full(db: Pool, tmp_
 
         await wait_until(degraded, 5, "/health to name the prediction")
 
-        async def recorded() -> list[dict[str, object]]:
+        async def recorded() -> list[incident_store.IncidentRow]:
             async with db.connection() as conn:
                 return await incident_store.list_incidents(conn, "predicted", False, 10, None)
 
         [incident] = await wait_until(recorded, 5, "the prediction as an incident")
-        assert incident["component"] == "predicted:node-test:dir"
-        assert incident["kind"] == "predicted" and incident["recovered_at"] is None
-        assert "the spool directory fills up in about" in str(incident["summary"])
+        assert incident.component == "predicted:node-test:dir"
+        assert incident.kind == "predicted" and incident.recovered_at is None
+        assert "the spool directory fills up in about" in str(incident.summary)
 
         writer.kill()  # the writer stops: the trend is gone, and so is the prediction
         await writer.wait()
@@ -85,7 +85,7 @@ async def test_a_filling_directory_is_predicted_before_it_is_full(db: Pool, tmp_
 
         async def closed() -> bool:
             rows = await recorded()
-            return bool(rows) and rows[0]["recovered_at"] is not None
+            return bool(rows) and rows[0].recovered_at is not None
 
         await wait_until(closed, 5, "the incident closed")
     finally:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 from prometheus_client import REGISTRY
 
-from runnerhub.api.app import create_app
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.ports import free_port
@@ -23,6 +22,7 @@ from runnerhub.intake.spool import VerifiedDelivery, iter_segment
 from runnerhub.intake.webhook import WebhookIntake
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.deliveries import Recorded
+from tests.apps import node_app
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
 
@@ -45,7 +45,7 @@ def unreachable() -> str:
 @asynccontextmanager
 async def node_without_database(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     pool = await open_pool(settings.database)
-    app = create_app(NodeContext(settings, pool))
+    app = node_app(NodeContext(settings, pool))
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://node"

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from runnerhub.api.app import create_app
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.dev.waiting import wait_until
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.migrate import migrate
+from tests.apps import node_app
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
 
@@ -54,7 +54,7 @@ async def test_deliveries_during_an_outage_are_spooled_and_replayed(
     )
     db = await open_pool(settings.database)
     await db.wait(timeout=10)
-    app = create_app(NodeContext(settings, db))
+    app = node_app(NodeContext(settings, db))
     intake = app.state.intake
     intake.start()
     before = signed(workflow_job(601, "queued"))

@@ -113,7 +113,7 @@ async def test_a_leader_cut_off_from_the_database_hands_over_to_a_follower(
                 return r is not None and r.status == "ok"
 
             await wait_until(lambda: healthy(a) and healthy(b), 20, "both to reach PostgreSQL")
-            await wait_until(lambda: "b" in a.ctx.peers, 10, "the leader to know b")
+            await wait_until(lambda: "b" in a.ctx.state.peers, 10, "the leader to know b")
             # Healthy: well past step_down_after_s, the leader stays where it is.
             await wait_until(lambda: a.step_down.cycles >= 5, 10, "the check to run a while")
             assert a.ctx.leadership.is_leader and step_downs() == before

@@ -125,13 +125,11 @@ class Member:
             self.name,
             None,
             POLICY,
-            self.elected,
-            self.demoted,
             is_draining=lambda: self.draining,
             retry_s=0.05,
             follower_recheck_s=0.2,
         )
-        self.task = asyncio.create_task(self.elector.run(self.stop))
+        self.task = asyncio.create_task(self.elector.run(self.stop, self.elected, self.demoted))
         return self
 
     async def close(self) -> None:

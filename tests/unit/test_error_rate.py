@@ -1,9 +1,9 @@
-"""Error rates as forecast signals (predict.rates): the failed share over a sliding window,
+"""Error rates as forecast signals (domain.rates): the failed share over a sliding window,
 nothing from too few calls, and the same from cumulative counters such as a pool's."""
 
 from __future__ import annotations
 
-from runnerhub.predict.rates import CounterErrorRate, ErrorRate
+from runnerhub.domain.rates import CounterErrorRate, ErrorRate
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runnerhub.store.replication import Replica, ReplicationStatus, is_lagging, lag_seconds
+from runnerhub.domain.replicas import Replica, ReplicationStatus, is_lagging, lag_seconds
 
 
 def test_cleared_lag_columns_mean_caught_up_only_when_no_bytes_are_missing() -> None:

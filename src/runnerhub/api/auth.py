@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 
 from runnerhub.config import ApiToken
 
@@ -50,14 +50,12 @@ class TokenAuth:
             raise HTTPException(401, "unknown API token", headers={"WWW-Authenticate": "Bearer"})
         return found
 
-    def require(self, role: Role) -> Callable[[Request], Awaitable[Principal]]:
-        async def dependency(request: Request) -> Principal:
-            principal = self.identify(request.headers.get("authorization"))
-            if _RANK[principal.role] < _RANK[role]:
-                raise HTTPException(
-                    403,
-                    f"token {principal.name!r} has role {principal.role!r}; this needs {role!r}",
-                )
-            return principal
-
-        return dependency
+    def authorize(self, header: str | None, role: Role) -> Principal:
+        """The caller, if its token is known (401) and its role is high enough (403)."""
+        principal = self.identify(header)
+        if _RANK[principal.role] < _RANK[role]:
+            raise HTTPException(
+                403,
+                f"token {principal.name!r} has role {principal.role!r}; this needs {role!r}",
+            )
+        return principal

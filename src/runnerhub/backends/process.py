@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -193,6 +192,3 @@ class ProcessBackend:
         if child is not None:
             child.poll()
         self._path(name).unlink(missing_ok=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "state_dir": str(self._dir.parent)}

@@ -12,7 +12,7 @@ from dataclasses import replace
 from runnerhub.context import NodeContext
 from runnerhub.control.loop import ControlLoop
 from runnerhub.incidents.recorder import IncidentRecorder
-from runnerhub.store import fencing
+from runnerhub.store import nodes
 
 
 class NodeWatch(ControlLoop):
@@ -27,27 +27,26 @@ class NodeWatch(ControlLoop):
 
     async def cycle(self) -> None:
         async with self.ctx.db.connection(2.0) as conn:
-            rows = await fencing.nodes(conn)
+            rows = await nodes.list_nodes(conn)
         me = self.ctx.settings.node.id
-        self.ctx.peers = {
-            r["id"]: r["url"] for r in rows if r["id"] != me and r["url"] and not r["draining"]
+        self.ctx.state.peers = {
+            r.id: r.url for r in rows if r.id != me and r.url and not r.draining
         }
         for r in rows:
-            if r["id"] == me:
+            if r.id == me:
                 continue
-            silent_s = (r["db_now"] - r["last_seen"]).total_seconds()
             change = self.incidents.tracker.observe(
-                f"node:{r['id']}",
-                silent_s <= self.lost_after_s,
-                r["db_now"],
+                f"node:{r.id}",
+                r.silent_s <= self.lost_after_s,
+                r.db_now,
                 kind="node_lost",
-                summary=f"node {r['id']} stopped sending heartbeats",
+                summary=f"node {r.id} stopped sending heartbeats",
                 action="HAProxy stops routing to it (/readyz); the leader adopts its runners",
-                detail={"url": r["url"], "pid": r["pid"], "role": r["role"]},
+                detail={"url": r.url, "pid": r.pid, "role": r.role},
             )
             if change is None:
                 continue
             what, incident = change
             if what == "opened":  # it went silent at its last beat, not at our last look
-                incident = replace(incident, started_at=r["last_seen"])
+                incident = replace(incident, started_at=r.last_seen)
             self.incidents.submit(incident)

@@ -21,16 +21,19 @@ from runnerhub import metrics
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.context import NodeContext
 from runnerhub.control.loop import ControlLoop
-from runnerhub.domain.events import PayloadError, job_from_api
 from runnerhub.domain.jobs import JobFacts, Outcome
 from runnerhub.domain.naming import is_ours
+from runnerhub.domain.payloads import PayloadError, job_from_api
 from runnerhub.domain.pools import Pool as MatchPool
 from runnerhub.domain.pools import match
+from runnerhub.domain.scope import Scope
 from runnerhub.github.client import GitHubClient
 from runnerhub.github.errors import GitHubError, RunnerBusy
 from runnerhub.github.models import HookDelivery, HookTarget
-from runnerhub.intake.webhook import Scope
+from runnerhub.store import events
+from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
+from runnerhub.store.deliveries import known_guids
 from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
 
 log = structlog.get_logger("runnerhub.reconciler")
@@ -65,7 +68,6 @@ class Reconciler(ControlLoop):
         self.prefix = s.scheduler.runner_name_prefix
         self._pools = [MatchPool.of(p.name, p.labels, p.min_idle, p.max_runners) for p in s.pools]
         self._scope = Scope(s.github.repositories, s.github.organizations)
-        self.last_report: SweepReport | None = None
         self._deliveries_swept: datetime | None = None
         self.wakeup = ctx.reconcile_wakeup  # the API's "reconcile now" wakes us
 
@@ -84,7 +86,6 @@ class Reconciler(ControlLoop):
                 await sweep(report)
             except GitHubError as exc:
                 report.errors.append(f"{sweep.__name__}: {exc}")
-        self.last_report = report
         if report.repairs or report.errors:
             log.info(
                 "reconciled",
@@ -112,11 +113,7 @@ class Reconciler(ControlLoop):
                     for job in await self.github.list_run_jobs(repo, int(run["id"])):
                         self._read(job, repo, seen)
         async with self.ctx.db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, repository FROM jobs WHERE state <> 'completed' AND NOT hosted "
-                "AND updated_at < now() - interval '5 seconds'"
-            )
-            open_jobs = [(r["id"], r["repository"]) for r in await cur.fetchall()]
+            open_jobs = await job_store.open_jobs(conn, quiet_for_s=5)
         for job_id, repo in open_jobs:
             if job_id in seen or not self._scope.covers(repo):
                 continue
@@ -178,11 +175,7 @@ class Reconciler(ControlLoop):
             if not failed:
                 continue
             async with self.ctx.db.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT delivery_guid FROM webhook_deliveries WHERE delivery_guid = ANY(%s)",
-                    (list(failed),),
-                )
-                have = {r["delivery_guid"] for r in await cur.fetchall()}
+                have = await known_guids(conn, failed)
             for guid, delivery_id in failed.items():
                 if guid in have or budget <= 0:
                     continue
@@ -198,10 +191,7 @@ class Reconciler(ControlLoop):
     async def _sweep_runners(self, report: SweepReport) -> None:
         scopes = {p.spare_scope for p in self.ctx.settings.pools if p.spare_scope}
         async with self.ctx.db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT DISTINCT scope FROM runners WHERE created_at > now() - interval '7 days'"
-            )
-            scopes |= {r["scope"] for r in await cur.fetchall()}
+            scopes |= await runner_store.recent_scopes(conn, days=7)
         # GitHub first, our side second: a runner row is written before its registration,
         # so whatever GitHub lists now that is ours already has its row.
         registered = {scope: await self.github.list_runners(scope) for scope in sorted(scopes)}
@@ -219,7 +209,7 @@ class Reconciler(ControlLoop):
                         report.count("registration_removed")
                         log.info("removed a registration nothing runs", runner=gh.name, scope=scope)
                         async with self.ctx.control_tx() as conn:
-                            await runner_store.log_event(
+                            await events.append(
                                 conn,
                                 self.node,
                                 "remediation.remove_registration",

@@ -24,8 +24,7 @@ from runnerhub.control.loop import ControlLoop
 from runnerhub.control.remediation import REMEDIATIONS, REMEDIATIONS_SKIPPED
 from runnerhub.domain.budget import ActionBudget
 from runnerhub.domain.replicas import UP_STATES, Member, PrimaryView, StalledReplicas
-from runnerhub.store import replication
-from runnerhub.store import runners as runner_store
+from runnerhub.store import events, replication
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW
 
 log = structlog.get_logger("runnerhub.remediation")
@@ -84,7 +83,7 @@ class ReinitStalledReplicas(ControlLoop):
         answer = await self._reinitialize(base)
         log.warning("remediation", action=ACTION, replica=name, reason=why, patroni=answer)
         async with self.ctx.control_tx() as conn:
-            await runner_store.log_event(
+            await events.append(
                 conn,
                 self.ctx.settings.node.id,
                 f"remediation.{ACTION}",
@@ -107,14 +106,11 @@ class ReinitStalledReplicas(ControlLoop):
         try:
             async with self.ctx.db.connection(2.0) as conn:
                 status = await replication.read_status(conn)
-                cur = await conn.execute(
-                    "SELECT system_identifier::text AS id FROM pg_control_system()"
-                )
-                row = await cur.fetchone()
+                system_id = await replication.system_identifier(conn)
         except READ_ERRORS as exc:  # no primary, no pg_monitor: no decision this time
             log.debug("replication state not read", error=type(exc).__name__)
             return None
-        self._system_id = row["id"] if row else None
+        self._system_id = system_id
         if status.in_recovery:
             return None
         return PrimaryView({r.name for r in status.replicas}, status.server, status.timeline)

@@ -32,7 +32,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import structlog
@@ -43,8 +42,9 @@ from runnerhub.context import NodeContext
 from runnerhub.control.loop import ControlLoop
 from runnerhub.domain.budget import ActionBudget
 from runnerhub.predict.signals import free_bytes, total_bytes
+from runnerhub.store import events
+from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
-from runnerhub.store.db import Conn
 from runnerhub.store.runners import RunnerRow
 
 log = structlog.get_logger("runnerhub.remediation")
@@ -84,7 +84,7 @@ class Remediation(ControlLoop):
             return
         async with self.ctx.db.connection() as conn:
             live = await runner_store.live(conn)
-            jobs = await _job_states(conn, {r.job_id or r.provisioned_for for r in live})
+            jobs = await job_store.progress(conn, (r.job_id or r.provisioned_for for r in live))
         now = datetime.now(UTC)
         if self.settings.replace_stuck_runners:
             limit = self.ctx.settings.janitor.idle_spare_ttl_s
@@ -94,7 +94,7 @@ class Remediation(ControlLoop):
                     r.state == "running"
                     and r.busy_at is None
                     and job is not None
-                    and job["state"] == "queued"
+                    and job.state == "queued"
                     and (now - r.created_at).total_seconds() > limit
                 ):
                     await self._stop(
@@ -106,18 +106,18 @@ class Remediation(ControlLoop):
             grace = self.settings.zombie_grace_s
             for r in live:
                 job = jobs.get(r.job_id or r.provisioned_for or -1)
-                done_at = job["completed_at"] if job else None
+                done_at = job.completed_at if job else None
                 if (
                     r.state in ("running", "busy")
                     and job is not None
-                    and job["state"] == "completed"
+                    and job.state == "completed"
                     and done_at is not None
                     and (now - done_at).total_seconds() > grace
                 ):
                     await self._stop(
                         "stop_zombie_runner",
                         r,
-                        f"stopped: still alive {grace:g} s after job {job['id']} completed",
+                        f"stopped: still alive {grace:g} s after job {job.id} completed",
                     )
         if self.settings.prune_logs:
             await self._prune_logs({r.name for r in live})
@@ -141,7 +141,7 @@ class Remediation(ControlLoop):
                 last_error=why,
             )
             if changed:
-                await runner_store.log_event(
+                await events.append(
                     conn, self.node, f"remediation.{action}", f"runner:{row.name}", reason=why
                 )
         REMEDIATIONS.labels(action).inc()
@@ -165,7 +165,7 @@ class Remediation(ControlLoop):
             REMEDIATIONS.labels("prune_logs").inc()
             log.warning("remediation", action="prune_logs", directory=str(directory), files=removed)
             async with self.ctx.control_tx() as conn:
-                await runner_store.log_event(
+                await events.append(
                     conn,
                     self.node,
                     "remediation.prune_logs",
@@ -195,16 +195,6 @@ def _prune(directory: Path, live: set[str], need: float) -> tuple[int, int]:
         removed += 1
         freed += size
     return removed, freed
-
-
-async def _job_states(conn: Conn, ids: set[int | None]) -> dict[int, dict[str, Any]]:
-    wanted = [i for i in ids if i is not None]
-    if not wanted:
-        return {}
-    cur = await conn.execute(
-        "SELECT id, state, completed_at FROM jobs WHERE id = ANY(%s)", (wanted,)
-    )
-    return {int(r["id"]): r for r in await cur.fetchall()}
 
 
 # Checks in a row (a second apart) that must see this node failing and the same follower
@@ -269,7 +259,7 @@ class StepDownWhenDegraded(ControlLoop):
         self._candidate, self._streak = None, 0
 
     async def _healthy_follower(self) -> str | None:
-        for node, url in sorted(self.ctx.peers.items()):
+        for node, url in sorted(self.ctx.state.peers.items()):
             try:
                 r = await self.http.get(f"{url}/health", timeout=0.5)
                 checks = r.json()["checks"]

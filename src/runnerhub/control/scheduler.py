@@ -13,10 +13,9 @@ means an earlier attempt got that far: adopt what exists, never make a second ru
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,41 +30,17 @@ from runnerhub.domain.backoff import retry_delay
 from runnerhub.domain.capacity import LiveRunner, PoolSpec, QueuedJob, plan_pool
 from runnerhub.domain.pools import Pool as MatchPool
 from runnerhub.domain.pools import match
+from runnerhub.domain.scope import job_scope
 from runnerhub.github.client import GitHubClient
 from runnerhub.github.errors import Conflict, GitHubError, RateLimited, RunnerBusy
 from runnerhub.github.models import JitConfig
+from runnerhub.store import events
+from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
+from runnerhub.store.jobs import QueuedJobRow
 from runnerhub.store.runners import RunnerRow
 
 log = structlog.get_logger("runnerhub.scheduler")
-
-_QUEUED = """
-SELECT j.id, j.run_attempt, j.repository, j.labels, j.pool, j.waiting_reason,
-       coalesce(j.queued_at, j.first_seen_at) AS queued_at,
-       (SELECT coalesce(max(r.generation) + 1, 0) FROM runners r
-         WHERE r.provisioned_for = j.id) AS next_generation
-FROM jobs j
-WHERE j.state = 'queued' AND NOT j.hosted
-ORDER BY coalesce(j.queued_at, j.first_seen_at), j.id
-"""
-
-
-def job_scope(repository: str, organizations: set[str]) -> str:
-    """Where a runner for a job registers: the org when it is ours, else the repository."""
-    owner = repository.split("/", 1)[0]
-    return f"org:{owner}" if owner.lower() in organizations else f"repo:{repository}"
-
-
-@dataclass(frozen=True)
-class _Job:
-    id: int
-    run_attempt: int
-    repository: str
-    labels: list[str]
-    pool: str | None
-    waiting_reason: str | None
-    queued_at: datetime
-    next_generation: int
 
 
 class Scheduler(ControlLoop):
@@ -94,8 +69,7 @@ class Scheduler(ControlLoop):
 
     async def cycle(self) -> None:
         async with self.ctx.db.connection() as conn:
-            cur = await conn.execute(_QUEUED)
-            jobs = [_Job(**row) for row in await cur.fetchall()]
+            jobs = await job_store.queued(conn)
             live = await runner_store.live(conn)
         await self._rematch(jobs)
         by_pool: dict[str, list[RunnerRow]] = {name: [] for name in self.pools}
@@ -108,7 +82,7 @@ class Scheduler(ControlLoop):
         await self._resume_stalled(live)
         await self._update_reasons(jobs, reasons)
 
-    async def _rematch(self, jobs: list[_Job]) -> None:
+    async def _rematch(self, jobs: list[QueuedJobRow]) -> None:
         """Pools change with the configuration; re-match queued jobs no pool had taken."""
         for i, j in enumerate(jobs):
             if j.pool is not None and j.pool in self.pools:
@@ -116,15 +90,11 @@ class Scheduler(ControlLoop):
             m = match(j.labels, self._match_pools)
             if m.pool != j.pool:
                 async with self.ctx.control_tx() as conn:
-                    await conn.execute(
-                        "UPDATE jobs SET pool = %s, waiting_reason = %s, updated_at = now() "
-                        "WHERE id = %s AND state = 'queued'",
-                        (m.pool, m.reason, j.id),
-                    )
-                jobs[i] = _Job(**{**j.__dict__, "pool": m.pool, "waiting_reason": m.reason})
+                    await job_store.set_pool(conn, j.id, m.pool, m.reason)
+                jobs[i] = replace(j, pool=m.pool, waiting_reason=m.reason)
 
     async def _serve_pool(
-        self, pool: PoolSettings, jobs: list[_Job], live: list[RunnerRow]
+        self, pool: PoolSettings, jobs: list[QueuedJobRow], live: list[RunnerRow]
     ) -> dict[int, str]:
         spec = PoolSpec(pool.name, pool.min_idle, pool.max_runners, pool.spare_scope)
         queued = [
@@ -173,7 +143,7 @@ class Scheduler(ControlLoop):
                 if created and p.job_id is not None and p.generation > 0:
                     # An earlier runner for this job exited (or was stopped) without
                     # taking it: the job is served again, by a runner of a new name.
-                    await runner_store.log_event(
+                    await events.append(
                         conn,
                         self.node,
                         "remediation.requeue_job",
@@ -219,25 +189,15 @@ class Scheduler(ControlLoop):
             if pool is not None:
                 self._start(r.name, self._provision(pool, r))
 
-    async def _update_reasons(self, jobs: list[_Job], reasons: dict[int, str]) -> None:
-        changed = [
-            {"id": j.id, "reason": reasons[j.id]}
+    async def _update_reasons(self, jobs: list[QueuedJobRow], reasons: dict[int, str]) -> None:
+        changed = {
+            j.id: reasons[j.id]
             for j in jobs
             if j.id in reasons and reasons[j.id] != j.waiting_reason
-        ]
-        if not changed:
-            return
-        # A reason is advice, not state: skip rows intake holds right now rather than make a
-        # delivery wait (they are updated on the next cycle).
-        async with self.ctx.control_tx() as conn:
-            await conn.execute(
-                """UPDATE jobs SET waiting_reason = r.reason
-                   FROM jsonb_to_recordset(%s::jsonb) AS r(id bigint, reason text)
-                   WHERE jobs.id = r.id AND jobs.id IN (
-                       SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'queued'
-                       ORDER BY id FOR UPDATE SKIP LOCKED)""",
-                (json.dumps(changed), [c["id"] for c in changed]),
-            )
+        }
+        if changed:
+            async with self.ctx.control_tx() as conn:
+                await job_store.set_waiting_reasons(conn, changed)
 
     # -- background work -------------------------------------------------------------------
 
@@ -332,13 +292,9 @@ class Scheduler(ControlLoop):
                 await runner_store.set_state(
                     conn, row.name, "running", self.node, backend_ref=ref, last_error=None
                 )
-                cur = await conn.execute(
-                    "SELECT coalesce(queued_at, first_seen_at) AS t FROM jobs WHERE id = %s",
-                    (row.job_id,),
-                )
-                queued = await cur.fetchone()
-            if queued is not None:
-                latency = (datetime.now(UTC) - queued["t"]).total_seconds()
+                queued_at = await job_store.queued_since(conn, row.job_id)
+            if queued_at is not None:
+                latency = (datetime.now(UTC) - queued_at).total_seconds()
                 metrics.PROVISION_LATENCY.observe(max(0.0, latency))
             log.info("runner started", runner=row.name, pool=pool.name, job=row.job_id)
         except (GitHubError, BackendError) as exc:
@@ -371,7 +327,7 @@ class Scheduler(ControlLoop):
                 log.info("clearing an unstarted registration of the same name", runner=row.name)
                 await self.github.delete_runner(row.scope, gh.id)
                 async with self.ctx.control_tx() as conn:
-                    await runner_store.log_event(
+                    await events.append(
                         conn,
                         self.node,
                         "runner.registration_replaced",

@@ -22,10 +22,6 @@ class JobState(StrEnum):
     def rank(self) -> int:
         return _RANK[self]
 
-    @property
-    def is_open(self) -> bool:
-        return self is not JobState.COMPLETED
-
 
 _RANK = {
     JobState.WAITING: 0,

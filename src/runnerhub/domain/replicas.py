@@ -1,12 +1,14 @@
-"""Which PostgreSQL replica to reinitialise: pure decision, no I/O.
+"""PostgreSQL replicas, pure: the primary's view of them (`pg_stat_replication`, how far
+behind each is) and which one to reinitialise. No I/O.
 
-A replica whose PostgreSQL runs (Patroni reports it `running`) but which has no WAL stream
-from the primary (it is missing from the primary's `pg_stat_replication`) for `after_s`
-will not catch up by itself: the usual cause is that the WAL it needs is gone (its slot
-given up past `max_slot_wal_keep_size`, or recycled while it was down), and it asks for it
-again every few seconds, forever. Patroni's reinitialise (a fresh base backup from the
-primary) is the fix. A replica that is catching up *is* streaming and is left alone, as is
-one that is starting, stopped or already being rebuilt.
+Which replica to reinitialise: one whose PostgreSQL runs (Patroni reports it `running`)
+but which has no WAL stream from the primary (it is missing from the primary's
+`pg_stat_replication`) for `after_s` will not catch up by itself. The usual cause is that
+the WAL it needs is gone (its slot given up past `max_slot_wal_keep_size`, or recycled
+while it was down), and it asks for it again every few seconds, forever. Patroni's
+reinitialise (a fresh base backup from the primary) is the fix. A replica that is catching
+up *is* streaming and is left alone, as is one that is starting, stopped or already being
+rebuilt.
 
 Only act on a consistent picture: one running leader, and the streaming list read on that
 same leader. During a failover (no leader, a new leader, the list read elsewhere) nothing
@@ -16,7 +18,8 @@ is timed, so replicas that reconnect to a new primary are never mistaken for sta
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 LEADER_ROLES = ("leader", "master", "standby_leader")
 # PostgreSQL is up on the member (Patroni 3 says `running`; later versions `streaming`,
@@ -24,6 +27,59 @@ LEADER_ROLES = ("leader", "master", "standby_leader")
 UP_STATES = ("running", "streaming")
 # A rebuild is under way: never ask for a second one.
 REBUILDING_STATES = ("creating replica", "running custom bootstrap script")
+
+
+# -- the primary's view of its replicas (pg_stat_replication) -------------------------
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str  # application_name: Patroni sets it to the member's name
+    address: str | None
+    state: str  # streaming, catchup, backup, startup
+    sync_state: str  # sync, quorum, potential, async
+    write_lag_s: float | None
+    flush_lag_s: float | None
+    replay_lag_s: float | None
+    replay_lag_bytes: int
+    lagging: bool  # replay is further behind than the alert threshold
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    server: str  # the server this was read on
+    in_recovery: bool
+    timeline: int | None
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def lagging(self) -> list[str]:
+        return [r.name for r in self.replicas if r.lagging]
+
+    @property
+    def synchronous(self) -> list[str]:
+        return [r.name for r in self.replicas if r.sync_state in ("sync", "quorum")]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "lagging": self.lagging, "synchronous": self.synchronous}
+
+
+def lag_seconds(measured: float | None, lag_bytes: int) -> float | None:
+    """PostgreSQL clears the lag columns once a caught-up replica has nothing new to replay:
+    no bytes behind then means no lag, not an unknown one."""
+    if measured is not None:
+        return measured
+    return 0.0 if lag_bytes == 0 else None
+
+
+def is_lagging(replay_lag_s: float | None, state: str, threshold_s: float) -> bool:
+    """Behind by more than the threshold, or not streaming at all (catching up, starting)."""
+    if state != "streaming":
+        return True
+    return replay_lag_s is not None and replay_lag_s > threshold_s
+
+
+# -- Patroni's members, and replicas that stopped streaming ---------------------------
 
 
 @dataclass(frozen=True)

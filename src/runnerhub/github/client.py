@@ -24,6 +24,7 @@ from runnerhub.breakers import CircuitBreaker, CircuitOpen
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import GitHubSettings
 from runnerhub.domain.backoff import retry_delay
+from runnerhub.domain.rates import ErrorRate
 from runnerhub.github.auth import Auth, api_headers, auth_from_settings
 from runnerhub.github.budget import SharedRateLimits
 from runnerhub.github.errors import (
@@ -62,7 +63,6 @@ from runnerhub.metrics import (
     GITHUB_RATE_RESET,
     GITHUB_REFUSED,
 )
-from runnerhub.predict.rates import ErrorRate
 
 log = structlog.get_logger("runnerhub.github")
 

@@ -35,8 +35,6 @@ class Elector:
         node: str,
         url: str | None,
         policy: LeasePolicy,
-        on_elected: OnElected,
-        on_demoted: OnDemoted,
         is_draining: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
         retry_s: float = 0.25,
@@ -46,8 +44,10 @@ class Elector:
         self.node = node
         self.url = url
         self.policy = policy
-        self._on_elected = on_elected
-        self._on_demoted = on_demoted
+        # What this node does on taking and leaving office: given to `run`, since the
+        # duties (the control loops) are built on top of the election, not below it.
+        self._on_elected: OnElected | None = None
+        self._on_demoted: OnDemoted | None = None
         self._is_draining = is_draining
         self._clock = clock
         self._retry_s = retry_s
@@ -99,7 +99,8 @@ class Elector:
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, on_elected: OnElected, on_demoted: OnDemoted) -> None:
+        self._on_elected, self._on_demoted = on_elected, on_demoted
         vacancy_seen: float | None = None
         waited_for: int | None = None  # the handoff this node already gave way to
         while not stop.is_set():
@@ -171,6 +172,7 @@ class Elector:
         log.info("elected leader", node=self.node, epoch=term.epoch)
         # Taking office (recording the epoch, adopting runners) runs beside the renewals:
         # however long it takes, the lease must not lapse meanwhile.
+        assert self._on_elected is not None
         taking_office = asyncio.ensure_future(self._on_elected(term, vacancy_seen))
         reason = await self._hold(term, stop, taking_office)
         if not taking_office.done():
@@ -225,6 +227,7 @@ class Elector:
         self._act_until = 0.0
         log.warning("stepping down", node=self.node, epoch=term.epoch, reason=reason)
         try:
+            assert self._on_demoted is not None
             await self._on_demoted(term, reason)
         finally:
             self.term = None

@@ -7,26 +7,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
-from runnerhub.control.loop import ControlLoop
 from runnerhub.domain.breaker import BreakerState
-from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES
+from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckFn
 from runnerhub.intake.spool import Spool
 from runnerhub.store.db import Pool
-from runnerhub.store.replication import ReplicationStatus
+from runnerhub.store.replication import read_server
 
 # GitHub's remaining budget below this share of the window: degraded.
 RATE_LIMIT_LOW = 0.1
+
+
+class LoopStatus(Protocol):
+    """What the `control_loops` check reads of a loop (`control.loop.ControlLoop`)."""
+
+    name: str
+    interval_s: float
+    last_cycle_at: float | None  # monotonic
+    last_error: str | None
 
 
 def database(db: Pool, timeout_s: float) -> CheckFn:
@@ -34,20 +42,15 @@ def database(db: Pool, timeout_s: float) -> CheckFn:
 
     async def check() -> Outcome:
         async with db.connection(timeout_s) as conn:
-            cur = await conn.execute(
-                "SELECT pg_is_in_recovery() AS recovery, "
-                "coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket') "
-                "AS server"
-            )
-            row = await cur.fetchone()
+            server = await read_server(conn)
         stats = db.get_stats()
         detail = {
-            "server": row["server"] if row else None,
+            "server": server.address,
             "pool_size": stats.get("pool_size", 0),
             "pool_available": stats.get("pool_available", 0),
             "requests_waiting": stats.get("requests_waiting", 0),
         }
-        if row is None or row["recovery"]:
+        if server.in_recovery:
             return Outcome("failing", detail, "connected to a replica: not writable")
         return Outcome("ok", detail)
 
@@ -300,7 +303,7 @@ def leader(
 
 
 def loops(
-    control: Sequence[ControlLoop],
+    control: Sequence[LoopStatus],
     leading: Callable[[], bool],
     clock: Callable[[], float] = time.monotonic,
 ) -> CheckFn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,27 +79,31 @@ def _describe(exc: BaseException) -> str:
 class HealthMonitor:
     def __init__(
         self,
-        specs: list[CheckSpec],
+        specs: Sequence[CheckSpec] = (),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"health check names must be unique: {names}")
-        self.specs = {s.name: s for s in specs}
+        self.specs: dict[str, CheckSpec] = {}
         self._clock = clock
         self._wall = wall_clock
-        started = clock()
-        self._results: dict[str, CheckResult] = {
-            s.name: CheckResult(
-                s.name, "degraded", s.critical, started, wall_clock(), None, {}, "not checked yet"
-            )
-            for s in specs
-        }
+        self._results: dict[str, CheckResult] = {}
         self._hung: dict[str, tuple[asyncio.Task[Outcome], float]] = {}
         # Told every new result (e.g. the incident recorder); must not block.
         self.listeners: list[Callable[[CheckResult], None]] = []
-        self._wakeups: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in specs}
+        self.add(specs)
+
+    def add(self, specs: Sequence[CheckSpec]) -> None:
+        """Register checks (before `run`). A node builds its monitor first and adds the
+        checks once their subjects exist: some of those read the monitor themselves."""
+        names = [*self.specs, *(s.name for s in specs)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"health check names must be unique: {names}")
+        started = self._clock()
+        for s in specs:
+            self.specs[s.name] = s
+            self._results[s.name] = CheckResult(
+                s.name, "degraded", s.critical, started, self._wall(), None, {}, "not checked yet"
+            )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -115,11 +119,6 @@ class HealthMonitor:
     def result(self, name: str) -> CheckResult | None:
         r = self._results.get(name)
         return None if r is None else aged(r, self._clock(), self.specs[name].stale_after_s)
-
-    def refresh(self, name: str) -> None:
-        """Run that check now rather than at its next interval (e.g. after a failover)."""
-        if name in self._wakeups:
-            self._wakeups[name].set()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -169,18 +168,10 @@ class HealthMonitor:
         return self._store(spec, outcome, elapsed * 1000)
 
     async def _loop(self, spec: CheckSpec, stop: asyncio.Event) -> None:
-        wake = self._wakeups[spec.name]
         while not stop.is_set():
-            wake.clear()
             await self.run_once(spec.name)
-            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            try:
-                await asyncio.wait(
-                    waits, timeout=spec.interval_s, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for w in waits:
-                    w.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=spec.interval_s)
 
     def _store(self, spec: CheckSpec, outcome: Outcome, latency_ms: float | None) -> CheckResult:
         previous = self._results.get(spec.name)

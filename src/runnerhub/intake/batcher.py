@@ -24,7 +24,7 @@ from runnerhub.store.deliveries import (
     JobDelivery,
     Recorded,
     record,
-    record_job_events,
+    record_job_deliveries,
 )
 
 log = structlog.get_logger("runnerhub.intake.batcher")
@@ -103,7 +103,7 @@ async def record_jobs(
     the exception that kept it out. Raises one of UNAVAILABLE when the database cannot be
     reached for the batch as a whole."""
     try:
-        return list(await record_job_events(db, items, node))
+        return list(await record_job_deliveries(db, items, node))
     except UNAVAILABLE:
         raise
     except Exception as exc:

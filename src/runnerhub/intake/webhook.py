@@ -22,9 +22,10 @@ from starlette.responses import JSONResponse, Response
 
 from runnerhub import metrics
 from runnerhub.config import Settings
-from runnerhub.domain.events import PayloadError, parse_workflow_job
+from runnerhub.domain.payloads import PayloadError, parse_workflow_job
 from runnerhub.domain.pools import Pool as PoolSpec
 from runnerhub.domain.pools import match
+from runnerhub.domain.scope import Scope
 from runnerhub.intake.batcher import IntakeBatcher, record_jobs, record_plain
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.signature import verify
@@ -47,20 +48,6 @@ class Answer:
         if self.job_id is not None:
             body["job_id"] = self.job_id
         return JSONResponse(body, status_code=self.status)
-
-
-class Scope:
-    """Which repositories are ours to serve (empty lists: every repository)."""
-
-    def __init__(self, repositories: Sequence[str], organizations: Sequence[str]) -> None:
-        self._repos = {r.lower() for r in repositories}
-        self._orgs = {o.lower() for o in organizations}
-
-    def covers(self, repository: str) -> bool:
-        if not self._repos and not self._orgs:
-            return True
-        repo = repository.lower()
-        return repo in self._repos or repo.split("/", 1)[0] in self._orgs
 
 
 def _unstorable(job_id: int | None) -> Answer:

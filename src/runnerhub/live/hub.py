@@ -20,7 +20,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -30,6 +29,7 @@ from runnerhub.cache import Cache, CacheUnavailable
 from runnerhub.live.outbox import OutboxCursor
 from runnerhub.store import events as event_store
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW, Pool
+from runnerhub.store.events import EventRow
 
 log = structlog.get_logger("runnerhub.live")
 
@@ -67,16 +67,15 @@ LIVE_SOURCE = Gauge(
 )
 
 
-def encode_event(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of the events table as JSON-ready data (the API's and Redis's shape)."""
-    at = row["at"]
+def encode_event(row: EventRow) -> dict[str, Any]:
+    """An event as JSON-ready data (the API's and Redis's shape)."""
     return {
-        "id": int(row["id"]),
-        "at": at.isoformat() if isinstance(at, datetime) else at,
-        "node": row["node"],
-        "kind": row["kind"],
-        "subject": row["subject"],
-        "detail": row["detail"],
+        "id": row.id,
+        "at": row.at.isoformat(),
+        "node": row.node,
+        "kind": row.kind,
+        "subject": row.subject,
+        "detail": row.detail,
     }
 
 
@@ -133,8 +132,8 @@ class EventTail:
     async def read(self, timeout_s: float) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout_s), self._db.connection(timeout_s) as conn:
             rows = await event_store.read_after(conn, self._cursor.read_after, BATCH)
-        fresh = set(self._cursor.accept((r["id"] for r in rows), self._clock()))
-        return [encode_event(r) for r in rows if r["id"] in fresh]
+        fresh = set(self._cursor.accept((r.id for r in rows), self._clock()))
+        return [encode_event(r) for r in rows if r.id in fresh]
 
 
 class LiveHub:

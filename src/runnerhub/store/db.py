@@ -24,10 +24,6 @@ UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeou
 UNAVAILABLE_OR_SLOW: tuple[type[Exception], ...] = (TimeoutError, *UNAVAILABLE)
 
 
-class DatabaseUnavailable(Exception):
-    """PostgreSQL cannot be reached (or not within the budget); the caller answers 503."""
-
-
 def _kwargs(settings: DatabaseSettings, app_name: str) -> dict[str, Any]:
     return {
         "row_factory": dict_row,
@@ -58,6 +54,10 @@ async def open_pool(settings: DatabaseSettings, app_name: str = "runnerhub") -> 
     pool = make_pool(settings, app_name)
     await pool.open(wait=False)
     return pool
+
+
+async def ping(conn: Conn) -> None:
+    await conn.execute("SELECT 1")
 
 
 async def connect(dsn: str, app_name: str = "runnerhub", autocommit: bool = False) -> Conn:

@@ -4,13 +4,13 @@ transaction (I1), exactly once per delivery GUID (I2)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runnerhub.domain.jobs import JobFacts
 from runnerhub.domain.pools import Match
-from runnerhub.store.db import Pool
+from runnerhub.store.db import Conn, Pool
 from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
 
 DUPLICATE_DELIVERY = "duplicate_delivery"
@@ -84,6 +84,15 @@ async def record(pool: Pool, d: Delivery, outcome: str, detail: str | None = Non
     return Recorded(outcome if inserted else DUPLICATE_DELIVERY)
 
 
+async def known_guids(conn: Conn, guids: Collection[str]) -> set[str]:
+    """Which of these delivery GUIDs are recorded already."""
+    cur = await conn.execute(
+        "SELECT delivery_guid FROM webhook_deliveries WHERE delivery_guid = ANY(%s)",
+        (list(guids),),
+    )
+    return {r["delivery_guid"] for r in await cur.fetchall()}
+
+
 class _DuplicateRace(Exception):
     pass
 
@@ -95,18 +104,22 @@ class JobDelivery:
     match: Match
 
 
-async def record_job_events(pool: Pool, items: Sequence[JobDelivery], node: str) -> list[Recorded]:
+async def record_job_deliveries(
+    pool: Pool, items: Sequence[JobDelivery], node: str
+) -> list[Recorded]:
     """Record workflow_job deliveries and their jobs' new states in one transaction: all
     of them or nothing. A delivery whose GUID is already stored changes nothing."""
     for _ in range(2):
         try:
-            return await _record_job_events(pool, items, node)
+            return await _record_job_deliveries(pool, items, node)
         except _DuplicateRace:
             continue  # a concurrent copy committed first; the next try sees it
     raise RuntimeError("delivery GUIDs kept racing")  # pragma: no cover - needs 3 racers
 
 
-async def _record_job_events(pool: Pool, items: Sequence[JobDelivery], node: str) -> list[Recorded]:
+async def _record_job_deliveries(
+    pool: Pool, items: Sequence[JobDelivery], node: str
+) -> list[Recorded]:
     job_ids = [i.obs.job_id for i in items]
     async with pool.connection() as conn, conn.pipeline(), conn.transaction():
         # Under the jobs' locks a concurrent copy of a delivery has either committed (we

@@ -1,13 +1,47 @@
-"""Reading the append-only events table: the audit trail, and the source of live events."""
+"""The audit trail: the append-only `events` table. Every change to a job, a runner or the
+leadership is appended here (in the transaction that makes it), read back by the API
+(`GET /api/v1/events`), and streamed live (`live/`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from runnerhub.store.db import Conn
 
 EVENT_COLUMNS = "id, at, node, kind, subject, detail"
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    at: datetime
+    node: str
+    kind: str  # `job.created`, `runner.exited`, `leader.elected`, `remediation.…`
+    subject: str | None  # `job:42`, `runner:rh-42-1`, `cluster`
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EventRow:
+        return cls(
+            id=int(row["id"]),
+            at=row["at"],
+            node=row["node"],
+            kind=row["kind"],
+            subject=row["subject"],
+            detail=row["detail"],
+        )
+
+
+async def append(conn: Conn, node: str, kind: str, subject: str, **detail: Any) -> None:
+    """Add one event, in the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO events (node, kind, subject, detail) VALUES (%s, %s, %s, %s)",
+        (node, kind, subject, json.dumps(detail, default=str)),
+    )
 
 
 async def latest_id(conn: Conn) -> int:
@@ -16,12 +50,12 @@ async def latest_id(conn: Conn) -> int:
     return int(row["id"]) if row else 0
 
 
-async def read_after(conn: Conn, after: int, limit: int) -> list[dict[str, Any]]:
+async def read_after(conn: Conn, after: int, limit: int) -> list[EventRow]:
     """Events with an id above `after`, oldest first."""
     cur = await conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
     )
-    return await cur.fetchall()
+    return [EventRow.from_row(r) for r in await cur.fetchall()]
 
 
 async def list_events(
@@ -30,7 +64,7 @@ async def list_events(
     subject: str | None,
     limit: int,
     before_id: int | None,
-) -> list[dict[str, Any]]:
+) -> list[EventRow]:
     """Newest first. `kinds` are prefixes (`job.` matches every job event); none: all."""
     cur = await conn.execute(
         f"""SELECT {EVENT_COLUMNS} FROM events
@@ -42,4 +76,4 @@ async def list_events(
             ORDER BY id DESC LIMIT %(limit)s""",
         {"kinds": list(kinds), "subject": subject, "before": before_id, "limit": limit},
     )
-    return await cur.fetchall()
+    return [EventRow.from_row(r) for r in await cur.fetchall()]

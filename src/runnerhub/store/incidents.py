@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,26 @@ from runnerhub.store.db import Conn
 
 INCIDENT_COLUMNS = """id, component, kind, summary, node, started_at, detected_at,
     recovered_at, action, detail, detection_s, recovery_s"""
+
+
+@dataclass(frozen=True)
+class IncidentRow:
+    id: int
+    component: str  # postgres, etcd, redis, github, backends, leader, node:<id>, breaker:<name>
+    kind: str  # failover, outage, leader_change, node_lost, breaker_open, predicted
+    summary: str
+    node: str  # the node that recorded it
+    started_at: datetime | None  # last known good
+    detected_at: datetime
+    recovered_at: datetime | None
+    action: str | None
+    detail: dict[str, Any]
+    detection_s: float | None
+    recovery_s: float | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> IncidentRow:
+        return cls(**row)
 
 
 async def record(
@@ -69,7 +90,7 @@ async def list_incidents(
     open_only: bool,
     limit: int,
     before_id: int | None,
-) -> list[dict[str, Any]]:
+) -> list[IncidentRow]:
     """Newest first. `component` matches exactly or as a prefix before ':' (node, breaker)."""
     cur = await conn.execute(
         f"""SELECT {INCIDENT_COLUMNS} FROM incidents
@@ -80,4 +101,4 @@ async def list_incidents(
             ORDER BY id DESC LIMIT %(limit)s""",
         {"component": component, "open": open_only, "before": before_id, "limit": limit},
     )
-    return await cur.fetchall()
+    return [IncidentRow.from_row(r) for r in await cur.fetchall()]

@@ -224,15 +224,42 @@ JOB_COLUMNS = """id, run_id, run_attempt, repository, name, workflow_name, label
 
 
 @dataclass(frozen=True)
+class JobRow:
+    id: int
+    run_id: int
+    run_attempt: int
+    repository: str
+    name: str | None
+    workflow_name: str | None
+    labels: tuple[str, ...]
+    state: str
+    conclusion: str | None
+    pool: str | None  # the pool that serves it; None: no pool matches
+    hosted: bool  # for a GitHub-hosted runner: not ours
+    runner_name: str | None
+    runner_id: int | None
+    waiting_reason: str | None  # why a queued job has no runner yet
+    github_created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    first_seen_at: datetime
+    queued_at: datetime | None
+    updated_at: datetime
+    last_source: str  # webhook or reconciler
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRow:
+        return cls(**{**row, "labels": tuple(row["labels"])})
+
+
+@dataclass(frozen=True)
 class JobFilter:
     state: str | None = None
     repository: str | None = None
     pool: str | None = None
 
 
-async def list_jobs(
-    conn: Conn, flt: JobFilter, limit: int, before_id: int | None
-) -> list[dict[str, Any]]:
+async def list_jobs(conn: Conn, flt: JobFilter, limit: int, before_id: int | None) -> list[JobRow]:
     """Newest first; `before_id` is the keyset cursor (stable under concurrent inserts)."""
     cur = await conn.execute(
         f"""SELECT {JOB_COLUMNS} FROM jobs
@@ -249,17 +276,27 @@ async def list_jobs(
             "limit": limit,
         },
     )
-    return await cur.fetchall()
+    return [JobRow.from_row(r) for r in await cur.fetchall()]
 
 
-async def get_job(conn: Conn, job_id: int) -> dict[str, Any] | None:
+async def get_job(conn: Conn, job_id: int) -> JobRow | None:
     cur = await conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    return JobRow.from_row(row) if row else None
 
 
 async def counts_by_state(conn: Conn) -> dict[str, int]:
     cur = await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state")
     return {row["state"]: row["n"] for row in await cur.fetchall()}
+
+
+async def queued_by_pool(conn: Conn) -> dict[str, int]:
+    """Queued jobs per pool (jobs no pool serves left out)."""
+    cur = await conn.execute(
+        "SELECT pool, count(*) AS n FROM jobs WHERE state = 'queued' "
+        "AND pool IS NOT NULL GROUP BY pool"
+    )
+    return {r["pool"]: int(r["n"]) for r in await cur.fetchall()}
 
 
 async def oldest_queued_at(conn: Conn) -> datetime | None:
@@ -269,3 +306,103 @@ async def oldest_queued_at(conn: Conn) -> datetime | None:
     )
     row = await cur.fetchone()
     return row["t"] if row else None
+
+
+async def queued_since(conn: Conn, job_id: int | None) -> datetime | None:
+    """When the job was queued (first seen, if it never was): provisioning latency."""
+    cur = await conn.execute(
+        "SELECT coalesce(queued_at, first_seen_at) AS t FROM jobs WHERE id = %s", (job_id,)
+    )
+    row = await cur.fetchone()
+    return row["t"] if row else None
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    id: int
+    state: str
+    completed_at: datetime | None
+
+
+async def progress(conn: Conn, job_ids: Iterable[int | None]) -> dict[int, JobProgress]:
+    """The state of each of these jobs (ids we do not hold are left out)."""
+    wanted = sorted({i for i in job_ids if i is not None})
+    if not wanted:
+        return {}
+    cur = await conn.execute(
+        "SELECT id, state, completed_at FROM jobs WHERE id = ANY(%s)", (wanted,)
+    )
+    return {int(r["id"]): JobProgress(**r) for r in await cur.fetchall()}
+
+
+async def open_jobs(conn: Conn, quiet_for_s: float = 5.0) -> list[tuple[int, str]]:
+    """(id, repository) of our jobs not completed and not changed for `quiet_for_s`: the
+    reconciler asks GitHub about those it did not see in its sweep."""
+    cur = await conn.execute(
+        "SELECT id, repository FROM jobs WHERE state <> 'completed' AND NOT hosted "
+        "AND updated_at < now() - make_interval(secs => %s)",
+        (quiet_for_s,),
+    )
+    return [(int(r["id"]), r["repository"]) for r in await cur.fetchall()]
+
+
+# -- what the scheduler reads and writes ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedJobRow:
+    """A queued job as the scheduler plans with it."""
+
+    id: int
+    run_attempt: int
+    repository: str
+    labels: tuple[str, ...]
+    pool: str | None
+    waiting_reason: str | None
+    queued_at: datetime
+    next_generation: int  # the generation its next runner gets
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> QueuedJobRow:
+        return cls(**{**row, "labels": tuple(row["labels"])})
+
+
+async def queued(conn: Conn) -> list[QueuedJobRow]:
+    """Queued jobs for self-hosted runners, oldest first."""
+    cur = await conn.execute(
+        """SELECT j.id, j.run_attempt, j.repository, j.labels, j.pool, j.waiting_reason,
+                  coalesce(j.queued_at, j.first_seen_at) AS queued_at,
+                  (SELECT coalesce(max(r.generation) + 1, 0) FROM runners r
+                    WHERE r.provisioned_for = j.id) AS next_generation
+           FROM jobs j
+           WHERE j.state = 'queued' AND NOT j.hosted
+           ORDER BY coalesce(j.queued_at, j.first_seen_at), j.id"""
+    )
+    return [QueuedJobRow.from_row(r) for r in await cur.fetchall()]
+
+
+async def set_pool(conn: Conn, job_id: int, pool: str | None, reason: str | None) -> None:
+    """Match a queued job to another pool (the pools changed with the configuration)."""
+    await conn.execute(
+        "UPDATE jobs SET pool = %s, waiting_reason = %s, updated_at = now() "
+        "WHERE id = %s AND state = 'queued'",
+        (pool, reason, job_id),
+    )
+
+
+async def set_waiting_reasons(conn: Conn, reasons: dict[int, str]) -> None:
+    """Say why each queued job waits. A reason is advice, not state: rows intake holds
+    right now are skipped rather than make a delivery wait (the next cycle updates them)."""
+    if not reasons:
+        return
+    await conn.execute(
+        """UPDATE jobs SET waiting_reason = r.reason
+           FROM jsonb_to_recordset(%s::jsonb) AS r(id bigint, reason text)
+           WHERE jobs.id = r.id AND jobs.id IN (
+               SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'queued'
+               ORDER BY id FOR UPDATE SKIP LOCKED)""",
+        (
+            json.dumps([{"id": i, "reason": r} for i, r in reasons.items()]),
+            sorted(reasons),
+        ),
+    )

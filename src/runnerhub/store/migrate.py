@@ -7,12 +7,18 @@ edited after it was applied is refused (its checksum no longer matches).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
 
-from runnerhub.store.db import connect
+import structlog
+
+from runnerhub.store.db import UNAVAILABLE, connect
+
+log = structlog.get_logger("runnerhub.node")
 
 # Any constant will do, as long as every node uses the same one.
 MIGRATION_LOCK = 0x52554E4E  # "RUNN"
@@ -94,3 +100,19 @@ async def current_version(dsn: str) -> int:
         cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
         row = await cur.fetchone()
         return int(row["v"]) if row else 0
+
+
+async def migrate_when_reachable(dsn: str, stop: asyncio.Event, retry_s: float = 2.0) -> bool:
+    """Migrate once the database answers (a node starts while it is down); False if `stop`
+    came first."""
+    while not stop.is_set():
+        try:
+            applied = await migrate(dsn)
+            if applied:
+                log.info("database migrated", applied=[m.version for m in applied])
+            return True
+        except UNAVAILABLE as exc:
+            log.warning("database not reachable for migrations; retrying", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=retry_s)
+    return False

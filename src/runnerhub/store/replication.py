@@ -7,57 +7,35 @@ the primary; on a lone server the list of replicas is simply empty.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from runnerhub.domain.replicas import Replica, ReplicationStatus, is_lagging, lag_seconds
 from runnerhub.store.db import Conn
 
 
 @dataclass(frozen=True)
-class Replica:
-    name: str  # application_name: Patroni sets it to the member's name
-    address: str | None
-    state: str  # streaming, catchup, backup, startup
-    sync_state: str  # sync, quorum, potential, async
-    write_lag_s: float | None
-    flush_lag_s: float | None
-    replay_lag_s: float | None
-    replay_lag_bytes: int
-    lagging: bool  # replay is further behind than the alert threshold
+class Server:
+    address: str  # host:port, or "local socket"
+    in_recovery: bool  # a replica (read-only)
 
 
-@dataclass(frozen=True)
-class ReplicationStatus:
-    server: str  # the server this was read on
-    in_recovery: bool
-    timeline: int | None
-    replicas: list[Replica] = field(default_factory=list)
-
-    @property
-    def lagging(self) -> list[str]:
-        return [r.name for r in self.replicas if r.lagging]
-
-    @property
-    def synchronous(self) -> list[str]:
-        return [r.name for r in self.replicas if r.sync_state in ("sync", "quorum")]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "lagging": self.lagging, "synchronous": self.synchronous}
+async def read_server(conn: Conn) -> Server:
+    """Which server this connection reached, and whether it is a replica."""
+    cur = await conn.execute(
+        "SELECT pg_is_in_recovery() AS recovery, "
+        "coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket') "
+        "AS server"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Server(row["server"], bool(row["recovery"]))
 
 
-def lag_seconds(measured: float | None, lag_bytes: int) -> float | None:
-    """PostgreSQL clears the lag columns once a caught-up replica has nothing new to replay:
-    no bytes behind then means no lag, not an unknown one."""
-    if measured is not None:
-        return measured
-    return 0.0 if lag_bytes == 0 else None
-
-
-def is_lagging(replay_lag_s: float | None, state: str, threshold_s: float) -> bool:
-    """Behind by more than the threshold, or not streaming at all (catching up, starting)."""
-    if state != "streaming":
-        return True
-    return replay_lag_s is not None and replay_lag_s > threshold_s
+async def system_identifier(conn: Conn) -> str | None:
+    """The database cluster's system identifier (the same on the primary and its replicas)."""
+    cur = await conn.execute("SELECT system_identifier::text AS id FROM pg_control_system()")
+    row = await cur.fetchone()
+    return row["id"] if row else None
 
 
 async def read_status(conn: Conn, lag_alert_s: float = 5.0) -> ReplicationStatus:

@@ -3,11 +3,11 @@ life of each runner. Every state change is logged to the append-only events tabl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from runnerhub.store import events
 from runnerhub.store.db import Conn
 
 LIVE_STATES = ("requested", "registered", "running", "busy")
@@ -19,13 +19,14 @@ RUNNER_COLUMNS = """id, name, pool, scope, labels, provisioned_for, generation, 
 
 @dataclass(frozen=True)
 class RunnerRow:
+    id: int
     name: str
     pool: str
     scope: str
     labels: tuple[str, ...]
-    provisioned_for: int | None
+    provisioned_for: int | None  # the job it was started for
     generation: int
-    job_id: int | None
+    job_id: int | None  # the job it serves now (GitHub decides which)
     state: str
     backend: str
     backend_ref: str | None
@@ -34,35 +35,16 @@ class RunnerRow:
     next_attempt_at: datetime | None
     last_error: str | None
     created_at: datetime
+    registered_at: datetime | None = None
+    started_at: datetime | None = None
     busy_at: datetime | None = None
+    exited_at: datetime | None = None
+    removed_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> RunnerRow:
-        return cls(
-            name=row["name"],
-            pool=row["pool"],
-            scope=row["scope"],
-            labels=tuple(row["labels"]),
-            provisioned_for=row["provisioned_for"],
-            generation=row["generation"],
-            job_id=row["job_id"],
-            state=row["state"],
-            backend=row["backend"],
-            backend_ref=row["backend_ref"],
-            github_runner_id=row["github_runner_id"],
-            attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"],
-            last_error=row["last_error"],
-            created_at=row["created_at"],
-            busy_at=row["busy_at"],
-        )
-
-
-async def log_event(conn: Conn, node: str, kind: str, subject: str, **detail: Any) -> None:
-    await conn.execute(
-        "INSERT INTO events (node, kind, subject, detail) VALUES (%s, %s, %s, %s)",
-        (node, kind, subject, json.dumps(detail, default=str)),
-    )
+    def from_row(cls, row: dict[str, Any]) -> RunnerRow:
+        return cls(**{**row, "labels": tuple(row["labels"])})
 
 
 async def live(conn: Conn, pool: str | None = None) -> list[RunnerRow]:
@@ -71,7 +53,7 @@ async def live(conn: Conn, pool: str | None = None) -> list[RunnerRow]:
         "AND (%s::text IS NULL OR pool = %s) ORDER BY id",
         (list(LIVE_STATES), pool, pool),
     )
-    return [RunnerRow.of(r) for r in await cur.fetchall()]
+    return [RunnerRow.from_row(r) for r in await cur.fetchall()]
 
 
 async def in_state(conn: Conn, state: str, limit: int = 100) -> list[RunnerRow]:
@@ -79,7 +61,7 @@ async def in_state(conn: Conn, state: str, limit: int = 100) -> list[RunnerRow]:
         f"SELECT {RUNNER_COLUMNS} FROM runners WHERE state = %s ORDER BY updated_at LIMIT %s",
         (state, limit),
     )
-    return [RunnerRow.of(r) for r in await cur.fetchall()]
+    return [RunnerRow.from_row(r) for r in await cur.fetchall()]
 
 
 async def get(conn: Conn, name: str) -> RunnerRow | None:
@@ -88,7 +70,7 @@ async def get(conn: Conn, name: str) -> RunnerRow | None:
         (name,),
     )
     row = await cur.fetchone()
-    return RunnerRow.of(row) if row else None
+    return RunnerRow.from_row(row) if row else None
 
 
 async def insert_requested(
@@ -113,7 +95,7 @@ async def insert_requested(
     )
     created = await cur.fetchone() is not None
     if created:
-        await log_event(
+        await events.append(
             conn, node, "runner.requested", f"runner:{name}", pool=pool, job=job_id, scope=scope
         )
     return created
@@ -161,7 +143,7 @@ async def set_state(
     changed = await cur.fetchone() is not None
     if changed:
         shown = {k: v for k, v in fields.items() if k != "next_attempt_at"}
-        await log_event(conn, node, f"runner.{state}", f"runner:{name}", **shown)
+        await events.append(conn, node, f"runner.{state}", f"runner:{name}", **shown)
     return changed
 
 
@@ -173,7 +155,7 @@ async def assign(conn: Conn, name: str, job_id: int, node: str) -> None:
         (job_id, name, list(LIVE_STATES)),
     )
     if await cur.fetchone() is not None:
-        await log_event(conn, node, "runner.assigned", f"runner:{name}", job=job_id)
+        await events.append(conn, node, "runner.assigned", f"runner:{name}", job=job_id)
 
 
 async def record_failure(
@@ -184,7 +166,7 @@ async def record_failure(
                   updated_at = now() WHERE name = %s""",
         (error, next_attempt_at, name),
     )
-    await log_event(
+    await events.append(
         conn,
         node,
         "runner.provision_failed",
@@ -203,7 +185,8 @@ async def spare_serials(conn: Conn, n: int) -> list[int]:
 
 async def list_runners(
     conn: Conn, state: str | None, pool: str | None, limit: int, before_id: int | None
-) -> list[dict[str, Any]]:
+) -> list[RunnerRow]:
+    """Newest first; `before_id` is the keyset cursor."""
     cur = await conn.execute(
         f"""SELECT {RUNNER_COLUMNS} FROM runners
             WHERE (%(state)s::text IS NULL OR state = %(state)s)
@@ -212,12 +195,22 @@ async def list_runners(
             ORDER BY id DESC LIMIT %(limit)s""",
         {"state": state, "pool": pool, "before": before_id, "limit": limit},
     )
-    return await cur.fetchall()
+    return [RunnerRow.from_row(r) for r in await cur.fetchall()]
 
 
-async def counts(conn: Conn) -> list[dict[str, Any]]:
+async def counts(conn: Conn) -> dict[tuple[str, str], int]:
+    """How many runners each (pool, state) has, removed ones left out."""
     cur = await conn.execute(
         "SELECT pool, state, count(*) AS n FROM runners "
         "WHERE state <> 'removed' GROUP BY pool, state"
     )
-    return await cur.fetchall()
+    return {(r["pool"], r["state"]): int(r["n"]) for r in await cur.fetchall()}
+
+
+async def recent_scopes(conn: Conn, days: int = 7) -> set[str]:
+    """Every scope a runner registered in lately (where strays of ours may linger)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT scope FROM runners WHERE created_at > now() - make_interval(days => %s)",
+        (days,),
+    )
+    return {r["scope"] for r in await cur.fetchall()}

@@ -51,6 +51,7 @@ def find_haproxy() -> Path:
     )
 
 
+# long: one template, read top to bottom like the file it writes
 def render_config(
     backends: Sequence[Backend],
     frontend_port: int,

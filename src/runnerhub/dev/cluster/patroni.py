@@ -88,6 +88,7 @@ class Credentials:
         return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
 
 
+# long: one template, read top to bottom like the file it writes
 def render_config(
     *,
     scope: str,

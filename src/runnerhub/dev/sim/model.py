@@ -81,10 +81,6 @@ class Runner:
     last_contact: float = 0.0
     polling: int = 0  # acquire calls in progress: a polling runner is in contact
 
-    @property
-    def scope_owner(self) -> str:
-        return self.scope.split(":", 1)[1].split("/", 1)[0]
-
     def serves(self, repository: str) -> bool:
         kind, _, target = self.scope.partition(":")
         if kind == "repo":

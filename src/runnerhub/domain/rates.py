@@ -1,4 +1,4 @@
-"""Error rates as forecast signals: the share of calls that failed over a sliding window.
+"""Error rates (pure): the share of calls that failed over a sliding window.
 
 Kept in one bucket per second, so memory is bounded by the window whatever the call rate.
 A window with fewer than `min_calls` calls gives no sample (None): two failures out of

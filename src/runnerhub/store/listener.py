@@ -16,7 +16,7 @@ import structlog
 
 from runnerhub.store.jobs import NOTIFY_CHANNEL
 
-log = structlog.get_logger("runnerhub.control.listener")
+log = structlog.get_logger("runnerhub.store.listener")
 
 
 async def listen(

@@ -1,4 +1,4 @@
-"""`GET /api/v1/events/stream`: live events as Server-Sent Events.
+"""`GET /api/v1/events/stream`: live events as Server-Sent Events (SSE).
 
 A client that reconnects (to any node: HAProxy may pick another) sends the last id it saw
 as `Last-Event-ID`; the stream first replays what it missed from the events table, then
@@ -38,8 +38,8 @@ async def event_stream(
             async with db.connection() as conn:
                 rows = await event_store.read_after(conn, after, REPLAY_LIMIT)
             for row in rows:
-                replayed.add(row["id"])
-                if kind_matches(kinds, row["kind"]):
+                replayed.add(row.id)
+                if kind_matches(kinds, row.kind):
                     yield sse(encode_event(row))
         while True:
             try:

@@ -1,7 +1,8 @@
-"""Epoch fencing in PostgreSQL (invariant I4)."""
+"""The leader's epoch in PostgreSQL: the fencing token of every control-loop write (I4)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,17 @@ from runnerhub.store.db import Conn
 
 class StaleLeader(Exception):
     """This node is not (or no longer certainly) the leader: the write was not made."""
+
+
+@dataclass(frozen=True)
+class LeaderRow:
+    epoch: int
+    node: str
+    since: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> LeaderRow:
+        return cls(epoch=int(row["epoch"]), node=row["node"], since=row["since"])
 
 
 async def record_epoch(conn: Conn, epoch: int, node: str) -> bool:
@@ -38,41 +50,7 @@ async def check_epoch(conn: Conn, epoch: int) -> None:
         raise StaleLeader(f"epoch {epoch} is not the current one ({current})")
 
 
-async def current(conn: Conn) -> dict[str, Any] | None:
+async def current(conn: Conn) -> LeaderRow | None:
     cur = await conn.execute("SELECT epoch, node, since FROM leadership WHERE id = 1")
-    return await cur.fetchone()
-
-
-async def heartbeat(conn: Conn, node: str, url: str | None, pid: int, role: str) -> bool:
-    """Say this node is alive; return whether an operator asked it to drain."""
-    cur = await conn.execute(
-        """INSERT INTO nodes (id, url, pid, role, started_at, last_seen)
-           VALUES (%s, %s, %s, %s, now(), now())
-           ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid,
-                  role = EXCLUDED.role, last_seen = now(),
-                  started_at = CASE WHEN nodes.pid IS DISTINCT FROM EXCLUDED.pid
-                                    THEN now() ELSE nodes.started_at END
-           RETURNING draining""",
-        (node, url, pid, role),
-    )
     row = await cur.fetchone()
-    return bool(row and row["draining"])
-
-
-async def set_draining(conn: Conn, node: str, draining: bool) -> bool:
-    cur = await conn.execute(
-        "UPDATE nodes SET draining = %s WHERE id = %s RETURNING id", (draining, node)
-    )
-    return await cur.fetchone() is not None
-
-
-async def nodes(conn: Conn) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        "SELECT id, url, pid, role, started_at, last_seen, draining, now() AS db_now "
-        "FROM nodes ORDER BY id"
-    )
-    return await cur.fetchall()
-
-
-def seconds_between(a: datetime, b: datetime) -> float:
-    return (a - b).total_seconds()
+    return LeaderRow.from_row(row) if row else None

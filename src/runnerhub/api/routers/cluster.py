@@ -1,0 +1,74 @@
+"""`/api/v1/cluster` and `/api/v1/nodes/{id}/drain`: the nodes, the leader, PostgreSQL and
+Redis as this node sees them; draining a node."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException
+
+from runnerhub.api.deps import Admin, Context, Reader
+from runnerhub.api.schemas import CacheOut, ClusterOut, DatabaseOut, NodeOut
+from runnerhub.store import leadership, nodes
+
+router = APIRouter(tags=["cluster"])
+
+
+@router.get("/cluster", response_model=ClusterOut, summary="Nodes and the leader")
+async def cluster(ctx: Context, _: Reader) -> ClusterOut:
+    async with ctx.db.connection() as conn:
+        rows = await nodes.list_nodes(conn)
+        lead = await leadership.current(conn)
+    stale_after = 3 * ctx.settings.ha.heartbeat_s
+    replication = ctx.state.replication
+    cache_status = ctx.cache.status()
+    leader: str | None = lead.node if lead else None
+    epoch: int | None = lead.epoch if lead else None
+    since: datetime | None = lead.since if lead else None
+    if lead is None and not ctx.settings.ha.enabled:  # one node, always the leader
+        leader, since = ctx.settings.node.id, ctx.started_at
+    return ClusterOut(
+        nodes=[
+            NodeOut(
+                id=r.id,
+                url=r.url,
+                pid=r.pid,
+                role=r.role,
+                healthy=not r.draining and r.silent_s < stale_after,
+                draining=r.draining,
+                last_seen=r.last_seen,
+                started_at=r.started_at,
+            )
+            for r in rows
+        ],
+        leader=leader,
+        epoch=epoch,
+        leader_since=since,
+        database=DatabaseOut(**replication.as_dict()) if replication else None,
+        cache=CacheOut(
+            configured=ctx.settings.redis.enabled,
+            available=cache_status["available"],
+            primary=cache_status["primary"],
+            consecutive_failures=cache_status["consecutive_failures"],
+            replicas=(ctx.state.cache_replication or {}).get("replicas", []),
+        ),
+    )
+
+
+@router.post(
+    "/nodes/{node_id}/drain", status_code=202, summary="Stop a node taking traffic and leadership"
+)
+async def drain(node_id: str, ctx: Context, _: Admin) -> dict[str, object]:
+    return await _set_draining(ctx, node_id, True)
+
+
+@router.delete("/nodes/{node_id}/drain", summary="Let a drained node serve again")
+async def undrain(node_id: str, ctx: Context, _: Admin) -> dict[str, object]:
+    return await _set_draining(ctx, node_id, False)
+
+
+async def _set_draining(ctx: Context, node_id: str, draining: bool) -> dict[str, object]:
+    async with ctx.db.connection() as conn, conn.transaction():
+        if not await nodes.set_draining(conn, node_id, draining):
+            raise HTTPException(404, f"no node {node_id!r} in this cluster")
+    return {"node": node_id, "draining": draining}

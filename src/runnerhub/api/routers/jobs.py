@@ -1,0 +1,38 @@
+"""`/api/v1/jobs`: the jobs RunnerHub knows, newest first, with why a queued one waits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query
+
+from runnerhub.api.deps import Context, Reader, cursor_in, cursor_out
+from runnerhub.api.schemas import JobOut, JobPage, JobStateParam
+from runnerhub.store import jobs as job_store
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+async def list_jobs(
+    ctx: Context,
+    _: Reader,
+    state: JobStateParam | None = None,
+    repository: str | None = None,
+    pool: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = None,
+) -> JobPage:
+    flt = job_store.JobFilter(state, repository, pool)
+    async with ctx.db.connection() as conn:
+        rows = await job_store.list_jobs(conn, flt, limit, cursor_in(cursor))
+    return JobPage(
+        items=[JobOut.model_validate(r) for r in rows], next_cursor=cursor_out(rows, limit)
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job")
+async def get_job(job_id: int, ctx: Context, _: Reader) -> JobOut:
+    async with ctx.db.connection() as conn:
+        row = await job_store.get_job(conn, job_id)
+    if row is None:
+        raise HTTPException(404, f"no job with id {job_id}")
+    return JobOut.model_validate(row)

@@ -1,0 +1,38 @@
+"""`/api/v1/leader/handoff` and `/api/v1/reconcile`: asking the leader to do something."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from runnerhub.api.deps import Admin, Context
+from runnerhub.api.schemas import HandoffIn
+from runnerhub.context import NoElection
+from runnerhub.ha.dcs import StoreUnavailable
+from runnerhub.store import nodes
+
+router = APIRouter(tags=["leadership"])
+
+
+@router.post("/leader/handoff", status_code=202, summary="Ask the leader to step down")
+async def handoff(ctx: Context, _: Admin, body: HandoffIn | None = None) -> dict[str, object]:
+    target = body.to if body else None
+    if target is not None:
+        async with ctx.db.connection() as conn:
+            known = {r.id: r for r in await nodes.list_nodes(conn)}
+        if target not in known:
+            raise HTTPException(404, f"no node {target!r} in this cluster")
+        if known[target].draining:
+            raise HTTPException(409, f"node {target!r} is draining; it will not lead")
+    try:
+        record = await ctx.leadership.request_handoff(target)
+    except NoElection as exc:
+        raise HTTPException(409, str(exc)) from None
+    except StoreUnavailable as exc:
+        raise HTTPException(503, f"cannot reach etcd: {exc}") from None
+    return {"status": "handoff requested", "from": record.node, "epoch": record.epoch, "to": target}
+
+
+@router.post("/reconcile", status_code=202, summary="Run the reconciler now (admin)")
+async def reconcile(ctx: Context, _: Admin) -> dict[str, str]:
+    ctx.wake_reconciler()
+    return {"status": "reconcile requested"}

@@ -1,0 +1,52 @@
+"""`/api/v1/pools` and `/api/v1/summary`: capacity per pool, and counts at a glance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+
+from runnerhub.api.deps import Context, Reader
+from runnerhub.api.schemas import PoolOut, SummaryOut
+from runnerhub.domain.capacity import desired_capacity
+from runnerhub.store import jobs as job_store
+from runnerhub.store import runners as runner_store
+
+router = APIRouter(tags=["pools"])
+
+
+@router.get("/pools", response_model=list[PoolOut], summary="Pools and their capacity")
+async def list_pools(ctx: Context, _: Reader) -> list[PoolOut]:
+    async with ctx.db.connection() as conn:
+        queued = await job_store.queued_by_pool(conn)
+        counts = await runner_store.counts(conn)
+    live: dict[str, int] = {}
+    for (pool, state), n in counts.items():
+        if state in runner_store.LIVE_STATES:
+            live[pool] = live.get(pool, 0) + n
+    return [
+        PoolOut(
+            name=p.name,
+            labels=p.labels,
+            backend=p.backend,
+            min_idle=p.min_idle,
+            max_runners=p.max_runners,
+            queued_jobs=queued.get(p.name, 0),
+            current_runners=live.get(p.name, 0),
+            desired_runners=desired_capacity(queued.get(p.name, 0), p.min_idle, p.max_runners),
+        )
+        for p in ctx.settings.pools
+    ]
+
+
+@router.get("/summary", response_model=SummaryOut, summary="Counts at a glance")
+async def summary(ctx: Context, _: Reader) -> SummaryOut:
+    async with ctx.db.connection() as conn:
+        jobs = await job_store.counts_by_state(conn)
+        oldest = await job_store.oldest_queued_at(conn)
+        counts = await runner_store.counts(conn)
+    runners: dict[str, int] = {}
+    for (_pool, state), n in counts.items():
+        runners[state] = runners.get(state, 0) + n
+    age = (datetime.now().astimezone() - oldest).total_seconds() if oldest else 0.0
+    return SummaryOut(jobs=jobs, runners=runners, oldest_queued_age_s=max(0.0, age))

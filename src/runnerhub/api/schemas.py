@@ -1,0 +1,177 @@
+"""The API's request and response models (pydantic): one place for the shapes the OpenAPI
+description publishes. Rows from `store/` become these with `from_attributes`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+JobStateParam = Literal["waiting", "queued", "in_progress", "completed"]
+RunnerStateParam = Literal["requested", "registered", "running", "busy", "exited", "removed"]
+
+
+class _FromRow(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobOut(_FromRow):
+    id: int
+    run_id: int
+    run_attempt: int
+    repository: str
+    name: str | None
+    workflow_name: str | None
+    labels: list[str]
+    state: str
+    conclusion: str | None
+    pool: str | None
+    hosted: bool
+    runner_name: str | None
+    waiting_reason: str | None
+    github_created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    first_seen_at: datetime
+    queued_at: datetime | None
+    updated_at: datetime
+    last_source: str
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class RunnerOut(_FromRow):
+    name: str
+    pool: str
+    scope: str
+    labels: list[str]
+    state: str
+    job_id: int | None
+    provisioned_for: int | None
+    backend: str
+    backend_ref: str | None
+    github_runner_id: int | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    busy_at: datetime | None
+    exited_at: datetime | None
+
+
+class RunnerPage(BaseModel):
+    items: list[RunnerOut]
+    next_cursor: str | None
+
+
+class PoolOut(BaseModel):
+    name: str
+    labels: list[str]
+    backend: str
+    min_idle: int
+    max_runners: int
+    queued_jobs: int
+    current_runners: int
+    desired_runners: int
+
+
+class SummaryOut(BaseModel):
+    jobs: dict[str, int]
+    runners: dict[str, int]
+    oldest_queued_age_s: float
+
+
+class NodeOut(BaseModel):
+    id: str
+    url: str | None
+    pid: int | None
+    role: str
+    healthy: bool
+    draining: bool
+    last_seen: datetime
+    started_at: datetime
+
+
+class EventOut(_FromRow):
+    id: int
+    at: datetime
+    node: str
+    kind: str
+    subject: str | None
+    detail: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class IncidentOut(_FromRow):
+    id: int
+    component: str
+    kind: str
+    summary: str
+    node: str
+    started_at: datetime | None
+    detected_at: datetime
+    recovered_at: datetime | None
+    detection_s: float | None
+    recovery_s: float | None
+    action: str | None
+    detail: dict[str, Any]
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentOut]
+    next_cursor: str | None
+
+
+class HandoffIn(BaseModel):
+    to: str | None = None
+
+
+class ReplicaOut(BaseModel):
+    name: str
+    address: str | None
+    state: str
+    sync_state: str
+    write_lag_s: float | None
+    flush_lag_s: float | None
+    replay_lag_s: float | None
+    replay_lag_bytes: int
+    lagging: bool
+
+
+class DatabaseOut(BaseModel):
+    """PostgreSQL as this node last read it from the primary (pg_stat_replication)."""
+
+    server: str
+    in_recovery: bool
+    timeline: int | None
+    replicas: list[ReplicaOut]
+    synchronous: list[str]
+    lagging: list[str]
+
+
+class CacheOut(BaseModel):
+    """Redis (optional, may be lost): the primary Sentinel names, and its replicas' lag."""
+
+    configured: bool
+    available: bool
+    primary: str | None
+    consecutive_failures: int
+    replicas: list[dict[str, Any]]
+
+
+class ClusterOut(BaseModel):
+    nodes: list[NodeOut]
+    leader: str | None
+    epoch: int | None
+    leader_since: datetime | None
+    database: DatabaseOut | None = None
+    cache: CacheOut | None = None

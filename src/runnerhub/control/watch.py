@@ -1,0 +1,46 @@
+"""What every node reads now and then of the data services around it, for
+`/api/v1/cluster`, `/readyz`, `/health` and the metrics: PostgreSQL's replication (on the
+primary) and Redis's. A failed read only marks the last reading unknown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import psycopg
+import structlog
+
+from runnerhub import metrics
+from runnerhub.context import NodeContext
+from runnerhub.store import replication
+from runnerhub.store.db import UNAVAILABLE
+
+log = structlog.get_logger("runnerhub.node")
+
+# Reading replication state may fail for want of a database or of the pg_monitor role.
+MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
+
+
+async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
+    db = ctx.settings.database
+    while not stop.is_set():
+        try:
+            async with ctx.db.connection(2.0) as conn:
+                status = await replication.read_status(conn, db.replica_lag_alert_s)
+            ctx.state.replication = status
+            metrics.record_replication(status)
+        except MONITORING_ERRORS as exc:
+            # Unreachable, or a role without pg_monitor: monitoring is lost, nothing else.
+            ctx.state.replication = None
+            log.debug("replication state not read", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=db.replication_check_s)
+
+
+async def watch_cache(ctx: NodeContext, stop: asyncio.Event) -> None:
+    """Redis's primary (as Sentinel names it) and its replicas' offset lag. Never blocks
+    anything: the cache swallows its own failures (I7)."""
+    while not stop.is_set():
+        ctx.state.cache_replication = await ctx.cache.replication()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=ctx.settings.redis.check_s)
