@@ -8,6 +8,7 @@ secret can stay out of the file. Every error names the file, the field and the p
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 from pathlib import Path
@@ -194,12 +195,37 @@ class ProcessBackendSettings(_Strict):
     # ACTIONS_RUNNER_INPUT_JITCONFIG (which the Actions runner reads as --jitconfig), so it
     # never shows in `ps`; "{jitconfig}" in an argument is substituted if you insist.
     command: list[str] = Field(min_length=1)
+    # The runner's whole environment besides PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ and
+    # the JIT config: nothing of RunnerHub's own environment reaches a runner.
     env: dict[str, str] = Field(default_factory=dict)
     stop_grace_s: float = Field(default=10.0, ge=0)
+    # Run runners as this user (a name or a uid), with its groups; RunnerHub must run as
+    # root to do so. Unset: as RunnerHub's own user, which gives a job everything RunnerHub
+    # has (its memory, its files): use it only where every job is trusted.
+    user: str | None = None
+    # The runner's working directory and HOME; default: the user's home directory.
+    work_dir: Path | None = None
+
+    @field_validator("user")
+    @classmethod
+    def _user_exists(cls, user: str | None) -> str | None:
+        if user is None:
+            return None
+        try:
+            uid = pwd.getpwuid(int(user)).pw_uid if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise ValueError(f"no user {user!r} on this host") from None
+        if os.geteuid() not in (0, uid):
+            raise ValueError(
+                f"running runners as {user!r} needs RunnerHub to run as root "
+                f"(it runs as uid {os.geteuid()})"
+            )
+        return user
 
 
 class PoolSettings(_Strict):
-    name: str
+    # It names spare runners, log files and runner records: letters, digits, . _ - only.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
     labels: list[str] = Field(min_length=1)
     min_idle: int = Field(default=0, ge=0)
     max_runners: int = Field(default=10, ge=1)

@@ -44,6 +44,7 @@ from runnerhub.health.node_checks import Subjects, node_checks
 from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.intake.webhook import WebhookIntake
 from runnerhub.live.hub import LiveHub
+from runnerhub.paths import private_dir
 from runnerhub.predict.node_signals import node_signals
 from runnerhub.predict.watch import PredictionWatch
 from runnerhub.store.db import make_pool
@@ -110,7 +111,7 @@ class Node:
     def __init__(self, settings: Settings, run_control_loops: bool = True) -> None:
         self.settings = s = settings
         self.run_control_loops = run_control_loops
-        s.node.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.node.state_dir)
         # Connections and what the node knows of itself.
         db = make_pool(s.database)
         cache = make_cache(s.redis)

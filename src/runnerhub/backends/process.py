@@ -1,9 +1,14 @@
 """The `process` backend: each runner is a local process (on a real host, the Actions
 runner's `./run.sh`, which reads --jitconfig from ACTIONS_RUNNER_INPUT_JITCONFIG).
 
-What it starts is recorded on disk, one JSON file per runner with the pid and the process's
-start time, so a node that restarts (or another node on the same host) finds and adopts its
-runners; the start time guards against a recycled pid.
+What it starts is recorded on disk, one JSON file per runner with the pid, the process's
+start time and its owner, so a node that restarts (or another node on the same host) finds
+and adopts its runners; start time and owner guard against a recycled pid, so nothing is
+ever signalled that this backend did not start.
+
+A runner gets an environment built from scratch (`runner_env`), never RunnerHub's own, and
+runs as the pool's `user` when one is set. It is not an isolation boundary: a runner shares
+the host's kernel, network and whatever that user may read (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,10 +30,66 @@ import structlog
 
 from runnerhub.backends.base import BackendError, BackendRunner, RunnerSpec
 from runnerhub.config import ProcessBackendSettings
+from runnerhub.domain.naming import is_valid_name
+from runnerhub.paths import private_dir
 
 log = structlog.get_logger("runnerhub.backends.process")
 
 JIT_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Harmless settings programs expect; nothing else of RunnerHub's environment reaches a runner
+# (it holds the database DSN, the GitHub token, the webhook secrets).
+PASSED_THROUGH = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account a pool's runners run as."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str
+
+    @classmethod
+    def resolve(cls, user: str | None) -> RunAs:
+        """`user` by name or uid; None: this process's own user."""
+        try:
+            if user is None:
+                pw = pwd.getpwuid(os.geteuid())
+            else:
+                pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise BackendError(f"no user {user!r} on this host") from None
+        groups = tuple(os.getgrouplist(pw.pw_name, pw.pw_gid))
+        return cls(pw.pw_uid, pw.pw_gid, groups, pw.pw_name, pw.pw_dir)
+
+    @property
+    def switches(self) -> bool:
+        return self.uid != os.geteuid()
+
+
+def runner_env(
+    settings: ProcessBackendSettings, run_as: RunAs, home: Path | None, name: str, jit_config: str
+) -> dict[str, str]:
+    """A runner's whole environment: a plain PATH, who it is, the locale, the pool's `env`,
+    and the JIT config last (nothing may override it)."""
+    base = {
+        "PATH": DEFAULT_PATH,
+        "HOME": str(home or run_as.home),
+        "USER": run_as.name,
+        "LOGNAME": run_as.name,
+    }
+    base.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+    return {**base, **settings.env, JIT_ENV: jit_config, "RUNNERHUB_RUNNER_NAME": name}
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -49,16 +112,28 @@ class _Record:
     start_ticks: int
     started_at: str
     log: str
+    # Whom it runs as (records written before this field: RunnerHub's own user).
+    uid: int = field(default_factory=os.geteuid)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
 
     @classmethod
     def load(cls, path: Path) -> _Record | None:
+        """The record in `path`, if it is one of ours: a file named after the runner it
+        describes, with a real pid."""
         try:
-            return cls(**json.loads(path.read_text()))
+            rec = cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
+        if rec.name != path.stem or not isinstance(rec.pid, int) or rec.pid <= 1:
+            return None
+        return rec
+
+    def is_running(self) -> bool:
+        """The process that has this pid now is the one we started: same start time, same
+        owner. A pid recycled by another process is never mistaken for the runner."""
+        return _start_ticks(self.pid) == self.start_ticks and _owner(self.pid) == self.uid
 
 
 class ProcessBackend:
@@ -67,20 +142,32 @@ class ProcessBackend:
     def __init__(self, state_dir: Path, pools: Mapping[str, ProcessBackendSettings]) -> None:
         self._dir = state_dir / "runners"
         self._logs = state_dir / "logs"
-        self._dir.mkdir(parents=True, exist_ok=True)
-        self._logs.mkdir(parents=True, exist_ok=True)
+        for d in (state_dir, self._dir, self._logs):
+            private_dir(d)  # a runner must not read the logs of others, nor edit records
         self._pools = dict(pools)
+        self._run_as = {pool: RunAs.resolve(s.user) for pool, s in self._pools.items()}
+        for pool, who in self._run_as.items():
+            if not who.switches:
+                log.warning(
+                    "runners of this pool run as RunnerHub's own user: a job can read "
+                    "everything RunnerHub can; set process.user",
+                    pool=pool,
+                    user=who.name,
+                )
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process
 
-    def _path(self, name: str) -> Path:
-        return self._dir / f"{name}.json"
+    def _path(self, name: str, suffix: str = ".json", directory: Path | None = None) -> Path:
+        """Where a runner's record (or log) lives: only ever inside its directory."""
+        if not is_valid_name(name):
+            raise BackendError(f"{name!r} is not a runner name")
+        return (directory or self._dir) / f"{name}{suffix}"
 
     def _alive(self, rec: _Record) -> tuple[bool, int | None]:
         child = self._children.get(rec.name)
         if child is not None and child.pid == rec.pid:
             code = child.poll()  # also reaps it
             return code is None, code
-        return _start_ticks(rec.pid) == rec.start_ticks, None
+        return rec.is_running(), None
 
     async def provision(self, spec: RunnerSpec) -> str:
         rec = _Record.load(self._path(spec.name))
@@ -92,30 +179,35 @@ class ProcessBackend:
         return await asyncio.to_thread(self._spawn, spec, settings)
 
     def _spawn(self, spec: RunnerSpec, settings: ProcessBackendSettings) -> str:
+        record_path = self._path(spec.name)
+        log_path = self._path(spec.name, ".log", self._logs)
+        run_as = self._run_as[spec.pool]
         argv = [
             a.replace("{jitconfig}", spec.jit_config).replace("{name}", spec.name)
             for a in settings.command
         ]
-        env = {
-            **os.environ,
-            **settings.env,
-            JIT_ENV: spec.jit_config,
-            "RUNNERHUB_RUNNER_NAME": spec.name,
-        }
-        log_path = self._logs / f"{spec.name}.log"
+        cwd = self._workspace(spec.name, settings, run_as)
+        switch = run_as.switches
         try:
-            with log_path.open("ab") as out:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with open(fd, "ab") as out:
                 child = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env=runner_env(settings, run_as, cwd, spec.name, spec.jit_config),
+                    cwd=cwd,
                     start_new_session=True,
                     close_fds=True,
+                    umask=0o077,
+                    user=run_as.uid if switch else None,
+                    group=run_as.gid if switch else None,
+                    extra_groups=list(run_as.groups) if switch else None,
                 )
         except OSError as exc:
-            raise BackendError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+            where = f" as {run_as.name} in {cwd}" if cwd else ""
+            raise BackendError(f"cannot start {argv[0]!r}{where}: {exc.strerror}") from None
         ticks = _start_ticks(child.pid)
         rec = _Record(
             spec.name,
@@ -124,21 +216,47 @@ class ProcessBackend:
             ticks if ticks is not None else -1,
             datetime.now(UTC).isoformat(),
             str(log_path),
+            run_as.uid,
         )
-        tmp = self._path(spec.name).with_suffix(".tmp")
-        with tmp.open("w") as f:
+        tmp = record_path.with_suffix(".tmp")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(rec.to_json())
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(self._path(spec.name))
+        tmp.replace(record_path)
         self._children[spec.name] = child
         log.info("runner process started", runner=spec.name, pid=child.pid, pool=spec.pool)
         return str(child.pid)
 
+    def _workspace_root(self, settings: ProcessBackendSettings, run_as: RunAs) -> Path | None:
+        """Where a pool's runners get a directory each: `work_dir`, or for another user its
+        home (ours is not its to read). None: our own runners keep the node's directory."""
+        if settings.work_dir is not None:
+            return settings.work_dir
+        return Path(run_as.home) if run_as.switches else None
+
+    def _workspace(self, name: str, settings: ProcessBackendSettings, run_as: RunAs) -> Path | None:
+        """A fresh directory for one runner (its HOME and working directory), its user's
+        only; removed when the runner is forgotten."""
+        root = self._workspace_root(settings, run_as)
+        if root is None:
+            return None
+        path = self._path(name, "", root)
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            if run_as.switches:
+                os.chown(path, run_as.uid, run_as.gid)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot make the runner directory {path} for {run_as.name}: {exc.strerror} "
+                "(set process.work_dir to a directory that exists)"
+            ) from None
+        return path
+
     async def list(self) -> list[BackendRunner]:
         found = []
         for path in sorted(self._dir.glob("*.json")):
-            rec = _Record.load(path)
+            rec = _Record.load(path) if is_valid_name(path.stem) else None
             if rec is None:
                 continue
             alive, code = self._alive(rec)
@@ -155,6 +273,8 @@ class ProcessBackend:
         return found
 
     async def terminate(self, name: str, grace_s: float | None = None) -> None:
+        if not is_valid_name(name):
+            return  # nothing of ours goes by that name
         rec = _Record.load(self._path(name))
         if rec is not None and self._alive(rec)[0]:
             settings = self._pools.get(rec.pool)
@@ -175,6 +295,8 @@ class ProcessBackend:
         log.info("runner process stopped", runner=rec.name, pid=rec.pid)
 
     def _signal(self, rec: _Record, sig: signal.Signals) -> None:
+        if not rec.is_running():
+            return  # gone, or its pid is another process's now: never signal that
         try:
             # We started each runner as the leader of its own session: signal the whole group
             # (the runner and what it started), but never a group it does not lead.
@@ -188,7 +310,15 @@ class ProcessBackend:
             raise BackendError(f"not allowed to signal runner {rec.name} (pid {rec.pid})") from exc
 
     async def forget(self, name: str) -> None:
+        if not is_valid_name(name):
+            return
         child = self._children.pop(name, None)
         if child is not None:
             child.poll()
+        rec = _Record.load(self._path(name))
+        settings = self._pools.get(rec.pool) if rec else None
+        if rec is not None and settings is not None:
+            root = self._workspace_root(settings, self._run_as[rec.pool])
+            if root is not None:  # never follows a symlink out of it (rmtree does not)
+                shutil.rmtree(self._path(name, "", root), ignore_errors=True)
         self._path(name).unlink(missing_ok=True)
