@@ -1,7 +1,8 @@
 """A job's "workload" that tries to get at RunnerHub's secrets, for the isolation tests.
 
 It runs as a runner does (under /usr/bin/python3, stdlib only), tries each way in, and
-writes what it got as JSON to argv[1]; argv[2] is a JSON object of where to look:
+writes what it got as JSON to argv[1]; argv[2] is a JSON object of where to look (or
+"@" and the path of a file holding it):
 {"files": {label: path}, "dirs": {label: path}, "writable": {label: path},
  "node_pid": pid, "conninfo": "host=... port=... user=... dbname=..."}.
 """
@@ -55,7 +56,11 @@ def psql(conninfo: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    out, where = sys.argv[1], json.loads(sys.argv[2])
+    out, arg = sys.argv[1], sys.argv[2]
+    if arg.startswith("@"):  # where to look, from a file (written once the cluster runs)
+        with open(arg[1:]) as f:
+            arg = f.read()
+    where = json.loads(arg)
     env = dict(os.environ)
     report: dict[str, Any] = {"uid": os.getuid(), "env": env}
     report["files"] = {k: read(p) for k, p in where.get("files", {}).items()}

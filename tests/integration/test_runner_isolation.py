@@ -24,9 +24,9 @@ import pytest
 from runnerhub.backends.base import RunnerSpec
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.config import ProcessBackendSettings
-from runnerhub.waiting import wait_until
+from runnerhub.dev.cluster.runners import RUNNER_USER, ensure_user
+from runnerhub.dev.waiting import wait_until
 from tests import probe_secrets
-from tests.users import RUNNER_USER, ensure_runner_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -60,7 +60,7 @@ def secret_file(path: Path, text: str) -> Path:
 async def test_a_runner_of_its_own_user_gets_none_of_runnerhubs_secrets(
     exposed: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = ensure_runner_user()
+    user = ensure_user()
     for name, value in {**SECRETS, "RUNNERHUB_DATABASE__DSN": dsn}.items():
         monkeypatch.setenv(name, value)  # this process plays the node: its environment
     password = dsn.split("password=")[1].split()[0]
@@ -145,7 +145,7 @@ def start_ticks(pid: int) -> int:
 
 
 async def test_the_janitor_never_signals_a_process_it_did_not_start(exposed: Path) -> None:
-    user = ensure_runner_user()
+    user = ensure_user()
     state = exposed / "state"
     backend = ProcessBackend(state / "process", {"linux": ProcessBackendSettings(command=["true"])})
     # Someone else's process, under a pid a record of ours names, with its very start time:

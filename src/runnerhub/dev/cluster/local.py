@@ -39,6 +39,7 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
+from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 
@@ -190,6 +191,7 @@ class LocalCluster:
         self.pg_cluster: LocalPatroni | None = None
         self.redis: LocalRedis | None = None
         self.restarts = RestartPolicy()
+        self.runners: RunnerSetup = runner_setup(self.state_dir)
         self._reported: set[str] = set()  # given up on, and said so
 
     # -- start -----------------------------------------------------------------------------
@@ -199,7 +201,8 @@ class LocalCluster:
         GitHub simulator, the nodes, then HAProxy in front of them."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
-        self.logs.mkdir(exist_ok=True)
+        self.logs.mkdir(mode=0o700, exist_ok=True)
+        self.logs.chmod(0o700)
         self.secrets = Secrets.load_or_create(self.state_dir / "secrets.json")
         if self.ha:
             self._start_etcd()
@@ -394,7 +397,6 @@ class LocalCluster:
         return f"http://127.0.0.1:{port}"
 
     def _write_config(self, name: str, port: int) -> Path:
-        runner_cmd = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "600"]
         config: dict[str, Any] = {
             "node": {
                 "id": name,
@@ -412,9 +414,7 @@ class LocalCluster:
                 "organizations": [ORG],
                 "hooks": [{"organization": ORG, "hook_id": 1}],
             },
-            "pools": [
-                {**p, "process": {"command": runner_cmd, "stop_grace_s": 5}} for p in DEMO_POOLS
-            ],
+            "pools": [{**p, "process": self.runners.process(stop_grace_s=5)} for p in DEMO_POOLS],
             "api_tokens": [
                 {"name": "admin", "token": self.secrets.admin_token, "role": "admin"},
                 {"name": "reader", "token": self.secrets.read_token, "role": "read"},
@@ -563,6 +563,11 @@ class LocalCluster:
     # -- watch and stop --------------------------------------------------------------------
 
     def banner(self) -> Panel:
+        runners = (
+            f"as {self.runners.user}, in {self.runners.work_dir}"
+            if self.runners.user
+            else "as you: not isolated (run as root for a runner user of their own)"
+        )
         ha = ""
         if self.ha:
             ha = (
@@ -579,6 +584,7 @@ class LocalCluster:
             f"  GitHub sim  {self.sim_url}\n"
             f"  admin token {self.secrets.admin_token}\n"
             f"  cluster     {self.state_dir / 'cluster.json'}\n"
+            f"  runners     {runners}\n"
             "Ctrl-C stops everything; `runnerhub up` again resumes.",
             title="runnerhub up",
         )

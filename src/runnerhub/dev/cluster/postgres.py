@@ -75,13 +75,15 @@ def service_account() -> tuple[int | None, int | None, Path | None]:
     return uid, gid, Path(pwd.getpwuid(uid).pw_dir)
 
 
-def private_dir(base_dir: Path, uid: int | None, gid: int | None) -> Path:
+def private_dir(
+    base_dir: Path, uid: int | None, gid: int | None, fallback: Path = PRIVATE_ROOT
+) -> Path:
     """Where a server's files go: `base_dir` if the service user can reach it, else a
-    directory under /var/tmp named after it (pytest's and /root's directories are 0700)."""
+    directory under `fallback` named after it (pytest's and /root's directories are 0700)."""
     if uid is None or gid is None or _traversable(base_dir, uid, gid):
         return base_dir
     digest = hashlib.sha256(str(base_dir).encode()).hexdigest()[:16]
-    return PRIVATE_ROOT / digest
+    return fallback / digest
 
 
 def _traversable(path: Path, uid: int, gid: int) -> bool:

@@ -76,7 +76,9 @@ class ManagedProcess:
         whole environment (default: ours); `user`, `group`: the account it runs as, without
         our supplementary groups."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as out:
+        # Ours only: a runner on this host has no business reading the services' logs.
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab") as out:
             self.popen = subprocess.Popen(
                 list(argv),
                 stdout=out,

@@ -22,7 +22,8 @@ def write_atomic(path: Path, chunks: list[bytes]) -> None:
     """Write temp + fsync + rename (+ fsync the directory): a crash leaves old or new."""
     tmp = path.with_name(f".{path.name}.tmp")
     with _write_lock:
-        with open(tmp, "wb") as handle:
+        # It holds runner tokens and JIT configs, as GitHub's database would: ours only.
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.writelines(chunks)
             handle.flush()
             os.fsync(handle.fileno())
