@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.etcd import LocalEtcd
-from runnerhub.dev.cluster.patroni import LocalPatroni
+from runnerhub.dev.cluster.patroni import SUPERUSER, LocalPatroni
 from runnerhub.dev.waiting import wait_until
 from runnerhub.node import Node
 from runnerhub.store.db import connect
@@ -56,6 +56,20 @@ async def test_the_primary_reports_its_synchronous_replica(pair: LocalPatroni) -
     assert replica.name == next(m.name for m in pair.members if m is not primary)
     assert replica.state == "streaming" and status.synchronous == [replica.name]
     assert not replica.lagging
+
+
+async def test_no_member_lets_anyone_in_without_the_password(pair: LocalPatroni) -> None:
+    # initdb's own pg_hba trusts every local connection; Patroni's bootstrap lines come
+    # after it. A runner on this host must not reach the database without the password.
+    for member in pair.members:
+        tcp = f"host=127.0.0.1 port={member.pg_port} dbname=postgres user={SUPERUSER}"
+        socket = f"host={pair.run_dir} port={member.pg_port} dbname=postgres user={SUPERUSER}"
+        for where in (tcp, socket):
+            for password in ("", "wrong"):
+                with pytest.raises(psycopg.OperationalError, match="password"):
+                    await psycopg.AsyncConnection.connect(f"{where} password='{password}'")
+        good = await psycopg.AsyncConnection.connect(f"{tcp} password={pair.credentials.superuser}")
+        await good.close()  # the password itself works
 
 
 async def test_a_replica_whose_replay_stalls_is_flagged(pair: LocalPatroni) -> None:

@@ -144,10 +144,6 @@ def render_config(
                 },
             },
             "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
-            "pg_hba": [
-                f"host replication replicator {HOST}/32 scram-sha-256",
-                f"host all all {HOST}/32 scram-sha-256",
-            ],
         },
         "postgresql": {
             "listen": f"{HOST}:{pg_port}",
@@ -155,6 +151,14 @@ def render_config(
             "data_dir": str(data_dir),
             "bin_dir": str(bin_dir),
             "pgpass": str(run_dir / f"{name}.pgpass"),
+            # The whole file, written at every start: initdb's own lines trust every local
+            # and loopback connection, and `bootstrap.pg_hba` only adds lines after them.
+            # Anyone on this host (a runner, say) would be let in without a password.
+            "pg_hba": [
+                "local all all scram-sha-256",
+                f"host replication replicator {HOST}/32 scram-sha-256",
+                f"host all all {HOST}/32 scram-sha-256",
+            ],
             "authentication": {
                 "superuser": {"username": SUPERUSER, "password": credentials.superuser},
                 "replication": {"username": "replicator", "password": credentials.replication},
