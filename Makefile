@@ -42,6 +42,7 @@ $(STAMPS)/system:
 	command -v patroni >/dev/null || missing="$$missing patroni"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	command -v pgbackrest >/dev/null || missing="$$missing pgbackrest"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

@@ -404,6 +404,58 @@ class PredictSettings(_Strict):
         return self
 
 
+class BackupRepoSettings(_Strict):
+    """One pgBackRest repository (`repoN` in pgbackrest.conf) and its schedule. Unset
+    intervals: never. Retention is pgBackRest's own (`repoN-retention-*`)."""
+
+    index: int = Field(ge=1, le=256)
+    name: str = Field(default="", max_length=40)  # for people: "region-a", "s3-eu-west"
+    full_every_s: float = Field(default=7 * 86400.0, gt=0)
+    diff_every_s: float | None = Field(default=86400.0, gt=0)
+    incr_every_s: float | None = Field(default=3600.0, gt=0)
+    verify_every_s: float | None = Field(default=86400.0, gt=0)
+    restore_test_every_s: float | None = Field(default=7 * 86400.0, gt=0)
+    # A file holding this repository's cipher pass (repoN-cipher-pass): read when pgBackRest
+    # runs and handed to it in its environment only; never logged, shown or copied.
+    cipher_pass_file: Path | None = None
+
+
+class BackupSettings(_Strict):
+    """Backups with pgBackRest, run by the leader (docs/dr.md). pgbackrest.conf says where
+    the database and the repositories are; RunnerHub says when."""
+
+    enabled: bool = False
+    stanza: str = Field(default="runnerhub", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    pgbackrest: str = "pgbackrest"  # the binary
+    # pgBackRest's --config-path: pgbackrest.conf and conf.d/*.conf (keep cipher passes in
+    # an include file there, readable by `user` only). Unset: pgBackRest's default.
+    config_path: Path | None = None
+    # libpq's password file for pgBackRest's connections to the members (PGPASSFILE).
+    pgpass_file: Path | None = None
+    # Run pgBackRest (and the restore test's PostgreSQL) as this user: it must read the
+    # database files and own the repositories. RunnerHub must run as root to switch.
+    user: str | None = None
+    repos: list[BackupRepoSettings] = Field(
+        default_factory=lambda: [BackupRepoSettings(index=1)], min_length=1
+    )
+    interval_s: float = Field(default=30.0, gt=0)  # how often the leader looks at what is due
+    retry_s: float = Field(default=300.0, gt=0)  # after a failure, per repository
+    timeout_s: float = Field(default=6 * 3600.0, gt=0)  # one backup, verify or restore test
+    # What is due for longer than this is reported (/health degraded, an incident, alerts).
+    overdue_grace_s: float = Field(default=3600.0, ge=0)
+    # Restore tests: a scratch directory (default <state_dir>/restore-test) and PostgreSQL's
+    # server binaries (default: the newest Debian install).
+    restore_test_dir: Path | None = None
+    pg_bin_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _repos(self) -> BackupSettings:
+        indexes = [r.index for r in self.repos]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError(f"backup repository indexes must be unique: {indexes}")
+        return self
+
+
 class HealthSettings(_Strict):
     """The background health checks behind /health and /readyz (I8)."""
 
@@ -459,6 +511,7 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
     predict: PredictSettings = Field(default_factory=PredictSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

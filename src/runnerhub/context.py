@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from runnerhub import metrics
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import Settings
+from runnerhub.domain.backups import Archiver
 from runnerhub.domain.replicas import ReplicationStatus
 from runnerhub.ha.dcs import LeaderRecord
 from runnerhub.health.monitor import HealthMonitor
@@ -70,6 +71,8 @@ class NodeState:
     replication: ReplicationStatus | None = None
     # Redis's INFO replication, as last read.
     cache_replication: dict[str, Any] | None = None
+    # The primary's WAL archiver (pg_stat_archiver), as last read (None: off or unknown).
+    archiver: Archiver | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
+    from runnerhub.domain.backups import Archiver
     from runnerhub.domain.replicas import ReplicationStatus
 
 WEBHOOK_DELIVERIES = Counter(
@@ -160,3 +161,37 @@ def record_replication(status: ReplicationStatus) -> None:
     PG_REPLICAS.set(len(status.replicas))
     if status.timeline is not None:
         PG_TIMELINE.set(status.timeline)
+
+
+WAL_ARCHIVED_AT = Gauge(
+    "runnerhub_postgres_wal_archived_timestamp_seconds",
+    "When the primary last archived a WAL segment (pg_stat_archiver; absent: archiving off).",
+)
+WAL_ARCHIVE_FAILED_AT = Gauge(
+    "runnerhub_postgres_wal_archive_failed_timestamp_seconds",
+    "When archiving a WAL segment last failed (0: never since the server started).",
+)
+WAL_ARCHIVE_FAILURES = Gauge(
+    "runnerhub_postgres_wal_archive_failures",
+    "Failed attempts to archive a WAL segment since the primary started (pg_stat_archiver).",
+)
+WAL_ARCHIVE_FAILING = Gauge(
+    "runnerhub_postgres_wal_archive_failing",
+    "1 while the newest attempt to archive a WAL segment failed.",
+)
+
+
+def record_archiver(a: Archiver | None) -> None:
+    if a is None:
+        for g in (
+            WAL_ARCHIVED_AT,
+            WAL_ARCHIVE_FAILED_AT,
+            WAL_ARCHIVE_FAILURES,
+            WAL_ARCHIVE_FAILING,
+        ):
+            g.set(0)
+        return
+    WAL_ARCHIVED_AT.set(a.last_archived_at or 0)
+    WAL_ARCHIVE_FAILED_AT.set(a.last_failed_at or 0)
+    WAL_ARCHIVE_FAILURES.set(a.failed_count)
+    WAL_ARCHIVE_FAILING.set(1 if a.failing else 0)

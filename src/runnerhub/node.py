@@ -26,6 +26,7 @@ from runnerhub.breakers import BreakerListener, CircuitBreaker
 from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import RedisSettings, Settings
 from runnerhub.context import NodeContext, NodeState, SoleNode
+from runnerhub.control.backups import Backups
 from runnerhub.control.janitor import Janitor
 from runnerhub.control.membership import heartbeat
 from runnerhub.control.nodewatch import NodeWatch
@@ -153,6 +154,8 @@ class Node:
             self.step_down,
             self.reinit,
         ]
+        if s.backup.enabled:
+            self.loops.append(Backups(ctx))
         first_steps = [("janitor", janitor.cycle), ("reconciler", reconciler.catch_up_jobs)]
         self.office = LeaderOffice(ctx, self.loops, scheduler, first_steps, self.incidents)
         # Forecasts and health checks, over all of the above.
@@ -180,6 +183,7 @@ class Node:
             backends=self.backends,
             cache=self.ctx.cache,
             replication=lambda: self.ctx.state.replication,
+            archiver=lambda: self.ctx.state.archiver,
             predictions=lambda: self.predictions.standing,
             http=self.health_http,
         )

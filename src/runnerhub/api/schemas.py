@@ -175,3 +175,52 @@ class ClusterOut(BaseModel):
     leader_since: datetime | None
     database: DatabaseOut | None = None
     cache: CacheOut | None = None
+
+
+class BackupOut(_FromRow):
+    id: int
+    repo: int
+    kind: str
+    label: str | None
+    ok: bool
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    size_bytes: int | None
+    repo_bytes: int | None
+    wal_start: str | None
+    wal_stop: str | None
+    lsn_start: str | None
+    lsn_stop: str | None
+    node: str
+    epoch: int | None
+
+
+class BackupPage(BaseModel):
+    items: list[BackupOut]
+    next_cursor: str | None
+
+
+class BackupCheckOut(_FromRow):
+    repo: int
+    kind: str
+    label: str | None
+    ok: bool
+    error: str | None
+    finished_at: datetime
+    duration_s: float
+    detail: dict[str, Any]
+
+
+class RepoStatusOut(BaseModel):
+    repo: int
+    name: str
+    last: dict[str, datetime]  # newest good full, diff, incr, verify, restore_test
+    overdue: list[str]
+    checks: list[BackupCheckOut]  # the newest verify and restore test, good or not
+
+
+class BackupStatusOut(BaseModel):
+    enabled: bool
+    repos: list[RepoStatusOut]

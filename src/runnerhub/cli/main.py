@@ -182,6 +182,20 @@ def events(
 
 
 @app.command()
+def backups(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many backups to list.")] = 15,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: ReadTokenOpt = None,
+) -> None:
+    """Backups: each repository's newest full, diff, incr, verify and restore test, what is
+    overdue or failing, then the newest backups."""
+    from runnerhub.cli.backups import show_backups
+
+    sys.exit(show_backups(state_dir, url, token, limit))
+
+
+@app.command()
 def incidents(
     component: Annotated[
         str | None, typer.Option(help="postgres, etcd, redis, github, leader, node, breaker...")

@@ -1,6 +1,7 @@
 """What every node reads now and then of the data services around it, for
-`/api/v1/cluster`, `/readyz`, `/health` and the metrics: PostgreSQL's replication (on the
-primary) and Redis's. A failed read only marks the last reading unknown."""
+`/api/v1/cluster`, `/readyz`, `/health` and the metrics: PostgreSQL's replication and WAL
+archiving (on the primary) and Redis's replication. A failed read only marks the last
+reading unknown."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
         try:
             async with ctx.db.connection(2.0) as conn:
                 status = await replication.read_status(conn, db.replica_lag_alert_s)
+                archiver = await replication.read_archiver(conn)
             ctx.state.replication = status
+            ctx.state.archiver = archiver
             metrics.record_replication(status)
+            metrics.record_archiver(archiver)
         except MONITORING_ERRORS as exc:
             # Unreachable, or a role without pg_monitor: monitoring is lost, nothing else.
-            ctx.state.replication = None
+            ctx.state.replication = ctx.state.archiver = None
             log.debug("replication state not read", error=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=db.replication_check_s)

@@ -14,6 +14,7 @@ import httpx
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
+from runnerhub.domain.backups import Archiver, Done, Schedule, overdue
 from runnerhub.domain.breaker import BreakerState
 from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus
 from runnerhub.github.client import GitHubClient
@@ -21,6 +22,7 @@ from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckFn
 from runnerhub.intake.spool import Spool
+from runnerhub.store import backups as backup_store
 from runnerhub.store.db import Pool
 from runnerhub.store.replication import read_server
 
@@ -328,5 +330,57 @@ def loops(
             )
             return Outcome("degraded", detail, "; ".join(parts))
         return Outcome("ok", detail)
+
+    return check
+
+
+def backups(
+    db: Pool,
+    schedules: Sequence[Schedule],
+    names: Mapping[int, str],
+    grace_s: float,
+    archiver: Callable[[], Archiver | None],
+    clock: Callable[[], float] = time.time,
+) -> CheckFn:
+    """Backups (as the leader recorded them) and WAL archiving (as the primary reports it):
+    degraded while a backup or check failed and nothing succeeded since, something is
+    overdue, or archiving fails. Never failing: a node serves without backups."""
+
+    async def check() -> Outcome:
+        async with db.connection() as conn:
+            done = await backup_store.done(conn)
+            failures = await backup_store.failures_since_success(conn)
+        now = clock()
+        problems = [
+            f"repo{f.repo} ({names.get(f.repo, '')}): {f.what.replace('_', ' ')} failed: "
+            f"{(f.error or '')[:200]}"
+            for f in failures
+        ]
+        repos: dict[str, Any] = {}
+        for s in schedules:
+            d = done.get(s.repo, Done({}, {}))
+            late = overdue(s, d, now, grace_s)
+            problems += [f"repo{s.repo} ({names.get(s.repo, '')}): {x} overdue" for x in late]
+            repos[f"repo{s.repo}"] = {
+                "name": names.get(s.repo, ""),
+                **{f"{k.value}_age_s": round(now - t, 1) for k, t in d.backups.items()},
+                **{f"{c.value}_age_s": round(now - t, 1) for c, t in d.checks.items()},
+                "overdue": late,
+            }
+        a = archiver()
+        if a is not None:
+            repos["wal_archive"] = {
+                "last_archived_wal": a.last_archived_wal,
+                "archived_age_s": round(now - a.last_archived_at, 1)
+                if a.last_archived_at
+                else None,
+                "failed_count": a.failed_count,
+                "failing": a.failing,
+            }
+            if a.failing:
+                problems.append(f"WAL archiving failing (last failed: {a.last_failed_wal})")
+        if problems:
+            return Outcome("degraded", repos, "; ".join(problems))
+        return Outcome("ok", repos)
 
     return check

@@ -9,9 +9,11 @@ from typing import Any, Protocol
 import httpx
 
 from runnerhub.backends.base import RunnerBackend
+from runnerhub.backup.pgbackrest import repo_names, schedules
 from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.config import Settings
+from runnerhub.domain.backups import Archiver
 from runnerhub.domain.replicas import ReplicationStatus
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
@@ -44,6 +46,7 @@ class Subjects:
     backends: Mapping[str, RunnerBackend]
     cache: Cache
     replication: Callable[[], ReplicationStatus | None]  # as the node last read it
+    archiver: Callable[[], Archiver | None]  # the primary's WAL archiving, as last read
     predictions: Callable[[], Mapping[str, float]]  # standing forecasts
     http: httpx.AsyncClient  # for etcd's and Patroni's HTTP APIs
 
@@ -83,4 +86,8 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
         specs.append(spec("redis", checks.redis(on.cache)))
     if h.patroni_urls:
         specs.append(spec("patroni", checks.patroni(h.patroni_urls, on.http)))
+    if s.backup.enabled:
+        b = s.backup
+        backups = checks.backups(on.db, schedules(b), repo_names(b), b.overdue_grace_s, on.archiver)
+        specs.append(spec("backups", backups, every=min(b.interval_s, 10.0)))
     return specs

@@ -62,6 +62,9 @@ WATCHED: dict[str, tuple[str, Callable[[CheckResult], bool], tuple[str, ...]]] =
     "redis": ("redis", _redis_up, ("primary",)),
     "github": ("github", _not_failing, ()),
     "backends": ("backends", _not_failing, ()),
+    # Backups never fail a node: a failed or overdue backup, restore test or WAL archiving
+    # is what degrades the check, and that is the incident.
+    "backups": ("backups", lambda r: r.status == "ok", ()),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runnerhub.domain.backups import Archiver
 from runnerhub.domain.replicas import Replica, ReplicationStatus, is_lagging, lag_seconds
 from runnerhub.store.db import Conn
 
@@ -79,4 +80,27 @@ async def read_status(conn: Conn, lag_alert_s: float = 5.0) -> ReplicationStatus
         in_recovery=bool(me["in_recovery"]),
         timeline=me["timeline"],
         replicas=replicas,
+    )
+
+
+async def read_archiver(conn: Conn) -> Archiver | None:
+    """None on a replica, or where archiving is off."""
+    cur = await conn.execute(
+        """SELECT archived_count, last_archived_wal,
+                  extract(epoch FROM last_archived_time)::float8 AS archived_at,
+                  failed_count, last_failed_wal,
+                  extract(epoch FROM last_failed_time)::float8 AS failed_at,
+                  current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery() AS on
+             FROM pg_stat_archiver"""
+    )
+    r = await cur.fetchone()
+    if r is None or not r["on"]:
+        return None
+    return Archiver(
+        int(r["archived_count"]),
+        r["last_archived_wal"],
+        r["archived_at"],
+        int(r["failed_count"]),
+        r["last_failed_wal"],
+        r["failed_at"],
     )

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runnerhub.api.routers import cluster, events, incidents, jobs, leadership, pools, runners
+from runnerhub.api.routers import (
+    backups,
+    cluster,
+    events,
+    incidents,
+    jobs,
+    leadership,
+    pools,
+    runners,
+)
 
 PREFIX = "/api/v1"
 
 
 def api_v1() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
-    for module in (jobs, runners, pools, cluster, events, incidents, leadership):
+    for module in (jobs, runners, pools, cluster, events, incidents, leadership, backups):
         router.include_router(module.router)
     return router

@@ -35,8 +35,9 @@ from rich.panel import Panel
 from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.cluster.postgres import LocalPostgres, PostgresError
+from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
@@ -140,6 +141,9 @@ class LocalCluster:
     # PostgreSQL as a 3-member Patroni cluster (synchronous replication, automatic failover)
     # rather than one server; None: in HA mode, yes.
     patroni: bool | None = None
+    # WAL archiving and scheduled backups with pgBackRest (two repositories); None: with
+    # Patroni, yes.
+    backups: bool | None = None
     console: Console = field(default_factory=Console)
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +162,7 @@ class LocalCluster:
             ha=True,
             nodes=3,
             patroni=patroni,
+            backups=False,  # the faults are elsewhere; a backup every run would slow them
             console=Console(file=io.StringIO()),
             # Sustained load is far beyond what one GitHub App may call in an hour (5,000 to
             # 15,000 requests): these runs are about node faults, not rate limits.
@@ -242,7 +247,10 @@ class LocalCluster:
 
     def _start_patroni(self) -> None:
         assert self.etcd is not None
-        self.pg_cluster = LocalPatroni(self.state_dir / "patroni", self.etcd.endpoints)
+        backups = self.backups if self.backups is not None else True
+        self.pg_cluster = LocalPatroni(
+            self.state_dir / "patroni", self.etcd.endpoints, backups=backups
+        )
         with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
             self.pg_cluster.start()
             self.dsn = self.pg_cluster.create_database("runnerhub")
@@ -251,6 +259,12 @@ class LocalCluster:
             f"[green]✓[/green] PostgreSQL (Patroni) at {self.pg_cluster.ports}, "
             f"primary {primary.name if primary else '?'}, synchronous replication"
         )
+        if self.pg_cluster.pgbackrest is not None:
+            repos = ", ".join(
+                f"repo{r.index} {r.name}{' (encrypted)' if r.encrypted else ''}"
+                for r in self.pg_cluster.pgbackrest.repos
+            )
+            self.console.print(f"[green]✓[/green] WAL archived with pgBackRest to {repos}")
 
     def _start_postgres(self) -> None:
         with self.console.status("starting PostgreSQL…"):
@@ -436,6 +450,8 @@ class LocalCluster:
             }
         if self.pg_cluster is not None:  # /health reports every PostgreSQL member
             config["health"] = {"patroni_urls": [m.api_url for m in self.pg_cluster.members]}
+        if self.pg_cluster is not None and self.pg_cluster.pgbackrest is not None:
+            config["backup"] = self._backup_settings(self.pg_cluster.pgbackrest)
         for section, value in self.overrides.items():
             config[section] = (
                 {**config.get(section, {}), **value} if isinstance(value, dict) else value
@@ -447,6 +463,16 @@ class LocalCluster:
             + yaml.safe_dump(config, sort_keys=False),
         )
         return path
+
+    def _backup_settings(self, b: LocalPgBackRest) -> dict[str, Any]:
+        """The nodes' `backup` section: the demo's schedule is minutes, not days."""
+        user = SERVICE_USER if os.geteuid() == 0 else None
+        minutes = {"full": 60, "diff": 20, "incr": 5, "verify": 10, "restore_test": 30}
+        schedule = {f"{k}_every_s": v * 60.0 for k, v in minutes.items()}
+        settings = b.node_settings(user)
+        settings["repos"] = [{**r, **schedule} for r in settings["repos"]]
+        settings["restore_test_dir"] = str(b.root / "restore-test")
+        return settings
 
     def _wait_http(self, url: str, svc: Service, what: str, timeout_s: float = 60) -> None:
         """Until `url` answers 200; `svc` exiting meanwhile fails at once, with its log."""
@@ -490,6 +516,14 @@ class LocalCluster:
                 }
                 for m in (self.pg_cluster.members if self.pg_cluster else [])
             },
+            "backups": {
+                "config_path": str(b.config_path),
+                "log_path": str(b.log_path),
+                "repos": {r.name: {"index": r.index, "path": str(r.path)} for r in b.repos},
+                "cipher_pass_file": str(b.secrets_file),  # the path only, never the pass
+            }
+            if (b := self.pg_cluster and self.pg_cluster.pgbackrest)
+            else None,
             "redis": {
                 "master_name": self.redis.master_name,
                 "password": self.redis.password,

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo
+from runnerhub.dev.cluster.pgbackrest import Member as BackupMember
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
@@ -104,11 +106,14 @@ def render_config(
     timing: Timing,
     synchronous_mode: bool = True,
     parameters: Mapping[str, Any] | None = None,
+    archive: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One member's Patroni configuration (pure: the tests check it without Patroni).
-    `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section."""
+    `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section;
+    `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest."""
     timing.validate()
-    return {
+    archiving: dict[str, Any] = {"archive_mode": "on", "archive_timeout": "60s"} if archive else {}
+    config: dict[str, Any] = {
         "scope": scope,
         "namespace": namespace,
         "name": name,
@@ -139,6 +144,7 @@ def render_config(
                         # can no longer stream, is reinitialised (docs/operations.md).
                         "max_slot_wal_keep_size": "2GB",
                         "max_connections": 200,
+                        **archiving,
                         **(parameters or {}),
                     },
                 },
@@ -175,6 +181,10 @@ def render_config(
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
+    if archive is not None:
+        config["postgresql"]["parameters"]["archive_command"] = archive[0]
+        config["postgresql"]["recovery_conf"] = {"restore_command": archive[1]}
+    return config
 
 
 @dataclass
@@ -232,6 +242,8 @@ class LocalPatroni:
     timing: Timing = field(default_factory=Timing)
     synchronous_mode: bool = True
     parameters: Mapping[str, Any] = field(default_factory=dict)  # PostgreSQL, cluster-wide
+    # WAL archiving and backups with pgBackRest, into two repositories (two "regions").
+    backups: bool = False
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -241,10 +253,12 @@ class LocalPatroni:
         # user: a pytest or /root directory is not, so they then live under /var/tmp.
         self.run_dir = private_dir(self.base_dir, self.uid, self.gid) / "patroni"
         state = self.base_dir / STATE_FILE
+        cipher_pass = None
         if state.exists():
             saved = json.loads(state.read_text())
             self.credentials = Credentials(**saved["credentials"])
             ports = [(int(m["api_port"]), int(m["pg_port"])) for m in saved["members"]]
+            cipher_pass = saved.get("cipher_pass")
         else:
             self.credentials = Credentials.generate()
             ports = [(free_port(), free_port()) for _ in range(self.members_count)]
@@ -261,6 +275,20 @@ class LocalPatroni:
             )
             for i, (api, pg) in enumerate(ports)
         ]
+        self.pgbackrest: LocalPgBackRest | None = None
+        if self.backups:
+            top = self.run_dir.parent
+            self.pgbackrest = LocalPgBackRest(
+                top / "pgbackrest",
+                [
+                    Repo(1, "region-a", top / "repos" / "region-a"),
+                    Repo(2, "region-b", top / "repos" / "region-b", encrypted=True),
+                ],
+                self.uid,
+                self.gid,
+            )
+            if cipher_pass:
+                self.pgbackrest.cipher_pass = cipher_pass
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -268,6 +296,7 @@ class LocalPatroni:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "credentials": self.credentials.__dict__,
+            "cipher_pass": self.pgbackrest.cipher_pass if self.pgbackrest else None,
             "members": [
                 {"name": m.name, "api_port": m.api_port, "pg_port": m.pg_port} for m in self.members
             ],
@@ -280,11 +309,18 @@ class LocalPatroni:
         if self.uid is not None and self.gid is not None:
             os.chown(path, self.uid, self.gid)
 
+    def backup_members(self) -> list[BackupMember]:
+        return [BackupMember(m.name, m.data_dir, m.pg_port) for m in self.members]
+
     def write_configs(self) -> None:
         bin_dir = find_bin_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._chown(self.run_dir)
-        for m in self.members:
+        b = self.pgbackrest
+        if b is not None:  # before any member archives a WAL segment
+            b.write(self.backup_members(), self.run_dir, SUPERUSER, self.credentials.superuser)
+        for m, bm in zip(self.members, self.backup_members(), strict=True):
+            archive = (b.archive_command(bm), b.restore_command(bm)) if b else None
             config = render_config(
                 scope=self.scope,
                 namespace=self.namespace,
@@ -299,6 +335,7 @@ class LocalPatroni:
                 timing=self.timing,
                 synchronous_mode=self.synchronous_mode,
                 parameters=self.parameters,
+                archive=archive,
             )
             m.config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
             os.chmod(m.config_file, 0o600)
@@ -329,6 +366,8 @@ class LocalPatroni:
             self.start_member(m)
         try:
             self.wait_healthy(timeout_s)
+            if self.pgbackrest is not None:
+                self.pgbackrest.stanza_create()  # idempotent: a restart finds it made
         except BaseException:
             self.stop()
             raise
@@ -348,6 +387,9 @@ class LocalPatroni:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.pgbackrest is not None:
+            shutil.rmtree(self.pgbackrest.root, ignore_errors=True)
+            shutil.rmtree(self.run_dir.parent / "repos", ignore_errors=True)
         if self.run_dir.parent.parent == PRIVATE_ROOT:  # the directory made for us there
             shutil.rmtree(self.run_dir.parent, ignore_errors=True)
         (self.base_dir / STATE_FILE).unlink(missing_ok=True)

@@ -1,0 +1,254 @@
+"""The leader's backups: at each cycle, what is due (`domain.backups.next_job`, from the
+records in PostgreSQL) is run with pgBackRest — a full, diff or incr backup, a `verify`, or
+a restore test — one at a time, and its outcome recorded, fenced by the leader's epoch like
+every other leader action, with an event and metrics. A new leader carries on from the
+records; whatever a deposed leader had under way is killed with its loop.
+
+pgBackRest copies from a replica when one streams (`backup-standby`); with none, from the
+primary. Retention is pgBackRest's (`repoN-retention-*`), applied after each backup.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from runnerhub.backup.pgbackrest import (
+    BackupInfo,
+    PgBackRest,
+    PgBackRestError,
+    repo_names,
+    schedules,
+)
+from runnerhub.backup.restore_test import RestoreTest
+from runnerhub.context import NodeContext
+from runnerhub.control.loop import ControlLoop
+from runnerhub.domain.backups import Check, Done, Job, Kind, due_backup, due_check, next_job
+from runnerhub.store import backups as backup_store
+from runnerhub.store import events
+from runnerhub.store.backups import NewBackup
+
+log = structlog.get_logger("runnerhub.backups")
+
+LAST_SUCCESS = Gauge(
+    "runnerhub_backup_last_success_timestamp_seconds",
+    "When the newest good backup of each kind, or check, of each repository finished "
+    "(exported by the leader).",
+    ["repo", "what"],
+)
+OVERDUE = Gauge(
+    "runnerhub_backup_overdue_seconds",
+    "How long what each repository's schedule calls for has been due (0: nothing is).",
+    ["repo", "what"],
+)
+DURATION = Gauge(
+    "runnerhub_backup_duration_seconds",
+    "How long the newest backup or check of each kind took.",
+    ["repo", "what"],
+)
+SIZE = Gauge(
+    "runnerhub_backup_size_bytes",
+    "The newest backup of each kind: what it added to the repository.",
+    ["repo", "kind"],
+)
+FAILURES = Counter(
+    "runnerhub_backup_failures_total",
+    "Backups and checks that failed, by repository and what.",
+    ["repo", "what"],
+)
+
+
+class Backups(ControlLoop):
+    name = "backups"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.settings = ctx.settings.backup
+        super().__init__(self.settings.interval_s)
+        self.ctx = ctx
+        self.node = ctx.settings.node.id
+        self.pgbackrest = PgBackRest(self.settings)
+        self.restore_test = RestoreTest(
+            self.settings, self.pgbackrest, ctx.settings.database.dsn.get_secret_value()
+        )
+        self.schedules = schedules(self.settings)
+        self.names = repo_names(self.settings)
+
+    async def cycle(self) -> None:
+        if not self.settings.enabled:
+            return
+        async with self.ctx.db.connection() as conn:
+            done = await backup_store.done(conn)
+        now = time.time()
+        self._export(done, now)
+        job = next_job(self.schedules, done, now)
+        if job is None:
+            return
+        self.ctx.ensure_may_act()
+        if isinstance(job.what, Kind):
+            await self._backup(job.repo, job.what)
+        elif job.what is Check.VERIFY:
+            await self._verify(job.repo)
+        else:
+            await self._restore_test(job.repo)
+        self.wake()  # something else may be due as well
+
+    # -- backups ---------------------------------------------------------------------------
+
+    async def _backup(self, repo: int, kind: Kind) -> None:
+        attempt = uuid.uuid4().hex[:12]
+        started = datetime.now(UTC)
+        log.info("backup starting", repo=repo, kind=kind.value, attempt=attempt)
+        try:
+            info, from_standby = await self.pgbackrest.backup(repo, kind, attempt)
+        except PgBackRestError as exc:
+            await self._record_backup(
+                NewBackup(repo, kind, False, started, datetime.now(UTC), error=str(exc)), None
+            )
+            return
+        record = NewBackup(
+            repo,
+            kind,
+            True,
+            started,
+            datetime.now(UTC),
+            label=info.label,
+            size_bytes=info.size_bytes,
+            repo_bytes=info.repo_bytes,
+            wal_start=info.wal_start,
+            wal_stop=info.wal_stop,
+            lsn_start=info.lsn_start,
+            lsn_stop=info.lsn_stop,
+        )
+        await self._record_backup(record, from_standby)
+
+    async def _record_backup(self, b: NewBackup, from_standby: bool | None) -> None:
+        duration = (b.finished_at - b.started_at).total_seconds()
+        detail = {
+            "repo": b.repo,
+            "repo_name": self.names.get(b.repo),
+            "type": b.kind.value,
+            "label": b.label,
+            "duration_s": round(duration, 3),
+            "size_bytes": b.size_bytes,
+            "repo_bytes": b.repo_bytes,
+            "wal": [b.wal_start, b.wal_stop],
+            "from_standby": from_standby,
+            "error": b.error,
+        }
+        async with self.ctx.control_tx() as conn:
+            await backup_store.record_backup(conn, b, self.node, self.ctx.leadership.epoch)
+            kind = "backup.finished" if b.ok else "backup.failed"
+            await events.append(conn, self.node, kind, f"repo:{b.repo}", **detail)
+        DURATION.labels(str(b.repo), b.kind.value).set(duration)
+        if b.ok:
+            SIZE.labels(str(b.repo), b.kind.value).set(b.repo_bytes or 0)
+            log.info("backup finished", **detail)
+        else:
+            FAILURES.labels(str(b.repo), b.kind.value).inc()
+            log.warning("backup failed", **detail)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    async def _verify(self, repo: int) -> None:
+        started = datetime.now(UTC)
+        try:
+            result = await self.pgbackrest.verify(repo)
+            ok, error = result.ok, "; ".join(result.problems)[:1000] or None
+            detail = {"backups_checked": result.backups_checked, "problems": result.problems}
+        except PgBackRestError as exc:
+            ok, error, detail = False, str(exc), {}
+        await self._record_check(repo, Check.VERIFY, ok, started, error, detail, None)
+
+    async def _restore_test(self, repo: int) -> None:
+        started = datetime.now(UTC)
+        try:
+            newest = await self._newest_backup(repo)
+        except PgBackRestError as exc:
+            await self._record_check(repo, Check.RESTORE_TEST, False, started, str(exc), {}, None)
+            return
+        if newest is None:
+            error = "no backup in the repository to restore"
+            await self._record_check(repo, Check.RESTORE_TEST, False, started, error, {}, None)
+            return
+        log.info("restore test starting", repo=repo, label=newest.label)
+        async with self.ctx.db.connection() as primary:
+            report = await self.restore_test.run(repo, newest, primary)
+        await self._record_check(
+            repo,
+            Check.RESTORE_TEST,
+            report.ok,
+            started,
+            report.error,
+            report.detail,
+            newest.label,
+        )
+
+    async def _newest_backup(self, repo: int) -> BackupInfo | None:
+        found = [b for b in (await self.pgbackrest.info()).backups if b.repo == repo]
+        return max(found, key=lambda b: b.stopped_at, default=None)
+
+    async def _record_check(
+        self,
+        repo: int,
+        check: Check,
+        ok: bool,
+        started: datetime,
+        error: str | None,
+        detail: Mapping[str, object],
+        label: str | None,
+    ) -> None:
+        finished = datetime.now(UTC)
+        async with self.ctx.control_tx() as conn:
+            await backup_store.record_check(
+                conn,
+                repo=repo,
+                kind=check,
+                ok=ok,
+                started_at=started,
+                finished_at=finished,
+                node=self.node,
+                epoch=self.ctx.leadership.epoch,
+                label=label,
+                error=error,
+                detail=dict(detail),
+            )
+            kind = f"backup.{check.value}_{'passed' if ok else 'failed'}"
+            await events.append(
+                conn,
+                self.node,
+                kind,
+                f"repo:{repo}",
+                label=label,
+                error=error,
+                duration_s=round((finished - started).total_seconds(), 3),
+            )
+        DURATION.labels(str(repo), check.value).set((finished - started).total_seconds())
+        if not ok:
+            FAILURES.labels(str(repo), check.value).inc()
+        (log.info if ok else log.warning)(
+            f"{check.value.replace('_', ' ')} {'passed' if ok else 'failed'}",
+            repo=repo,
+            label=label,
+            error=error,
+        )
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def _export(self, done: Mapping[int, Done], now: float) -> None:
+        for s in self.schedules:
+            d = done.get(s.repo, Done({}, {}))
+            repo = str(s.repo)
+            for kind, at in d.backups.items():
+                LAST_SUCCESS.labels(repo, kind.value).set(at)
+            for check, at in d.checks.items():
+                LAST_SUCCESS.labels(repo, check.value).set(at)
+            due: list[Job | None] = [due_backup(s, d, now)]
+            due += [due_check(s, d, c, now) for c in Check]
+            late = {j.what.value: j.overdue_s for j in due if j is not None}
+            for what in (*Kind, *Check):
+                OVERDUE.labels(repo, what.value).set(round(late.get(what.value, 0.0), 1))

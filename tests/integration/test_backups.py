@@ -1,0 +1,281 @@
+"""Backups with real pgBackRest of a real Patroni pair (WAL archived from every member into
+two repositories, the second encrypted), run by the leader's loop: each kind of backup into
+each repository, copied from the replica; verify and a restore test of each; what the API
+and /health say; and the faults: a repository that cannot be written, a backup file that
+was corrupted. The cipher pass of the encrypted repository never shows anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from runnerhub.config import Settings
+from runnerhub.context import NodeContext
+from runnerhub.control.backups import Backups
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.patroni import LocalPatroni
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
+from runnerhub.dev.cluster.postgres import SERVICE_USER
+from runnerhub.dev.waiting import wait_until
+from runnerhub.health import checks
+from runnerhub.health.monitor import CheckSpec, HealthMonitor
+from runnerhub.incidents.recorder import IncidentRecorder
+from runnerhub.store import backups as backup_store
+from runnerhub.store import replication
+from runnerhub.store.db import Pool, connect, open_pool
+from runnerhub.store.migrate import migrate
+from tests.apps import node_app
+from tests.conftest import make_settings
+
+HOUR = 3600.0
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPatroni]:
+    base = tmp_path_factory.mktemp("backups")
+    etcd = LocalEtcd(base / "etcd", members=1)
+    etcd.start()
+    pg = LocalPatroni(base / "patroni", etcd.endpoints, members_count=2, backups=True)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
+        etcd.destroy()
+
+
+@pytest.fixture(scope="module")
+def backed_up_dsn(cluster: LocalPatroni) -> str:
+    dsn = cluster.create_database("runnerhub")
+    asyncio.run(migrate(dsn))
+    return dsn
+
+
+@pytest.fixture
+async def db(backed_up_dsn: str) -> AsyncIterator[Pool]:
+    pool = await open_pool(make_settings(backed_up_dsn).database)
+    await pool.wait(timeout=10)
+    yield pool
+    await pool.close()
+
+
+def pgbr(cluster: LocalPatroni) -> LocalPgBackRest:
+    assert cluster.pgbackrest is not None
+    return cluster.pgbackrest
+
+
+def settings(cluster: LocalPatroni, dsn: str) -> Settings:
+    b = pgbr(cluster)
+    backup = b.node_settings(SERVICE_USER if os.geteuid() == 0 else None)
+    daily = {"full_every_s": HOUR, "diff_every_s": HOUR, "incr_every_s": HOUR}
+    checks_ = {"verify_every_s": HOUR, "restore_test_every_s": HOUR}
+    backup["repos"] = [{**r, **daily, **checks_} for r in backup["repos"]]
+    backup |= {"restore_test_dir": str(b.root / "restore-test"), "retry_s": 2}
+    return make_settings(dsn, backup=backup)
+
+
+def due_now(loop: Backups, repo: int, **what: float | None) -> None:
+    """Make something of `repo`'s schedule due at once (or never, with None)."""
+    loop.schedules = [replace(s, **what) if s.repo == repo else s for s in loop.schedules]
+
+
+def nothing_due(loop: Backups) -> None:
+    loop.schedules = [
+        replace(s, full_every_s=HOUR, diff_every_s=None, incr_every_s=None) for s in loop.schedules
+    ]
+
+
+async def seed(db: Pool) -> None:
+    """Rows written long before any backup: a restore must hold every one of them."""
+    async with db.connection() as conn:
+        await conn.execute(
+            """INSERT INTO jobs (id, run_id, repository, labels, state, last_source,
+                                 first_seen_at)
+               SELECT g, g, 'acme/app', '{self-hosted}', 'completed', 'webhook',
+                      now() - interval '10 minutes'
+                 FROM generate_series(1, 40) AS g ON CONFLICT DO NOTHING"""
+        )
+        await conn.execute(
+            """INSERT INTO events (node, kind, subject, detail, at)
+               SELECT 'node-test', 'job.created', 'job:' || g, '{}',
+                      now() - interval '10 minutes'
+                 FROM generate_series(1, 25) AS g"""
+        )
+
+
+def failures(repo: int, what: str) -> float:
+    labels = {"repo": str(repo), "what": what}
+    return REGISTRY.get_sample_value("runnerhub_backup_failures_total", labels) or 0.0
+
+
+async def test_each_repository_gets_every_kind_of_backup_verified_and_restored(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(db)
+    s = settings(cluster, backed_up_dsn)
+    ctx = NodeContext(s, db)
+    loop = Backups(ctx)
+    for _ in range(6):  # a full into each repository, then verify and restore each
+        await loop.cycle()
+    async with db.connection() as conn:
+        done = await backup_store.done(conn)
+        taken = await backup_store.list_backups(conn, None, 50, None)
+        tests = await backup_store.latest_checks(conn)
+    assert sorted((b.repo, b.kind, b.ok) for b in taken) == [(1, "full", True), (2, "full", True)]
+    for b in taken:
+        assert b.label and b.label.endswith("F") and b.wal_start and b.wal_stop
+        assert b.lsn_stop and b.size_bytes and b.repo_bytes and b.duration_s > 0
+        assert b.epoch is None and b.node == "node-test"
+    assert sorted((c.repo, c.kind, c.ok) for c in tests) == [
+        (1, "restore_test", True),
+        (1, "verify", True),
+        (2, "restore_test", True),
+        (2, "verify", True),
+    ]
+    for restored in (c for c in tests if c.kind == "restore_test"):
+        detail = restored.detail
+        assert detail["data_checksums"] is True and detail["problems"] == []
+        assert detail["indexes_checked"] > 10 and detail["tables_checked"] >= 10
+        assert detail["rows"]["jobs"] == {"copy": 40, "primary": 40}
+        assert detail["rows"]["events"]["copy"] == detail["rows"]["events"]["primary"] >= 25
+        assert restored.label is not None and restored.duration_s < 60
+
+    # A diff, then an incr, once their time comes; from the replica, as the events say.
+    due_now(loop, 1, diff_every_s=0.001)
+    await loop.cycle()
+    due_now(loop, 1, diff_every_s=None, incr_every_s=0.001)
+    await loop.cycle()
+    nothing_due(loop)
+    await loop.cycle()  # nothing is due: nothing is taken
+    async with db.connection() as conn:
+        ones = await backup_store.list_backups(conn, 1, 50, None)
+        cur = await conn.execute(
+            "SELECT detail FROM events WHERE kind = 'backup.finished' ORDER BY id"
+        )
+        finished = [r["detail"] for r in await cur.fetchall()]
+    assert [b.kind for b in ones] == ["incr", "diff", "full"]
+    assert ones[0].label and ones[0].label.endswith("I") and ones[1].label.endswith("D")
+    assert len(finished) == 4 and all(d["from_standby"] for d in finished)
+    assert set(done) == {1, 2}
+
+    # What the API and /health show, and what they do not: the cipher pass.
+    secret = pgbr(cluster).cipher_pass
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node_app(ctx)), base_url="http://n"
+    ) as c:
+        listed = (await c.get("/api/v1/backups", headers=ADMIN)).json()
+        status = (await c.get("/api/v1/backups/status", headers=ADMIN)).json()
+    assert [b["kind"] for b in listed["items"]] == ["incr", "diff", "full", "full"]
+    repos = {r["name"]: r for r in status["repos"]}
+    assert set(repos["region-a"]["last"]) == {"full", "diff", "incr", "verify", "restore_test"}
+    assert repos["region-a"]["overdue"] == [] and repos["region-b"]["overdue"] == []
+    outcome = await checks.backups(db, loop.schedules, loop.names, HOUR, lambda: None)()
+    assert outcome.status == "ok", outcome.message
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT string_agg(detail::text, ' ') AS all FROM events")
+        everything = (await cur.fetchone() or {}).get("all") or ""
+    assert secret not in everything + str(listed) + str(status) + capsys.readouterr().out
+
+
+async def test_an_unwritable_repository_fails_clearly_is_not_hammered_and_heals(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+) -> None:
+    s = settings(cluster, backed_up_dsn)
+    loop = Backups(NodeContext(s, db))
+    nothing_due(loop)
+    state: dict[str, Any] = {}
+    check = checks.backups(db, loop.schedules, loop.names, HOUR, lambda: state.get("archiver"))
+    monitor = HealthMonitor([CheckSpec("backups", check, 1, 5)])
+    recorder = IncidentRecorder(db, "node-test", lambda: True)
+    monitor.listeners.append(recorder.on_health)
+    repo2 = next(r for r in pgbr(cluster).repos if r.index == 2).path
+    before = failures(2, "full")
+    assert (await monitor.run_once("backups")).status == "ok"  # healthy, then the fault
+    repo2.chmod(0o000)
+    try:
+        due_now(loop, 2, full_every_s=0.001)
+        await loop.cycle()
+        async with db.connection() as conn:
+            [failed] = await backup_store.list_backups(conn, 2, 1, None)
+        assert not failed.ok and failed.label is None
+        assert failed.error and "region-b" in failed.error and "Permission denied" in failed.error
+        assert failures(2, "full") == before + 1
+        await loop.cycle()  # within retry_s: not tried again
+        async with db.connection() as conn:
+            assert (await backup_store.list_backups(conn, 2, 1, None))[0].id == failed.id
+
+        # WAL archiving fails too (every segment goes to both repositories).
+        async def archiving_fails() -> bool:
+            async with await connect(cluster.dsn("runnerhub")) as conn:
+                await conn.execute("SELECT pg_switch_wal(), txid_current()")
+                state["archiver"] = await replication.read_archiver(conn)
+            return bool(state["archiver"] and state["archiver"].failing)
+
+        await wait_until(archiving_fails, 60, "archiving to fail", interval_s=1)
+        result = await monitor.run_once("backups")
+        assert result.status == "degraded"
+        assert "repo2 (region-b): full failed" in (result.message or "")
+        assert "WAL archiving failing" in (result.message or "")
+        assert recorder.tracker.open("backups") is not None  # an incident, for the leader
+    finally:
+        repo2.chmod(0o700)
+
+    async def healed() -> bool:
+        await loop.cycle()
+        async with db.connection() as conn:
+            newest = (await backup_store.list_backups(conn, 2, 1, None))[0]
+        return newest.ok
+
+    await wait_until(healed, 60, "the next attempt, after retry_s, to succeed", interval_s=0.5)
+    await wait_until(lambda: archiving_fails_not(cluster, state), 90, "archiving to recover")
+    result = await monitor.run_once("backups")
+    assert result.status == "ok", result.message
+    assert recorder.tracker.open("backups") is None
+
+
+async def archiving_fails_not(cluster: LocalPatroni, state: dict[str, Any]) -> bool:
+    async with await connect(cluster.dsn("runnerhub")) as conn:
+        await conn.execute("SELECT pg_switch_wal(), txid_current()")
+        state["archiver"] = await replication.read_archiver(conn)
+    return bool(state["archiver"] and not state["archiver"].failing)
+
+
+def newest_backup_file(repo_path: Path, label: str) -> Path:
+    files = sorted((repo_path / "backup" / "runnerhub" / label / "pg_data" / "base").rglob("*"))
+    return max((f for f in files if f.is_file()), key=lambda f: f.stat().st_size)
+
+
+async def test_verify_finds_a_corrupted_backup_file_though_pgbackrest_exits_0(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+) -> None:
+    loop = Backups(NodeContext(settings(cluster, backed_up_dsn), db))
+    nothing_due(loop)
+    async with db.connection() as conn:
+        fulls = [b for b in await backup_store.list_backups(conn, 1, 50, None) if b.ok]
+    label = next(b.label for b in fulls if b.kind == "full")
+    assert label is not None
+    victim = newest_backup_file(pgbr(cluster).repos[0].path, label)
+    original = victim.read_bytes()
+    victim.write_bytes(original[:16] + bytes(b ^ 0xFF for b in original[16:64]) + original[64:])
+    try:
+        due_now(loop, 1, verify_every_s=0.001)
+        await loop.cycle()
+    finally:
+        victim.write_bytes(original)
+    async with db.connection() as conn:
+        latest = await backup_store.latest_checks(conn)
+    [verify] = [c for c in latest if c.repo == 1 and c.kind == "verify"]
+    assert not verify.ok
+    assert verify.error and label in verify.error and "checksum invalid: 1" in verify.error
+    outcome = await checks.backups(db, loop.schedules, loop.names, HOUR, lambda: None)()
+    assert outcome.status == "degraded"
+    assert "repo1 (region-a): verify failed" in (outcome.message or "")
