@@ -176,8 +176,7 @@ class Backups(ControlLoop):
             await self._record_check(repo, Check.RESTORE_TEST, False, started, error, {}, None)
             return
         log.info("restore test starting", repo=repo, label=newest.label)
-        async with self.ctx.db.connection() as primary:
-            report = await self.restore_test.run(repo, newest, primary)
+        report = await self.restore_test.run(repo, newest, self.ctx.db)
         await self._record_check(
             repo,
             Check.RESTORE_TEST,
