@@ -2,7 +2,8 @@
 two repositories, the second encrypted), run by the leader's loop: each kind of backup into
 each repository, copied from the replica; verify and a restore test of each; what the API
 and /health say; and the faults: a repository that cannot be written, a backup file that
-was corrupted. The cipher pass of the encrypted repository never shows anywhere."""
+was corrupted; and point-in-time recovery into a new cluster, to just before an operator's
+DELETE. The cipher pass of the encrypted repository never shows anywhere."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.backups import Backups
+from runnerhub.dev.cluster.dr import restore_cluster
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
@@ -29,7 +33,7 @@ from runnerhub.health import checks
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
 from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.store import backups as backup_store
-from runnerhub.store import replication
+from runnerhub.store import events, replication
 from runnerhub.store.db import Pool, connect, open_pool
 from runnerhub.store.migrate import migrate
 from tests.apps import node_app
@@ -247,6 +251,74 @@ async def archiving_fails_not(cluster: LocalPatroni, state: dict[str, Any]) -> b
         await conn.execute("SELECT pg_switch_wal(), txid_current()")
         state["archiver"] = await replication.read_archiver(conn)
     return bool(state["archiver"] and not state["archiver"].failing)
+
+
+async def test_a_delete_is_undone_by_restoring_to_just_before_it_into_a_new_cluster(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool, tmp_path: Path
+) -> None:
+    # An operator's mistake after the backups of the first test: jobs written since, then
+    # an event marking the moment, then every job deleted (each committed on its own).
+    async with db.connection() as conn:
+        await conn.execute(
+            """INSERT INTO jobs (id, run_id, repository, labels, state, last_source)
+               SELECT g, g, 'acme/app', '{self-hosted}', 'queued', 'webhook'
+                 FROM generate_series(1001, 1030) AS g"""
+        )
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO events (node, kind, subject, detail) "
+            "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
+        )
+        mistake = (await cur.fetchone() or {})["id"]
+    async with db.connection() as conn:
+        await conn.execute("DELETE FROM jobs")
+        before = await events.at_of(conn, mistake)
+    assert before is not None
+    await archived_past_now(cluster)
+    restored, base = await asyncio.to_thread(
+        restore_cluster,
+        cluster,
+        cluster.etcd_hosts,
+        tmp_path / "restored",
+        Target(time=before - timedelta(microseconds=1)),
+    )
+    try:
+        assert base.repo == 1 and base.label  # from the newest backup before the mistake
+        async with await connect(restored.dsn("runnerhub")) as conn:
+            cur = await conn.execute("SELECT count(*) AS n, min(id) AS lo, max(id) AS hi FROM jobs")
+            jobs = await cur.fetchone()
+            cur = await conn.execute("SELECT count(*) AS n FROM events WHERE id >= %s", (mistake,))
+            after = await cur.fetchone()
+        # Every job written before the mistake, those since the backup too (from the WAL).
+        assert jobs == {"n": 70, "lo": 1, "hi": 1030}
+        assert after == {"n": 0}  # restored as it was just before the marked moment
+    finally:
+        restored.destroy()
+
+    # What cannot be restored to is refused, and nothing is made.
+    oldest = datetime.fromtimestamp(base.started_at, UTC) - timedelta(days=1)
+    for target, why in (
+        (Target(time=oldest), "before the oldest backup of repo1"),
+        (Target(time=datetime.now(UTC) + timedelta(minutes=5)), "in the future"),
+    ):
+        with pytest.raises(TargetError, match=why):
+            restore_cluster(cluster, cluster.etcd_hosts, tmp_path / "refused", target)
+        assert not (tmp_path / "refused").exists()
+
+
+async def archived_past_now(cluster: LocalPatroni) -> None:
+    """Switch to a new WAL segment and wait until the one with what was just written is
+    archived (a restore replays only what the archive holds)."""
+    # Autocommit: in one transaction the statistics would be read once and kept.
+    async with await connect(cluster.dsn("runnerhub"), autocommit=True) as conn:
+        cur = await conn.execute("SELECT pg_walfile_name(pg_switch_wal()) AS wal")
+        wal = (await cur.fetchone() or {})["wal"]
+
+        async def archived() -> bool:
+            a = await replication.read_archiver(conn)
+            return a is not None and (a.last_archived_wal or "") >= wal
+
+        await wait_until(archived, 60, f"WAL {wal} to be archived", interval_s=0.2)
 
 
 def newest_backup_file(repo_path: Path, label: str) -> Path:

@@ -30,6 +30,8 @@ cluster_app = typer.Typer(help="The whole (local) cluster.", no_args_is_help=Tru
 app.add_typer(cluster_app, name="cluster")
 chaos_app = typer.Typer(help="Inject faults into a local cluster.", no_args_is_help=True)
 app.add_typer(chaos_app, name="chaos")
+dr_app = typer.Typer(help="Disaster recovery (docs/dr.md).", no_args_is_help=True)
+app.add_typer(dr_app, name="dr")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
@@ -245,6 +247,31 @@ def chaos_kill(
     except ChaosError as exc:
         _fail(str(exc), code=1)
     typer.echo(f"sent SIG{sig.upper().removeprefix('SIG')} to {target.name}: pids {reached}")
+
+
+@dr_app.command("restore")
+def dr_restore(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="A time with its zone, e.g. 2026-11-30T19:00:00+00:00"),
+    ] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="An LSN, e.g. 0/16B3748")] = None,
+    before_event: Annotated[
+        int | None, typer.Option("--before-event", help="Just before this event id was written")
+    ] = None,
+    repo: Annotated[int, typer.Option(min=1, help="The pgBackRest repository to restore from")] = 1,
+    members: Annotated[int, typer.Option(min=1, max=5, help="Members of the new cluster")] = 1,
+    state_dir: Annotated[
+        Path, typer.Option(help="The local cluster's state directory.")
+    ] = DEFAULT_STATE,
+) -> None:
+    """Restore the local cluster's database as it was at a moment, into a new Patroni
+    cluster beside it (the running one is not touched). It runs until Ctrl-C."""
+    from runnerhub.cli.dr import restore
+
+    if sum(x is not None for x in (to, to_lsn, before_event)) != 1:
+        _fail("give exactly one of --to, --to-lsn and --before-event", code=2)
+    sys.exit(restore(state_dir, to, to_lsn, before_event, repo, members))
 
 
 def _admin_call(

@@ -77,3 +77,10 @@ async def list_events(
         {"kinds": list(kinds), "subject": subject, "before": before_id, "limit": limit},
     )
     return [EventRow.from_row(r) for r in await cur.fetchall()]
+
+
+async def at_of(conn: Conn, event_id: int) -> datetime | None:
+    """When an event was written (to restore the database as it was just before it)."""
+    cur = await conn.execute("SELECT at FROM events WHERE id = %s", (event_id,))
+    row = await cur.fetchone()
+    return row["at"] if row else None

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo, find_pgbackrest
 from runnerhub.dev.cluster.pgbackrest import Member as BackupMember
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
@@ -80,6 +81,30 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class RestoreFrom:
+    """A new cluster made from a backup of another: its pgBackRest, its credentials (the
+    roles are in the backup), the repository, and pgBackRest's target options."""
+
+    source: LocalPgBackRest
+    credentials: Credentials
+    repo: int
+    target: Sequence[str]  # e.g. ["--type=time", "--target=2026-11-30 19:00:00+00"]
+
+    def _base(self, data_dir: Path) -> str:
+        return (
+            f"{find_pgbackrest()} --config-path={self.source.config_path} "
+            f"--stanza={self.source.stanza} --repo={self.repo} --pg1-path={data_dir}"
+        )
+
+    def command(self, data_dir: Path) -> str:
+        target = " ".join(shlex.quote(t) for t in self.target)
+        return f"{self._base(data_dir)} --archive-mode=off {target} --target-action=promote restore"
+
+    def restore_command(self, data_dir: Path) -> str:
+        return f'{self._base(data_dir)} archive-get %f "%p"'
+
+
+@dataclass(frozen=True)
 class Credentials:
     superuser: str
     replication: str
@@ -107,10 +132,13 @@ def render_config(
     synchronous_mode: bool = True,
     parameters: Mapping[str, Any] | None = None,
     archive: tuple[str, str] | None = None,
+    restore: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One member's Patroni configuration (pure: the tests check it without Patroni).
     `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section;
-    `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest."""
+    `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest;
+    `restore` (a pgBackRest restore command, its restore_command) bootstraps the cluster
+    from a backup instead of initdb (point-in-time recovery: docs/dr.md)."""
     timing.validate()
     archiving: dict[str, Any] = {"archive_mode": "on", "archive_timeout": "60s"} if archive else {}
     config: dict[str, Any] = {
@@ -184,6 +212,16 @@ def render_config(
     if archive is not None:
         config["postgresql"]["parameters"]["archive_command"] = archive[0]
         config["postgresql"]["recovery_conf"] = {"restore_command": archive[1]}
+    if restore is not None:
+        # pgBackRest writes the recovery target into postgresql.auto.conf: keep it. The
+        # roles and their passwords come with the backup.
+        config["bootstrap"]["method"] = "pgbackrest"
+        config["bootstrap"]["pgbackrest"] = {
+            "command": restore[0],
+            "no_params": True,
+            "keep_existing_recovery_conf": True,
+            "recovery_conf": {"restore_command": restore[1], "recovery_target_action": "promote"},
+        }
     return config
 
 
@@ -244,6 +282,9 @@ class LocalPatroni:
     parameters: Mapping[str, Any] = field(default_factory=dict)  # PostgreSQL, cluster-wide
     # WAL archiving and backups with pgBackRest, into two repositories (two "regions").
     backups: bool = False
+    # Bootstrap from a backup instead of initdb: the source's pgBackRest and credentials,
+    # and how (`RestoreFrom`); the first member restores, the others copy it.
+    restore: RestoreFrom | None = None
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -254,7 +295,10 @@ class LocalPatroni:
         self.run_dir = private_dir(self.base_dir, self.uid, self.gid) / "patroni"
         state = self.base_dir / STATE_FILE
         cipher_pass = None
-        if state.exists():
+        if self.restore is not None and not state.exists():
+            self.credentials = self.restore.credentials  # the roles come with the backup
+            ports = [(free_port(), free_port()) for _ in range(self.members_count)]
+        elif state.exists():
             saved = json.loads(state.read_text())
             self.credentials = Credentials(**saved["credentials"])
             ports = [(int(m["api_port"]), int(m["pg_port"])) for m in saved["members"]]
@@ -319,8 +363,10 @@ class LocalPatroni:
         b = self.pgbackrest
         if b is not None:  # before any member archives a WAL segment
             b.write(self.backup_members(), self.run_dir, SUPERUSER, self.credentials.superuser)
+        r = self.restore
         for m, bm in zip(self.members, self.backup_members(), strict=True):
             archive = (b.archive_command(bm), b.restore_command(bm)) if b else None
+            restore = (r.command(m.data_dir), r.restore_command(m.data_dir)) if r else None
             config = render_config(
                 scope=self.scope,
                 namespace=self.namespace,
@@ -336,6 +382,7 @@ class LocalPatroni:
                 synchronous_mode=self.synchronous_mode,
                 parameters=self.parameters,
                 archive=archive,
+                restore=restore,
             )
             m.config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
             os.chmod(m.config_file, 0o600)
