@@ -8,6 +8,7 @@ DELETE. The cipher pass of the encrypted repository never shows anywhere."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -321,6 +322,54 @@ async def archived_past_now(cluster: LocalPatroni) -> None:
         await wait_until(archived, 60, f"WAL {wal} to be archived", interval_s=0.2)
 
 
+async def test_a_wrong_cipher_pass_or_a_missing_repository_fails_clearly_and_loses_nothing(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+) -> None:
+    loop = Backups(NodeContext(settings(cluster, backed_up_dsn), db))
+    nothing_due(loop)
+    b = pgbr(cluster)
+    right = b.secrets_file.read_text()
+    wrong = right.replace(b.cipher_pass, "not-the-pass")
+    region_a = b.repos[0].path
+    faults = [
+        (2, lambda: b.secrets_file.write_text(wrong), lambda: b.secrets_file.write_text(right)),
+        (
+            1,
+            lambda: region_a.rename(region_a.with_name("moved")),
+            lambda: region_a.with_name("moved").rename(region_a),
+        ),
+    ]
+    for repo, break_it, mend_it in faults:
+        async with db.connection() as conn:
+            known = len(await backup_store.list_backups(conn, None, 500, None))
+        break_it()
+        try:
+            due_now(loop, repo, full_every_s=0.001)
+            await loop.cycle()  # the backup: refused by pgBackRest, with its reason
+            due_now(loop, repo, full_every_s=HOUR, verify_every_s=0.001, retry_s=0)
+            await loop.cycle()  # then verify
+        finally:
+            mend_it()
+            nothing_due(loop)
+        async with db.connection() as conn:
+            taken = await backup_store.list_backups(conn, None, 500, None)
+            checks_ = await backup_store.latest_checks(conn)
+        [failed] = taken[: len(taken) - known]
+        assert (failed.repo, failed.ok, failed.label) == (repo, False, None)
+        assert failed.error and "unable to load info file" in failed.error, failed.error
+        [verify] = [c for c in checks_ if c.repo == repo and c.kind == "verify"]
+        assert not verify.ok and verify.error, verify
+        # Nothing lost: the repository's backups are all there once it is mended.
+        info = json.loads(b.run("info", "--output=json", f"--repo={repo}"))
+        assert info[0]["status"]["message"] == "ok"
+        assert len([x for x in info[0]["backup"] if x["database"]["repo-key"] == repo]) >= 1
+    outcome = await checks.backups(db, loop.schedules, loop.names, HOUR, lambda: None)()
+    assert outcome.status == "degraded"
+    assert "repo2 (region-b): full failed" in (outcome.message or "")
+    assert "repo1 (region-a): full failed" in (outcome.message or "")
+    assert pgbr(cluster).cipher_pass not in str(taken) + str(checks_) + str(outcome)
+
+
 def newest_backup_file(repo_path: Path, label: str) -> Path:
     files = sorted((repo_path / "backup" / "runnerhub" / label / "pg_data" / "base").rglob("*"))
     return max((f for f in files if f.is_file()), key=lambda f: f.stat().st_size)
@@ -339,7 +388,7 @@ async def test_verify_finds_a_corrupted_backup_file_though_pgbackrest_exits_0(
     original = victim.read_bytes()
     victim.write_bytes(original[:16] + bytes(b ^ 0xFF for b in original[16:64]) + original[64:])
     try:
-        due_now(loop, 1, verify_every_s=0.001)
+        due_now(loop, 1, verify_every_s=0.001, retry_s=0)  # the last test failed some
         await loop.cycle()
     finally:
         victim.write_bytes(original)
