@@ -212,7 +212,11 @@ class ProcessBackendSettings(_Strict):
         if user is None:
             return None
         try:
-            uid = pwd.getpwuid(int(user)).pw_uid if user.isdigit() else pwd.getpwnam(user).pw_uid
+            uid = (
+                pwd.getpwuid(int(user)).pw_uid
+                if user.isascii() and user.isdigit()
+                else pwd.getpwnam(user).pw_uid
+            )
         except KeyError:
             raise ValueError(f"no user {user!r} on this host") from None
         if os.geteuid() not in (0, uid):
@@ -304,7 +308,7 @@ class JanitorSettings(_Strict):
 def _host_ports(v: list[str]) -> list[str]:
     for e in v:
         host, _, port = e.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise ValueError(f"{e!r} is not host:port")
     return v
 
@@ -402,6 +406,14 @@ class PredictSettings(_Strict):
         if self.min_span_s > self.window_s:
             raise ValueError("min_span_s must not exceed window_s")
         return self
+
+
+class ApiSettings(_Strict):
+    """Who may read what without a token."""
+
+    # /docs, /redoc and /openapi.json for anyone; otherwise /openapi.json needs a read token
+    # and the browsable pages are off (a map of every operation helps an attacker too).
+    public_docs: bool = False
 
 
 class BackupRepoSettings(_Strict):
@@ -502,6 +514,7 @@ class Settings(BaseSettings):
     github: GitHubSettings
     pools: list[PoolSettings] = Field(default_factory=list)
     api_tokens: list[ApiToken] = Field(default_factory=list)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)

@@ -14,14 +14,67 @@ _SECRET_KEY = re.compile(
     r"token|secret|password|passwd|jit|authorization|private_key|dsn", re.IGNORECASE
 )
 REDACTED = "[redacted]"
+# Secrets inside text: a libpq password, a bearer token, GitHub's token shapes, a PEM key.
+_SECRET_TEXT = [
+    (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), rf"\1{REDACTED}"),
+    (re.compile(r"(://[^:/\s@]+:)[^@\s]+@"), rf"\1{REDACTED}@"),  # user:password@ in a URL
+    (re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), rf"\1{REDACTED}"),
+    (re.compile(r"\b(gh[pousr]_|github_pat_)[A-Za-z0-9_]{8,}"), REDACTED),
+    (
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
+        ),
+        REDACTED,
+    ),
+]
+
+
+def scrub(text: str) -> str:
+    """`text` with every secret it visibly holds replaced."""
+    for pattern, replacement in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Nested fields whose name says secret blanked, secrets in text scrubbed."""
+    if depth > 8:
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, MutableMapping):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _clean(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    return value
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Blank every field whose name says it holds a secret, however it got there."""
+    """Blank every field whose name says it holds a secret, however deep and however it got
+    there, and scrub secrets out of every text (the message too)."""
     for key in list(event):
         if key != "event" and _SECRET_KEY.search(key):
             event[key] = REDACTED
+        else:
+            event[key] = _clean(event[key])
     return event
+
+
+class ScrubFilter(logging.Filter):
+    """The same for the standard library's loggers (psycopg_pool, uvicorn, asyncio)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 def setup(level: str = "info", fmt: str = "json") -> None:
@@ -49,3 +102,6 @@ def setup(level: str = "info", fmt: str = "json") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())

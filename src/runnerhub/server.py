@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 from types import FrameType
 
 import uvicorn
@@ -47,6 +48,8 @@ class NodeServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    # Whatever the node creates (spool segments, runner records, logs) is its own alone.
+    os.umask(0o077)
     logs.setup(settings.log.level, settings.log.format)
     node = Node(settings)
     # Everything imported and built so far lives as long as the process: keep it out of the

@@ -151,7 +151,7 @@ async def test_metrics_count_deliveries_and_jobs(client: httpx.AsyncClient) -> N
 
 
 async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
-    spec = (await client.get("/openapi.json")).json()
+    spec = (await client.get("/openapi.json", headers=READ)).json()
     assert {
         "/api/v1/jobs",
         "/api/v1/jobs/{job_id}",
@@ -159,6 +159,32 @@ async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
         "/api/v1/pools",
         "/api/v1/cluster",
     } <= set(spec["paths"])
+
+
+async def test_without_a_token_probes_say_up_or_down_and_nothing_else(
+    client: httpx.AsyncClient,
+) -> None:
+    anonymous = await client.get("/readyz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    detailed = (await client.get("/readyz", headers=READ)).json()
+    assert {"database", "spool", "cache", "replication"} <= set(detailed)
+    assert (
+        await client.get("/readyz", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
+    # The API's description needs a read token, and the browsable pages are off...
+    assert (await client.get("/openapi.json")).status_code == 401
+    assert (await client.get("/docs")).status_code == 404
+    assert (await client.get("/redoc")).status_code == 404
+
+
+async def test_the_api_description_can_be_made_public(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    app = node_app(NodeContext(settings_factory(api={"public_docs": True}), db))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c:
+        assert (await c.get("/openapi.json")).status_code == 200
+        assert (await c.get("/docs")).status_code == 200
+    await app.state.intake.batcher.close()
 
 
 async def test_no_secret_in_any_response(client: httpx.AsyncClient) -> None:
@@ -227,6 +253,6 @@ async def test_health_shows_details_only_to_a_token_and_is_503_when_failing(
         failing = await c.get("/health")
         assert failing.status_code == 503 and failing.json()["status"] == "failing"
         # /readyz reads the same background result: the spool still takes deliveries.
-        ready = await c.get("/readyz")
+        ready = await c.get("/readyz", headers=READ)
         assert ready.status_code == 200 and ready.json()["database"] == "unreachable"
     await app.state.intake.batcher.close()

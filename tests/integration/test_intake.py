@@ -128,6 +128,34 @@ async def test_malformed_json_is_400_and_recorded(client: httpx.AsyncClient, db:
     )
 
 
+async def test_json_nested_deeper_than_the_parser_goes_is_400_not_a_500(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    # json.loads raises RecursionError, not JSONDecodeError, on this: it used to be a 500.
+    body, headers = signed(None, raw=b'{"a": ' * 100_000 + b"1" + b"}" * 100_000)
+    r = await client.post("/webhooks/github", content=body, headers=headers)
+    assert (r.status_code, r.json()["outcome"]) == (400, "malformed")
+    assert "nested too deeply" in r.json()["message"]
+    stored = (
+        "SELECT count(*) FROM webhook_deliveries WHERE outcome = 'malformed' AND payload IS NULL"
+    )
+    assert await count(db, stored) == 1
+
+
+async def test_a_hook_id_that_is_no_ascii_number_is_ignored_not_a_500(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    # Header bytes arrive as latin-1: "²".isdigit() is True and int("²") raises; a number
+    # past bigint would fail to store.
+    for hook in (b"\xb2", b"1\xb9", b"99999999999999999999999"):
+        body, headers = signed(workflow_job(130))
+        r = await client.post(
+            "/webhooks/github", content=body, headers={**headers, "X-GitHub-Hook-ID": hook}
+        )
+        assert r.status_code in (200, 202), (hook, r.text)
+    assert await count(db, "SELECT count(*) FROM webhook_deliveries WHERE hook_id IS NULL") == 3
+
+
 async def test_workflow_job_without_an_id_is_400(client: httpx.AsyncClient, db: Pool) -> None:
     payload = workflow_job(106)
     del payload["workflow_job"]["id"]

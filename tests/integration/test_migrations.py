@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -46,3 +50,23 @@ async def test_the_event_log_is_append_only(empty_dsn: str) -> None:
             conn.execute("UPDATE events SET kind = 'x'")
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute("DELETE FROM events")
+
+
+def test_db_migrate_takes_the_dsn_from_a_file_or_the_environment_not_only_argv(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    # A password on the command line is there for anyone on the host to read in `ps`.
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(empty_dsn + "\n")
+    cli = [sys.executable, "-m", "runnerhub.cli.main", "db", "migrate"]
+    env = {k: v for k, v in os.environ.items() if k != "RUNNERHUB_DATABASE__DSN"}
+    first = subprocess.run(
+        [*cli, "--dsn-file", str(dsn_file)], env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0 and "applied 0001_core" in first.stdout, first.stderr
+    again = subprocess.run(
+        cli, env={**env, "RUNNERHUB_DATABASE__DSN": empty_dsn}, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
+    neither = subprocess.run(cli, env=env, capture_output=True, text=True)
+    assert neither.returncode == 2 and "RUNNERHUB_DATABASE__DSN" in neither.stderr

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.intake import webhook
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.spool import VerifiedDelivery, iter_segment
 from runnerhub.intake.webhook import WebhookIntake
@@ -146,6 +148,35 @@ async def test_spooled_deliveries_arrive_in_order_exactly_once(
     before = await snapshot(db)  # replaying the same journal again changes nothing (I2)
     assert await drain(settings_for(dsn, tmp_path, dir=str(kept)), db) == len(sent)
     assert await snapshot(db) == before
+
+
+async def test_a_spooled_delivery_that_cannot_be_classified_is_quarantined_not_blocking(
+    tmp_path: Path, dsn: str, db: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deep JSON used to raise out of the replay and block the drain for good; it is now
+    # malformed like any other bad JSON, and whatever else raises is set aside.
+    deep = signed(None, raw=b"[" * 100_000 + b"]" * 100_000)
+    poison, after = signed(workflow_job(561)), signed(workflow_job(562))
+    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+        for request in (deep, poison, after):
+            assert (await deliver(client, request)).json()["outcome"] == "spooled"
+    classify = webhook.classify
+
+    def fails_on_poison(v: VerifiedDelivery, *args: Any) -> Any:
+        if v.guid == guid(poison):
+            raise RuntimeError("cannot classify this one")
+        return classify(v, *args)
+
+    monkeypatch.setattr(webhook, "classify", fails_on_poison)
+    assert await drain(settings_for(dsn, tmp_path), db) == 3
+    assert journal(tmp_path / "spool") == []
+    stored = await rows(db, "SELECT delivery_guid, outcome FROM webhook_deliveries")
+    assert {r["delivery_guid"]: r["outcome"] for r in stored} == {
+        guid(deep): "malformed",
+        guid(after): "created",
+    }
+    quarantined = list((tmp_path / "spool" / "quarantine").glob("*.rec"))
+    assert len(quarantined) == 1, "the delivery that could not be classified is kept aside"
 
 
 async def test_an_interrupted_drain_completes_without_duplicates(

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from runnerhub import __version__
 from runnerhub.api import probes
 from runnerhub.api.auth import TokenAuth
+from runnerhub.api.deps import Reader
 from runnerhub.api.routers import api_v1
 from runnerhub.context import NodeContext
 from runnerhub.intake.webhook import WebhookIntake
@@ -67,11 +68,16 @@ class RunnerHubApp:
 def create_app(
     ctx: NodeContext, intake: WebhookIntake, lifespan: Lifespan | None = None
 ) -> RunnerHubApp:
+    public = ctx.settings.api.public_docs
     app = FastAPI(
         title="RunnerHub",
         version=__version__,
         description="Control plane for self-hosted GitHub Actions runners.",
         lifespan=lifespan,
+        # Without public docs: no browsable pages, and the description behind a read token.
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+        openapi_url="/openapi.json" if public else None,
     )
     # What the routes' dependencies (`api.deps`) hand them.
     app.state.context = ctx
@@ -79,6 +85,11 @@ def create_app(
     app.state.intake = intake
     app.include_router(api_v1())
     app.include_router(probes.router)
+    if not public:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(_: Reader) -> JSONResponse:
+            return JSONResponse(app.openapi())
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", path=request.url.path, error=type(exc).__name__)

@@ -41,7 +41,9 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="This node can accept deliveries")
-async def readyz(ctx: Context, intake: Intake) -> JSONResponse:
+async def readyz(request: Request, ctx: Context, intake: Intake, auth: Auth) -> JSONResponse:
+    """Ready or not for anyone (load balancers); why, with a read token (the detail names
+    addresses and errors)."""
     db_ok = await _database_ok(ctx)
     spool = intake.spool.stats()
     # Ready while deliveries can be made durable: in PostgreSQL, or else in the spool.
@@ -68,6 +70,11 @@ async def readyz(ctx: Context, intake: Intake) -> JSONResponse:
         # Informational too: losing Redis only makes things slower (I7).
         "cache": {"configured": ctx.settings.redis.enabled, **ctx.cache.status()},
     }
+    header = request.headers.get("authorization")
+    if header is None:
+        body = {"status": body["status"]}
+    else:
+        auth.authorize(header, "read")  # a wrong token is a 401, not a silent summary
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -92,7 +99,7 @@ async def health(request: Request, ctx: Context, auth: Auth) -> JSONResponse:
         for check in body["checks"].values():
             del check["detail"], check["message"]
     else:
-        auth.identify(header)  # a wrong token is a 401, not a silent summary
+        auth.authorize(header, "read")  # a wrong token is a 401, not a silent summary
     return JSONResponse(body, status_code=503 if report.status == "failing" else 200)
 
 

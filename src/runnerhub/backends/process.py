@@ -59,7 +59,11 @@ class RunAs:
             if user is None:
                 pw = pwd.getpwuid(os.geteuid())
             else:
-                pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+                pw = (
+                    pwd.getpwuid(int(user))
+                    if user.isascii() and user.isdigit()
+                    else pwd.getpwnam(user)
+                )
         except KeyError:
             raise BackendError(f"no user {user!r} on this host") from None
         groups = tuple(os.getgrouplist(pw.pw_name, pw.pw_gid))

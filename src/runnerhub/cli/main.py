@@ -7,6 +7,7 @@ fast.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -77,15 +78,32 @@ def server(config: ConfigOpt) -> None:
 @db_app.command("migrate")
 def db_migrate(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-    dsn: Annotated[str | None, typer.Option(help="A libpq DSN instead of --config.")] = None,
+    dsn_file: Annotated[
+        Path | None, typer.Option(help="A file holding a libpq DSN, instead of --config.")
+    ] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(help="A libpq DSN (visible to anyone on the host in `ps`: prefer the others)"),
+    ] = None,
 ) -> None:
-    """Apply pending migrations (safe to run on several nodes at once)."""
+    """Apply pending migrations (safe to run on several nodes at once). The database is the
+    one --config names, or --dsn-file's, or RUNNERHUB_DATABASE__DSN's."""
     from runnerhub.store.db import UNAVAILABLE
     from runnerhub.store.migrate import MigrationError, migrate
 
-    if (config is None) == (dsn is None):
-        _fail("give exactly one of --config and --dsn")
-    target = dsn if dsn is not None else _settings(config).database.dsn.get_secret_value()  # type: ignore[arg-type]
+    env = os.environ.get("RUNNERHUB_DATABASE__DSN")
+    given = [x for x in (config, dsn_file, dsn) if x is not None]
+    if len(given) > 1 or (not given and not env):
+        _fail("give one of --config, --dsn-file and --dsn, or set RUNNERHUB_DATABASE__DSN")
+    if config is not None:
+        target = _settings(config).database.dsn.get_secret_value()
+    elif dsn_file is not None:
+        try:
+            target = dsn_file.read_text().strip()
+        except OSError as exc:
+            _fail(f"{dsn_file}: cannot read the DSN: {exc.strerror}")
+    else:
+        target = dsn or env or ""
     try:
         applied = asyncio.run(migrate(target))
     except MigrationError as exc:

@@ -50,6 +50,20 @@ class Answer:
         return JSONResponse(body, status_code=self.status)
 
 
+def header_int(value: str | None) -> int | None:
+    """A header holding a non-negative integer that fits PostgreSQL's bigint, or None.
+    `str.isdigit` alone takes "²" and other digits `int` refuses."""
+    if value and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def _printable(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return "".join(c if c.isprintable() else "?" for c in value[:limit])
+
+
 def _unstorable(job_id: int | None) -> Answer:
     return Answer(
         400,
@@ -96,10 +110,12 @@ def classify(v: VerifiedDelivery, pools: Sequence[PoolSpec], scope: Scope) -> Cl
     try:
         text = v.body.decode("utf-8")
         payload = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes (no GitHub payload is).
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node, v.received_at)
         return Plain(
-            d, "malformed", f"not JSON: {exc}", 400, f"body is not valid JSON: {exc}", True
+            d, "malformed", f"not JSON: {why}", 400, f"body is not valid JSON: {why}", True
         )
     action = payload.get("action") if isinstance(payload, dict) else None
     d = Delivery(
@@ -176,14 +192,15 @@ class WebhookIntake:
                 status=answer.status,
                 outcome=answer.outcome,
                 reason=answer.message,
-                delivery=request.headers.get("x-github-delivery"),
+                # The sender chose it: at most a GUID's worth, printable.
+                delivery=_printable(request.headers.get("x-github-delivery"), 40),
             )
         return answer.response()
 
     async def _read(self, request: Request) -> bytes | None:
         """The body, or None when it is larger than allowed (checked while reading)."""
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
+        length = header_int(request.headers.get("content-length"))
+        if length is not None and length > self._max_body:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -214,8 +231,7 @@ class WebhookIntake:
                 n for n, v in (("X-GitHub-Event", event), ("X-GitHub-Delivery", guid)) if not v
             )
             return Answer(400, "bad_headers", f"missing header {missing}")
-        hook = h.get("x-github-hook-id")
-        hook_id = int(hook) if hook and hook.isdigit() else None
+        hook_id = header_int(h.get("x-github-hook-id"))
         v = VerifiedDelivery(guid, event, hook_id, body, time.time(), self._node)
         if self.spool.enabled and time.monotonic() < self._spool_until:
             return await self._spool(v)
@@ -268,7 +284,14 @@ class WebhookIntake:
         From the first sign that the database is unreachable on, all get that error."""
         results: list[Recorded | Exception] = []
         run: list[JobDelivery] = []  # consecutive job deliveries share a transaction
-        for c in (classify(v, self._pools, self._scope) for v in batch):
+        for v in batch:
+            try:
+                c = classify(v, self._pools, self._scope)
+            except Exception as exc:  # never block the journal: the drainer quarantines it
+                results += await self._record_run(run)
+                run = []
+                results.append(exc)
+                continue
             if isinstance(c, JobDelivery):
                 run.append(c)
                 continue

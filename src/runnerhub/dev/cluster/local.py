@@ -43,6 +43,7 @@ from runnerhub.dev.cluster.redis import LocalRedis, RedisError
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.paths import write_private
 
 # Renders what the API reports (pools, jobs, runners) for the live view.
 StatusView = Callable[[httpx.Client], RenderableType]
@@ -87,17 +88,8 @@ class Secrets:
             read_token="rh_read_" + secrets.token_urlsafe(24),
             github_token="ghp_sim" + secrets.token_hex(18),
         )
-        _write_private(path, json.dumps(made.__dict__, indent=2))
+        write_private(path, json.dumps(made.__dict__, indent=2))
         return made
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only we can read (it holds secrets), atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    tmp.replace(path)
 
 
 # What starting a local service may raise (the supervisor reports it and goes on).
@@ -457,7 +449,7 @@ class LocalCluster:
                 {**config.get(section, {}), **value} if isinstance(value, dict) else value
             )
         path = self.state_dir / f"{name}.yaml"
-        _write_private(
+        write_private(
             path,
             "# written by `runnerhub up`; holds secrets\n"
             + yaml.safe_dump(config, sort_keys=False),
@@ -556,7 +548,7 @@ class LocalCluster:
             },
             "started_at": time.time(),
         }
-        _write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
+        write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
 
     # -- demo workload ---------------------------------------------------------------------
 
@@ -582,7 +574,7 @@ class LocalCluster:
                 )
                 r.raise_for_status()
                 ids.extend(j["id"] for j in r.json()["jobs"])
-        _write_private(marker, json.dumps(ids))
+        write_private(marker, json.dumps(ids))
         return ids
 
     def demo_progress(self, ids: list[int]) -> tuple[int, int, int]:

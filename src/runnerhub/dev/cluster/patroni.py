@@ -38,6 +38,7 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 from runnerhub.dev.waiting import wait_until_sync
+from runnerhub.paths import write_private
 
 HOST = "127.0.0.1"
 STATE_FILE = "patroni.json"
@@ -346,8 +347,7 @@ class LocalPatroni:
             ],
         }
         path = self.base_dir / STATE_FILE
-        path.write_text(json.dumps(state, indent=2) + "\n")
-        os.chmod(path, 0o600)
+        write_private(path, json.dumps(state, indent=2) + "\n")
 
     def _chown(self, path: Path) -> None:
         if self.uid is not None and self.gid is not None:
@@ -384,9 +384,8 @@ class LocalPatroni:
                 archive=archive,
                 restore=restore,
             )
-            m.config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
-            os.chmod(m.config_file, 0o600)
-            self._chown(m.config_file)
+            text = json.dumps(config, indent=2) + "\n"  # JSON is YAML
+            write_private(m.config_file, text, self.uid, self.gid)
 
     def start_member(self, m: PatroniMember) -> None:
         if m.alive():

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runnerhub.paths import write_private
+
 STANZA = "runnerhub"
 
 
@@ -116,10 +118,7 @@ class LocalPgBackRest:
             os.chown(path, self.uid, self.gid)
 
     def _private(self, path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as f:
-            f.write(text)
-        self._own(path)
+        write_private(path, text, self.uid, self.gid)
 
     def run(self, *args: str, timeout_s: float = 120) -> str:
         """A pgbackrest command as the service user (for setup and tests)."""

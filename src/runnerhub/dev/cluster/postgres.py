@@ -20,6 +20,7 @@ from pathlib import Path
 
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import env_path, find_binary
+from runnerhub.paths import write_private
 
 SERVICE_USER = "postgres"
 PRIVATE_ROOT = Path("/var/tmp/runnerhub-pg")
@@ -142,12 +143,10 @@ class LocalPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._chown(self.data_dir.parent)
         self.password = self.password or secrets.token_urlsafe(24)
-        self._pwfile.write_text(self.password + "\n")
-        os.chmod(self._pwfile, 0o600)
+        write_private(self._pwfile, self.password + "\n")
         # initdb reads the password from a file the server user can read; remove it after.
         tmp_pw = self.data_dir.parent / "initdb-pw"
-        tmp_pw.write_text(self.password + "\n")
-        os.chmod(tmp_pw, 0o600)
+        write_private(tmp_pw, self.password + "\n")
         self._chown(tmp_pw)
         try:
             self._check(
@@ -195,8 +194,7 @@ class LocalPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._chown(self.data_dir.parent)
         self.user, self.password = primary.user, primary.password
-        self._pwfile.write_text(self.password + "\n")
-        os.chmod(self._pwfile, 0o600)
+        write_private(self._pwfile, self.password + "\n")
         cmd = self._cmd(
             "pg_basebackup",
             *("-h", "127.0.0.1", "-p", str(via_port or primary.port), "-U", self.user),

@@ -12,7 +12,6 @@ them one by one. Sentinel and Redis rewrite their own configuration files as rol
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
@@ -29,6 +28,7 @@ from redis.retry import Retry
 
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.paths import write_private
 
 HOST = "127.0.0.1"
 # The machine's own Redis and Sentinel: never ours, even if the kernel offers the port.
@@ -259,9 +259,7 @@ class LocalRedis:
                     failover_timeout_ms=self.failover_timeout_ms,
                     parallel_syncs=self.parallel_syncs,
                 )
-            p.config_file.write_text(text)
-            # It holds the password.
-            os.chmod(p.config_file, 0o600)
+            write_private(p.config_file, text)  # it holds the password
 
     # -- lifecycle -------------------------------------------------------------------------
 
