@@ -80,14 +80,28 @@ def encode_event(row: EventRow) -> dict[str, Any]:
 
 
 def decode_batch(payload: bytes) -> list[dict[str, Any]]:
-    """A published batch; anything malformed is dropped (it came over the network)."""
+    """A published batch; an event not in `encode_event`'s shape is dropped (it came over
+    the network from Redis, which anyone who can write to it can fill): one bad event
+    must not end every stream it would reach."""
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     if not isinstance(data, list):
         return []
-    return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), int)]
+    return [e for e in data if _well_formed(e)]
+
+
+def _well_formed(e: object) -> bool:
+    return (
+        isinstance(e, dict)
+        and type(e.get("id")) is int
+        and isinstance(e.get("kind"), str)
+        and isinstance(e.get("at"), str)
+        and isinstance(e.get("node"), str)
+        and isinstance(e.get("subject"), str | None)
+        and isinstance(e.get("detail"), dict)
+    )
 
 
 def kind_matches(kinds: tuple[str, ...], kind: object) -> bool:
