@@ -51,6 +51,14 @@ class NodeSettings(_Strict):
     # Where the process backend keeps its runner records (default: <state_dir>/process).
     # Nodes on one host share it, so whichever of them leads adopts every runner.
     runner_state_dir: Path | None = None
+    # `standby`: a node of a standby region (docs/dr.md). It answers /health and the API
+    # read-only from the standby region's database, takes no webhooks, runs no control
+    # loops and takes no part in any election, until `runnerhub dr promote`.
+    role: Literal["active", "standby"] = "active"
+
+    @property
+    def standby(self) -> bool:
+        return self.role == "standby"
 
     @property
     def url(self) -> str:
@@ -70,6 +78,8 @@ class DatabaseSettings(_Strict):
     # partitioned node hits it, and its locks (the epoch check's FOR SHARE) must not make a
     # new leader wait for longer than this.
     idle_in_transaction_timeout_ms: int = Field(default=2000, ge=0)
+    # A standby region's database this far behind the active region is degraded.
+    standby_lag_alert_s: float = Field(default=60.0, gt=0)
     # How often a node reads the primary's replication state (pg_stat_replication), and
     # from what replay lag a replica is flagged as behind.
     replication_check_s: float = Field(default=5.0, gt=0)

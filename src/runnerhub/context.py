@@ -14,7 +14,7 @@ from runnerhub import metrics
 from runnerhub.cache import Cache, NullCache
 from runnerhub.config import Settings
 from runnerhub.domain.backups import Archiver
-from runnerhub.domain.replicas import ReplicationStatus
+from runnerhub.domain.replicas import ReplicationStatus, StandbyStatus
 from runnerhub.ha.dcs import LeaderRecord
 from runnerhub.health.monitor import HealthMonitor
 from runnerhub.live.hub import LiveHub
@@ -58,6 +58,21 @@ class SoleNode:
         raise NoElection("this node runs without leader election (no ha.etcd_endpoints)")
 
 
+class StandbyNode(SoleNode):
+    """A node of a standby region: it never leads, and nothing it does needs a leader."""
+
+    is_leader = False
+
+    def may_act(self) -> bool:
+        return False
+
+    async def request_handoff(self, target: str | None) -> LeaderRecord:
+        raise NoElection(
+            "this node stands by for another region (node.role: standby); "
+            "`runnerhub dr promote` makes its region the active one"
+        )
+
+
 @dataclass
 class NodeState:
     """What this node learns while it runs. Each field has one writer."""
@@ -73,6 +88,8 @@ class NodeState:
     cache_replication: dict[str, Any] | None = None
     # The primary's WAL archiver (pg_stat_archiver), as last read (None: off or unknown).
     archiver: Archiver | None = None
+    # A standby region's database: its lag behind the active region (None: not standby).
+    standby: StandbyStatus | None = None
 
 
 @dataclass

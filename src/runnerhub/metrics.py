@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from runnerhub.domain.backups import Archiver
-    from runnerhub.domain.replicas import ReplicationStatus
+    from runnerhub.domain.replicas import ReplicationStatus, StandbyStatus
 
 WEBHOOK_DELIVERIES = Counter(
     "runnerhub_webhook_deliveries_total",
@@ -195,3 +195,23 @@ def record_archiver(a: Archiver | None) -> None:
     WAL_ARCHIVE_FAILED_AT.set(a.last_failed_at or 0)
     WAL_ARCHIVE_FAILURES.set(a.failed_count)
     WAL_ARCHIVE_FAILING.set(1 if a.failing else 0)
+
+
+STANDBY_LAG = Gauge(
+    "runnerhub_standby_replay_lag_seconds",
+    "A standby region's database: time since the newest transaction it replayed was "
+    "committed in the active region (read by the standby region's nodes).",
+)
+STANDBY_STREAMING = Gauge(
+    "runnerhub_standby_streaming",
+    "1 while a standby region's database streams WAL from the active region, 0 while it "
+    "only replays the archive.",
+)
+
+
+def record_standby(s: StandbyStatus | None) -> None:
+    if s is None:
+        return
+    if s.replay_lag_s is not None:
+        STANDBY_LAG.set(max(0.0, s.replay_lag_s))
+    STANDBY_STREAMING.set(1 if s.streaming else 0)

@@ -25,7 +25,7 @@ from runnerhub.backends.process import ProcessBackend
 from runnerhub.breakers import BreakerListener, CircuitBreaker
 from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import RedisSettings, Settings
-from runnerhub.context import NodeContext, NodeState, SoleNode
+from runnerhub.context import NodeContext, NodeState, SoleNode, StandbyNode
 from runnerhub.control.backups import Backups
 from runnerhub.control.janitor import Janitor
 from runnerhub.control.membership import heartbeat
@@ -111,14 +111,15 @@ def make_elector(settings: Settings, state: NodeState) -> Elector | None:
 class Node:
     def __init__(self, settings: Settings, run_control_loops: bool = True) -> None:
         self.settings = s = settings
-        self.run_control_loops = run_control_loops
+        self.run_control_loops = run_control_loops and not settings.node.standby
         private_dir(s.node.state_dir)
         # Connections and what the node knows of itself.
         db = make_pool(s.database)
         cache = make_cache(s.redis)
         state = NodeState()
-        self.elector = make_elector(s, state)
-        leadership = self.elector or SoleNode()
+        # A standby region's node takes no part in any election, and never leads.
+        self.elector = None if s.node.standby else make_elector(s, state)
+        leadership = StandbyNode() if s.node.standby else (self.elector or SoleNode())
         self.health = HealthMonitor()  # its checks are added last: some watch the loops
         live = LiveHub(db, cache, use_redis=s.redis.enabled)
         self.ctx = ctx = NodeContext(s, db, leadership, cache, live, self.health, state)
@@ -184,6 +185,7 @@ class Node:
             cache=self.ctx.cache,
             replication=lambda: self.ctx.state.replication,
             archiver=lambda: self.ctx.state.archiver,
+            standby=lambda: self.ctx.state.standby,
             predictions=lambda: self.predictions.standing,
             http=self.health_http,
         )
@@ -209,23 +211,29 @@ class Node:
         self._tasks.append(asyncio.create_task(self._run(), name="runnerhub-node"))
         # From the first moment: /health must answer (and say why) before the database does.
         self._tasks.append(asyncio.create_task(self.health.run(self._stop), name="health"))
+        election = "etcd" if self.elector else "none (single node)"
+        if self.settings.node.standby:
+            election = "none (a standby region's node)"
         log.info(
             "node started",
             node=self.settings.node.id,
             url=self.settings.node.url,
-            election="etcd" if self.elector else "none (single node)",
+            election=election,
         )
 
     async def _run(self) -> None:
         dsn = self.settings.database.dsn.get_secret_value()
-        if not await migrate_when_reachable(dsn, self._stop):
+        standby = self.settings.node.standby
+        # A standby region's database is read-only: it is migrated by the active region.
+        if not standby and not await migrate_when_reachable(dsn, self._stop):
             return
         stop, ctx = self._stop, self.ctx
         work = [
-            asyncio.create_task(heartbeat(ctx, stop), name="heartbeat"),
             asyncio.create_task(watch_replication(ctx, stop), name="replication"),
             asyncio.create_task(self.incidents.run(stop), name="incidents"),
         ]
+        if not standby:  # it would write to the active region's nodes table
+            work.append(asyncio.create_task(heartbeat(ctx, stop), name="heartbeat"))
         if ctx.live is not None:
             work.append(asyncio.create_task(ctx.live.run(stop), name="live-events"))
         if self.settings.predict.enabled:

@@ -201,6 +201,16 @@ class Cluster:
 
     # -- driving and observing -------------------------------------------------------------
 
+    def wait_loop_ran(self, loop: str, timeout_s: float = 20) -> None:
+        """Until the node's control loop `loop` has finished a cycle: what a test enqueues
+        afterwards reaches it through a wake-up or its next tick, not its first pass."""
+
+        def ran() -> bool:
+            text = httpx.get(f"{self.api_url}/metrics", timeout=5).text
+            return f'runnerhub_control_loop_runs_total{{loop="{loop}",result="ok"}}' in text
+
+        wait_until_sync(ran, timeout_s, f"the {loop}'s first cycle")
+
     def sim(self, method: str, path: str, **kw: Any) -> Any:
         r = httpx.request(method, f"{self.sim_url}{path}", timeout=10, **kw)
         r.raise_for_status()

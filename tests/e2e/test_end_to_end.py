@@ -118,6 +118,7 @@ def test_an_existing_registration_of_the_same_name_is_adopted_not_doubled(
     cluster.start_sim()
     cluster.sim("POST", "/_sim/faults", json={"lose_webhooks": 1.0, "seed": 1})
     cluster.start_node(reconciler={"interval_s": 600})
+    cluster.wait_loop_ran("reconciler")  # its first sweep must not find the job first
     [job_id] = cluster.enqueue("acme/web", GPU, count=1, duration_s=0.1)
     name = f"rh-{job_id}-1"
     jit = {"name": name, "runner_group_id": 1, "labels": GPU}
@@ -180,12 +181,7 @@ def test_a_queued_job_wakes_the_scheduler_at_once_not_on_its_tick(cluster: Clust
     # The tick is a minute: only LISTEN/NOTIFY can explain a runner request within seconds.
     cluster.start_sim()
     cluster.start_node(scheduler={"tick_s": 60})
-
-    def scheduler_ran() -> bool:  # its first cycle is behind it: the next needs a wake-up
-        text = httpx.get(f"{cluster.api_url}/metrics", timeout=5).text
-        return 'runnerhub_control_loop_runs_total{loop="scheduler",result="ok"}' in text
-
-    wait_until_sync(scheduler_ran, 20, "the scheduler's first cycle")
+    cluster.wait_loop_ran("scheduler")  # its first cycle is behind it: the next needs a wake-up
     [job_id] = cluster.enqueue("acme/web", LINUX, count=1, duration_s=0.1)
     rows = wait_until_sync(
         lambda: cluster.query(

@@ -38,9 +38,10 @@ class RunnerHubApp:
 
     WEBHOOK_PATH = "/webhooks/github"
 
-    def __init__(self, api: FastAPI, intake: WebhookIntake) -> None:
+    def __init__(self, api: FastAPI, intake: WebhookIntake, standby: bool = False) -> None:
         self.api = api
         self.intake = intake
+        self.standby = standby  # a standby region's node takes no webhooks
 
     @property
     def state(self) -> Any:
@@ -51,6 +52,13 @@ class RunnerHubApp:
             if scope["method"] != "POST":
                 response: Response = JSONResponse(
                     {"detail": "use POST"}, 405, headers={"Allow": "POST"}
+                )
+            elif self.standby:
+                # Nothing stored: the active region takes deliveries (its reconciler
+                # redelivers whatever was sent here by mistake).
+                response = JSONResponse(
+                    {"outcome": "standby", "message": "this node stands by for another region"},
+                    503,
                 )
             else:
                 try:
@@ -103,4 +111,4 @@ def create_app(
         # Starlette logs the traceback; the client gets no stack trace.
         return JSONResponse({"detail": "internal error; see the node's log"}, 500)
 
-    return RunnerHubApp(app, intake)
+    return RunnerHubApp(app, intake, standby=ctx.settings.node.standby)

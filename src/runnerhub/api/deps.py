@@ -34,9 +34,22 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
+async def writable(request: Request) -> Principal:
+    """An admin asking for a change, of a node that may make one: a standby region's node
+    is read-only (409) until its region is promoted."""
+    auth: TokenAuth = request.app.state.auth
+    principal = auth.authorize(request.headers.get("authorization"), "admin")
+    ctx: NodeContext = request.app.state.context
+    if ctx.settings.node.standby:
+        raise HTTPException(
+            409, "this node stands by for another region and is read-only; act on the active one"
+        )
+    return principal
+
+
 Context = Annotated[NodeContext, Depends(get_context)]
 Reader = Annotated[Principal, Depends(require("read"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
+Admin = Annotated[Principal, Depends(writable)]
 
 
 class HasId(Protocol):

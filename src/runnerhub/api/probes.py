@@ -46,11 +46,13 @@ async def readyz(request: Request, ctx: Context, intake: Intake, auth: Auth) -> 
     addresses and errors)."""
     db_ok = await _database_ok(ctx)
     spool = intake.spool.stats()
-    # Ready while deliveries can be made durable: in PostgreSQL, or else in the spool.
-    ready = (db_ok or spool.writable) and not ctx.state.draining
+    # Ready while deliveries can be made durable: in PostgreSQL, or else in the spool. A
+    # standby region's node takes none.
+    standby = ctx.settings.node.standby
+    ready = (db_ok or spool.writable) and not ctx.state.draining and not standby
     replication = ctx.state.replication
     body = {
-        "status": "ok" if ready else "unavailable",
+        "status": "ok" if ready else "standby" if standby else "unavailable",
         "database": "ok" if db_ok else "unreachable",
         "spool": {
             "writable": spool.writable,

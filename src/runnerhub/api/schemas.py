@@ -168,6 +168,21 @@ class CacheOut(BaseModel):
     replicas: list[dict[str, Any]]
 
 
+class StandbyOut(BaseModel):
+    """A standby region's database: its lag behind the active region, and its source."""
+
+    server: str
+    replay_lag_s: float | None
+    streaming: bool
+    receive_lsn: str | None
+    replay_lsn: str | None
+
+
+class RegionOut(BaseModel):
+    role: str  # active, or standby (this node stands by for another region)
+    standby: StandbyOut | None = None
+
+
 class ClusterOut(BaseModel):
     nodes: list[NodeOut]
     leader: str | None
@@ -175,6 +190,7 @@ class ClusterOut(BaseModel):
     leader_since: datetime | None
     database: DatabaseOut | None = None
     cache: CacheOut | None = None
+    region: RegionOut | None = None
 
 
 class BackupOut(_FromRow):

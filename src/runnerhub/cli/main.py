@@ -153,8 +153,18 @@ def up(
         bool, typer.Option("--ha", help="3 etcd members, HAProxy and several nodes.")
     ] = False,
     nodes: Annotated[int, typer.Option(min=2, max=9, help="Nodes with --ha.")] = 3,
+    dr: Annotated[
+        bool,
+        typer.Option(
+            "--dr", help="With --ha: a second region (standby cluster and a standby node)."
+        ),
+    ] = False,
 ) -> None:
     """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
+    if dr and not ha:
+        raise typer.BadParameter(
+            "a standby region follows an HA cluster: add --ha", param_hint="--dr"
+        )
     from runnerhub.cli.status import render
     from runnerhub.dev.cluster.local import run_local_cluster
 
@@ -167,6 +177,7 @@ def up(
             ha=ha,
             nodes=nodes,
             summary=render,
+            dr=dr,
         )
     )
 

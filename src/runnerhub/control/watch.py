@@ -29,13 +29,16 @@ async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
             async with ctx.db.connection(2.0) as conn:
                 status = await replication.read_status(conn, db.replica_lag_alert_s)
                 archiver = await replication.read_archiver(conn)
+                standby = await replication.read_standby(conn)
             ctx.state.replication = status
             ctx.state.archiver = archiver
+            ctx.state.standby = standby
             metrics.record_replication(status)
             metrics.record_archiver(archiver)
+            metrics.record_standby(standby)
         except MONITORING_ERRORS as exc:
             # Unreachable, or a role without pg_monitor: monitoring is lost, nothing else.
-            ctx.state.replication = ctx.state.archiver = None
+            ctx.state.replication = ctx.state.archiver = ctx.state.standby = None
             log.debug("replication state not read", error=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=db.replication_check_s)

@@ -79,6 +79,20 @@ def is_lagging(replay_lag_s: float | None, state: str, threshold_s: float) -> bo
     return replay_lag_s is not None and replay_lag_s > threshold_s
 
 
+@dataclass(frozen=True)
+class StandbyStatus:
+    """A standby region's database as it sees itself: how far behind the other region it
+    replays (measured by the newest transaction replayed: the active region's nodes write
+    a heartbeat every second or so, so a quiet primary does not look like lag), and
+    whether it streams or only replays the archive."""
+
+    server: str
+    replay_lag_s: float | None  # None: nothing replayed yet
+    streaming: bool  # a WAL receiver is connected to the other region's primary
+    receive_lsn: str | None
+    replay_lsn: str | None
+
+
 # -- Patroni's members, and replicas that stopped streaming ---------------------------
 
 

@@ -16,7 +16,7 @@ from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.domain.backups import Archiver, Done, Schedule, overdue
 from runnerhub.domain.breaker import BreakerState
-from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus
+from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus, StandbyStatus
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health.model import Outcome
@@ -39,8 +39,9 @@ class LoopStatus(Protocol):
     last_error: str | None
 
 
-def database(db: Pool, timeout_s: float) -> CheckFn:
-    """The primary answers a query, and it is the primary (writable)."""
+def database(db: Pool, timeout_s: float, standby: bool = False) -> CheckFn:
+    """The primary answers a query, and it is the primary (writable); on a node of a
+    standby region, the region's database answers, read-only."""
 
     async def check() -> Outcome:
         async with db.connection(timeout_s) as conn:
@@ -52,7 +53,11 @@ def database(db: Pool, timeout_s: float) -> CheckFn:
             "pool_available": stats.get("pool_available", 0),
             "requests_waiting": stats.get("requests_waiting", 0),
         }
-        if server.in_recovery:
+        if standby and not server.in_recovery:
+            return Outcome(
+                "degraded", detail, "the standby region's database is writable: promoted?"
+            )
+        if server.in_recovery and not standby:
             return Outcome("failing", detail, "connected to a replica: not writable")
         return Outcome("ok", detail)
 
@@ -382,5 +387,31 @@ def backups(
         if problems:
             return Outcome("degraded", repos, "; ".join(problems))
         return Outcome("ok", repos)
+
+    return check
+
+
+def standby_region(read: Callable[[], StandbyStatus | None], alert_s: float) -> CheckFn:
+    """A standby region's database: how far behind the active region it replays, and
+    whether it streams (it can also catch up from the archive alone, but slower)."""
+
+    async def check() -> Outcome:
+        s = read()
+        if s is None:
+            return Outcome("degraded", {}, "the standby region's replication is not read yet")
+        detail = {
+            "replay_lag_s": None if s.replay_lag_s is None else round(s.replay_lag_s, 3),
+            "streaming": s.streaming,
+            "receive_lsn": s.receive_lsn,
+            "replay_lsn": s.replay_lsn,
+        }
+        problems = []
+        if s.replay_lag_s is None or s.replay_lag_s > alert_s:
+            problems.append(f"{s.replay_lag_s or 0:.0f} s behind the active region")
+        if not s.streaming:
+            problems.append("not streaming from the active region (replaying its archive)")
+        if problems:
+            return Outcome("degraded", detail, "; ".join(problems))
+        return Outcome("ok", detail)
 
     return check

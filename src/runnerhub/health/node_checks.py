@@ -14,7 +14,7 @@ from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.config import Settings
 from runnerhub.domain.backups import Archiver
-from runnerhub.domain.replicas import ReplicationStatus
+from runnerhub.domain.replicas import ReplicationStatus, StandbyStatus
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.dcs import LeaderStore
 from runnerhub.health import checks
@@ -47,6 +47,7 @@ class Subjects:
     cache: Cache
     replication: Callable[[], ReplicationStatus | None]  # as the node last read it
     archiver: Callable[[], Archiver | None]  # the primary's WAL archiving, as last read
+    standby: Callable[[], StandbyStatus | None]  # a standby region's lag, as last read
     predictions: Callable[[], Mapping[str, float]]  # standing forecasts
     http: httpx.AsyncClient  # for etcd's and Patroni's HTTP APIs
 
@@ -65,7 +66,7 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
 
     lead = on.leadership
     specs = [
-        spec("database", checks.database(on.db, h.timeout_s), critical=True),
+        spec("database", checks.database(on.db, h.timeout_s, s.node.standby), critical=True),
         spec("replication", checks.replication(on.replication, patroni_members)),
         spec("spool", checks.spool(on.spool)),
         spec(
@@ -86,6 +87,9 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
         specs.append(spec("redis", checks.redis(on.cache)))
     if h.patroni_urls:
         specs.append(spec("patroni", checks.patroni(h.patroni_urls, on.http)))
+    if s.node.standby:
+        lag = checks.standby_region(on.standby, s.database.standby_lag_alert_s)
+        specs.append(spec("standby_region", lag))
     if s.backup.enabled:
         b = s.backup
         backups = checks.backups(on.db, schedules(b), repo_names(b), b.overdue_grace_s, on.archiver)

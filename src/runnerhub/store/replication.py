@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runnerhub.domain.backups import Archiver
-from runnerhub.domain.replicas import Replica, ReplicationStatus, is_lagging, lag_seconds
+from runnerhub.domain.replicas import (
+    Replica,
+    ReplicationStatus,
+    StandbyStatus,
+    is_lagging,
+    lag_seconds,
+)
 from runnerhub.store.db import Conn
 
 
@@ -104,3 +110,22 @@ async def read_archiver(conn: Conn) -> Archiver | None:
         r["last_failed_wal"],
         r["failed_at"],
     )
+
+
+async def read_standby(conn: Conn) -> StandbyStatus | None:
+    """On a server in recovery (a standby cluster's leader): its lag and source. None on a
+    primary."""
+    cur = await conn.execute(
+        """SELECT pg_is_in_recovery() AS recovery,
+                  coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket')
+                      AS server,
+                  extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS lag,
+                  pg_last_wal_receive_lsn()::text AS received,
+                  pg_last_wal_replay_lsn()::text AS replayed,
+                  EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')
+                      AS streaming"""
+    )
+    r = await cur.fetchone()
+    if r is None or not r["recovery"]:
+        return None
+    return StandbyStatus(r["server"], r["lag"], bool(r["streaming"]), r["received"], r["replayed"])

@@ -3,12 +3,20 @@ Redis as this node sees them; draining a node."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException
 
 from runnerhub.api.deps import Admin, Context, Reader
-from runnerhub.api.schemas import CacheOut, ClusterOut, DatabaseOut, NodeOut
+from runnerhub.api.schemas import (
+    CacheOut,
+    ClusterOut,
+    DatabaseOut,
+    NodeOut,
+    RegionOut,
+    StandbyOut,
+)
 from runnerhub.store import leadership, nodes
 
 router = APIRouter(tags=["cluster"])
@@ -21,6 +29,7 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
         lead = await leadership.current(conn)
     stale_after = 3 * ctx.settings.ha.heartbeat_s
     replication = ctx.state.replication
+    standby = ctx.state.standby
     cache_status = ctx.cache.status()
     leader: str | None = lead.node if lead else None
     epoch: int | None = lead.epoch if lead else None
@@ -51,6 +60,10 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
             primary=cache_status["primary"],
             consecutive_failures=cache_status["consecutive_failures"],
             replicas=(ctx.state.cache_replication or {}).get("replicas", []),
+        ),
+        region=RegionOut(
+            role=ctx.settings.node.role,
+            standby=StandbyOut(**asdict(standby)) if standby else None,
         ),
     )
 

@@ -40,6 +40,7 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
+from runnerhub.dev.cluster.region import StandbyRegion
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
@@ -136,6 +137,9 @@ class LocalCluster:
     # WAL archiving and scheduled backups with pgBackRest (two repositories); None: with
     # Patroni, yes.
     backups: bool | None = None
+    # A second region (docs/dr.md): its own etcd, a Patroni standby cluster following this
+    # one, and a RunnerHub node standing by (`node-b1`). Needs Patroni and backups.
+    dr: bool = False
     console: Console = field(default_factory=Console)
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +189,11 @@ class LocalCluster:
             self.patroni = self.ha
         if self.patroni and not self.ha:
             raise ValueError("Patroni needs the HA cluster's etcd: use it with ha=True")
+        if self.dr and not (self.patroni and self.backups is not False):
+            raise ValueError("a standby region follows Patroni and its archive: use ha=True")
+        self.region_b: StandbyRegion | None = None
+        self.standby_services: list[Service] = []  # region B's nodes: not behind HAProxy
+        self.standby_urls: dict[str, str] = {}
         self.pg_cluster: LocalPatroni | None = None
         self.redis: LocalRedis | None = None
         self.restarts = RestartPolicy()
@@ -229,6 +238,8 @@ class LocalCluster:
                     self._all_nodes_healthy, 30, "every node to take part", interval_s=0.1
                 )
             self.console.print(f"[green]✓[/green] leader: {self.leader()}")
+        if self.dr:
+            self._start_region_b()
         self._write_cluster_file()
 
     def _start_etcd(self) -> None:
@@ -266,6 +277,33 @@ class LocalCluster:
             self.dsn = self.pg.create_database("runnerhub")
         self.console.print(f"[green]✓[/green] PostgreSQL on 127.0.0.1:{self.pg.port}")
 
+    def _start_region_b(self) -> None:
+        assert self.pg_cluster is not None and self.haproxy is not None
+        assert self.haproxy.postgres_port is not None
+        self.region_b = StandbyRegion(
+            self.state_dir / "region-b", self.pg_cluster, self.haproxy.postgres_port
+        )
+        with self.console.status("starting region B (etcd, a Patroni standby cluster)…"):
+            self.region_b.start()
+        self.console.print(
+            f"[green]✓[/green] region B: standby cluster at {self.region_b.pg.ports}, "
+            f"streaming from region A's primary (127.0.0.1:{self.haproxy.postgres_port}), "
+            "replaying repo2 when it cannot"
+        )
+        name, port = "node-b1", free_port()
+        config = self._write_config(name, port, standby=True)
+        node = self._node_service(name, config)
+        with self.console.status(f"starting RunnerHub {name} (standing by)…"):
+            node.start()
+            self.services.append(node)
+            self.standby_services.append(node)
+            self.standby_urls[name] = f"http://127.0.0.1:{port}"
+            # A standby is never ready for deliveries (/readyz says "standby"): it lives.
+            self._wait_http(f"{self.standby_urls[name]}/livez", node, f"{name} to serve")
+        self.console.print(
+            f"[green]✓[/green] RunnerHub {name} (region B) at {self.standby_urls[name]}"
+        )
+
     def _choose_port(self) -> None:
         if self.port == 0:
             self.port = free_port()
@@ -284,13 +322,16 @@ class LocalCluster:
             f"{', '.join(f'{h}:{p}' for h, p in self.redis.sentinels)}"
         )
 
-    def _start_node(self, name: str, port: int) -> None:
-        config = self._write_config(name, port)
-        node = Service(
+    def _node_service(self, name: str, config: Path) -> Service:
+        return Service(
             name,
             [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
             self.logs / f"{name}.log",
         )
+
+    def _start_node(self, name: str, port: int) -> None:
+        config = self._write_config(name, port)
+        node = self._node_service(name, config)
         with self.console.status(f"starting RunnerHub {name}…"):
             node.start()
             self.services.append(node)
@@ -402,7 +443,25 @@ class LocalCluster:
         port = json.loads(ready.read_text())["port"]
         return f"http://127.0.0.1:{port}"
 
-    def _write_config(self, name: str, port: int) -> Path:
+    def _write_config(self, name: str, port: int, standby: bool = False) -> Path:
+        config = self._node_config(name, port)
+        if standby:
+            assert self.region_b is not None
+            config["node"]["role"] = "standby"
+            config["node"]["runner_state_dir"] = str(self.state_dir / name / "runners")
+            config["database"] = {"dsn": self.region_b.dsn(), "standby_lag_alert_s": 60}
+            config["health"] = {"patroni_urls": [m.api_url for m in self.region_b.pg.members]}
+            for section in ("ha", "redis", "backup"):  # region A's: not region B's to use
+                config.pop(section, None)
+        path = self.state_dir / f"{name}.yaml"
+        write_private(
+            path,
+            "# written by `runnerhub up`; holds secrets\n"
+            + yaml.safe_dump(config, sort_keys=False),
+        )
+        return path
+
+    def _node_config(self, name: str, port: int) -> dict[str, Any]:
         config: dict[str, Any] = {
             "node": {
                 "id": name,
@@ -448,13 +507,7 @@ class LocalCluster:
             config[section] = (
                 {**config.get(section, {}), **value} if isinstance(value, dict) else value
             )
-        path = self.state_dir / f"{name}.yaml"
-        write_private(
-            path,
-            "# written by `runnerhub up`; holds secrets\n"
-            + yaml.safe_dump(config, sort_keys=False),
-        )
-        return path
+        return config
 
     def _backup_settings(self, b: LocalPgBackRest) -> dict[str, Any]:
         """The nodes' `backup` section: the demo's schedule is minutes, not days."""
@@ -481,7 +534,9 @@ class LocalCluster:
         info = {
             "state_dir": str(self.state_dir),
             "mode": "ha" if self.ha else "single",
-            "config_files": {n: str(self.state_dir / f"{n}.yaml") for n in self.node_urls},
+            "config_files": {
+                n: str(self.state_dir / f"{n}.yaml") for n in [*self.node_urls, *self.standby_urls]
+            },
             "api_url": self.api_url,
             "node_urls": self.node_urls,
             "etcd_endpoints": self.etcd.endpoints if self.etcd else [],
@@ -516,6 +571,7 @@ class LocalCluster:
             }
             if (b := self.pg_cluster and self.pg_cluster.pgbackrest)
             else None,
+            "region_b": self.region_b.describe(self.standby_urls) if self.region_b else None,
             "redis": {
                 "master_name": self.redis.master_name,
                 "password": self.redis.password,
@@ -544,11 +600,20 @@ class LocalCluster:
                     else {}
                 ),
                 **({"haproxy": self.haproxy.pid} if self.haproxy else {}),
+                **(self._region_b_pids() if self.region_b else {}),
                 **(self.redis.pids() if self.redis else {}),
             },
             "started_at": time.time(),
         }
         write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
+
+    def _region_b_pids(self) -> dict[str, int | None]:
+        assert self.region_b is not None
+        b = self.region_b
+        return {
+            **{f"region-b-patroni-{m.name}": m.pid for m in b.pg.members},
+            **{f"region-b-etcd-{i}": m.pid for i, m in enumerate(b.etcd.members)},
+        }
 
     # -- demo workload ---------------------------------------------------------------------
 
@@ -601,6 +666,11 @@ class LocalCluster:
                 f"{self.leader() or '(electing)'}\n"
                 f"  HAProxy     stats {self.haproxy.stats_url if self.haproxy else '-'}\n"
             )
+        if self.region_b is not None:
+            ha += (
+                f"  region B    {', '.join(f'{n} {u}' for n, u in self.standby_urls.items())} "
+                "standing by (its /api/v1/cluster: lag)\n"
+            )
         return Panel.fit(
             f"[b]RunnerHub is up[/b]  (state: {self.state_dir})\n"
             f"{ha}"
@@ -650,8 +720,15 @@ class LocalCluster:
     def _processes(self) -> list[tuple[str, Callable[[], bool], Callable[[], None]]]:
         """Every process `up` keeps running: (name, alive, start again)."""
         out: list[tuple[str, Callable[[], bool], Callable[[], None]]] = [
-            (s.name, s.alive, s.start) for s in self.node_services
+            (s.name, s.alive, s.start) for s in [*self.node_services, *self.standby_services]
         ]
+        if self.region_b is not None:
+            b = self.region_b
+            out += [(f"region-b-etcd-{i}", m.alive, m.start) for i, m in enumerate(b.etcd.members)]
+            out += [
+                (f"region-b-patroni-{m.name}", m.alive, functools.partial(b.pg.start_member, m))
+                for m in b.pg.members
+            ]
         if self.etcd is not None:
             out += [(f"etcd-{i}", m.alive, m.start) for i, m in enumerate(self.etcd.members)]
         if self.pg_cluster is not None:
@@ -712,6 +789,8 @@ class LocalCluster:
         self._stop_runner_processes()
         for svc in self.services:
             svc.stop()
+        if self.region_b is not None:
+            self.region_b.stop()  # it follows region A: it goes first
         if self.haproxy is not None:
             self.haproxy.stop()
         if self.redis is not None:
@@ -754,11 +833,12 @@ def run_local_cluster(
     nodes: int = 3,
     *,
     summary: StatusView,
+    dr: bool = False,
 ) -> int:
     """`runnerhub up`; `summary` renders the live tables (the CLI's `status` view, passed in
     so that this tooling does not import the CLI that starts it)."""
     cluster = LocalCluster(
-        state_dir, port=port, demo_jobs=demo_jobs, ha=ha, nodes=nodes if ha else 1
+        state_dir, port=port, demo_jobs=demo_jobs, ha=ha, nodes=nodes if ha else 1, dr=dr
     )
     signal.signal(signal.SIGTERM, lambda *_: cluster.stopping.set())
     # Ctrl-C, even when started with SIGINT ignored (a background job of a script).

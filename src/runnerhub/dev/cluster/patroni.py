@@ -82,6 +82,27 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class StandbyOf:
+    """Another cluster this one follows as a Patroni standby cluster: it streams from
+    `host:port` (the other region's primary endpoint) and, when it cannot, replays the
+    archive through `restore_command` (`archive-get` from a repository both regions read)."""
+
+    host: str
+    port: int
+    restore_command: str | None = None
+
+    def dcs(self) -> dict[str, Any]:
+        section: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "create_replica_methods": ["basebackup"],
+        }
+        if self.restore_command:
+            section["restore_command"] = self.restore_command
+        return section
+
+
+@dataclass(frozen=True)
 class RestoreFrom:
     """A new cluster made from a backup of another: its pgBackRest, its credentials (the
     roles are in the backup), the repository, and pgBackRest's target options."""
@@ -134,12 +155,14 @@ def render_config(
     parameters: Mapping[str, Any] | None = None,
     archive: tuple[str, str] | None = None,
     restore: tuple[str, str] | None = None,
+    standby_of: StandbyOf | None = None,
 ) -> dict[str, Any]:
     """One member's Patroni configuration (pure: the tests check it without Patroni).
     `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section;
     `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest;
     `restore` (a pgBackRest restore command, its restore_command) bootstraps the cluster
-    from a backup instead of initdb (point-in-time recovery: docs/dr.md)."""
+    from a backup instead of initdb (point-in-time recovery: docs/dr.md); `standby_of`
+    makes it a standby cluster of another (another region: docs/dr.md)."""
     timing.validate()
     archiving: dict[str, Any] = {"archive_mode": "on", "archive_timeout": "60s"} if archive else {}
     config: dict[str, Any] = {
@@ -186,6 +209,9 @@ def render_config(
             "data_dir": str(data_dir),
             "bin_dir": str(bin_dir),
             "pgpass": str(run_dir / f"{name}.pgpass"),
+            # A new replica (or standby cluster) asks for a checkpoint at once rather than
+            # wait for the next one (up to checkpoint_timeout, minutes).
+            "basebackup": [{"checkpoint": "fast"}],
             # The whole file, written at every start: initdb's own lines trust every local
             # and loopback connection, and `bootstrap.pg_hba` only adds lines after them.
             # Anyone on this host (a runner, say) would be let in without a password.
@@ -213,6 +239,9 @@ def render_config(
     if archive is not None:
         config["postgresql"]["parameters"]["archive_command"] = archive[0]
         config["postgresql"]["recovery_conf"] = {"restore_command": archive[1]}
+    if standby_of is not None:
+        config["bootstrap"]["dcs"]["standby_cluster"] = standby_of.dcs()
+        config["bootstrap"]["dcs"]["synchronous_mode"] = False
     if restore is not None:
         # pgBackRest writes the recovery target into postgresql.auto.conf: keep it. The
         # roles and their passwords come with the backup.
@@ -286,6 +315,9 @@ class LocalPatroni:
     # Bootstrap from a backup instead of initdb: the source's pgBackRest and credentials,
     # and how (`RestoreFrom`); the first member restores, the others copy it.
     restore: RestoreFrom | None = None
+    # A standby cluster of another (its credentials: the roles stream in from there).
+    standby_of: StandbyOf | None = None
+    standby_credentials: Credentials | None = None
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -296,8 +328,9 @@ class LocalPatroni:
         self.run_dir = private_dir(self.base_dir, self.uid, self.gid) / "patroni"
         state = self.base_dir / STATE_FILE
         cipher_pass = None
-        if self.restore is not None and not state.exists():
-            self.credentials = self.restore.credentials  # the roles come with the backup
+        inherited = self.restore.credentials if self.restore else self.standby_credentials
+        if inherited is not None and not state.exists():
+            self.credentials = inherited  # the roles come with the backup, or the stream
             ports = [(free_port(), free_port()) for _ in range(self.members_count)]
         elif state.exists():
             saved = json.loads(state.read_text())
@@ -383,6 +416,7 @@ class LocalPatroni:
                 parameters=self.parameters,
                 archive=archive,
                 restore=restore,
+                standby_of=self.standby_of,
             )
             text = json.dumps(config, indent=2) + "\n"  # JSON is YAML
             write_private(m.config_file, text, self.uid, self.gid)
@@ -499,7 +533,8 @@ class LocalPatroni:
             if not topo:
                 return False
             running = [x for x in topo.get("members", []) if x.get("state") in _UP]
-            leaders = [x for x in running if x.get("role") in ("leader", "master")]
+            lead = ("standby_leader",) if self.standby_of else ("leader", "master")
+            leaders = [x for x in running if x.get("role") in lead]
             synced = [x for x in running if x.get("role") == "sync_standby"]
             if len(leaders) != 1 or len(running) < want:
                 return False
@@ -536,10 +571,12 @@ class LocalPatroni:
         return ",".join(str(m.pg_port) for m in self.members)
 
     def dsn(self, dbname: str = "postgres", connect_timeout_s: int = 2) -> str:
-        """A libpq multi-host DSN that finds whichever member is the writable primary."""
+        """A libpq multi-host DSN that finds whichever member is the writable primary (a
+        standby cluster has none: any member that answers, read-only)."""
+        attrs = "any" if self.standby_of else "read-write"
         return (
             f"host={self.hosts} port={self.ports} dbname={dbname} user={SUPERUSER} "
-            f"password={self.credentials.superuser} target_session_attrs=read-write "
+            f"password={self.credentials.superuser} target_session_attrs={attrs} "
             f"connect_timeout={connect_timeout_s}"
         )
 

@@ -89,6 +89,11 @@ class LocalPgBackRest:
             f"--pg1-path={member.data_dir} --spool-path={self.root / 'spool' / member.name}"
         )
 
+    def run_command_prefix(self) -> str:
+        """pgBackRest with this configuration and stanza, for a command line of its own
+        (a standby cluster's restore_command)."""
+        return f"{find_pgbackrest()} --config-path={self.config_path} --stanza={self.stanza}"
+
     def archive_command(self, member: Member) -> str:
         return f"{find_pgbackrest()} {self._options(member)} archive-push %p"
 

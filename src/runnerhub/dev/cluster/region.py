@@ -1,0 +1,87 @@
+"""Region B of `runnerhub up --ha --dr`: a second region's database, standing by.
+
+It has its own etcd (one member: region B must not need region A's to elect anything) and a
+Patroni **standby cluster** that streams from region A's primary endpoint (HAProxy's, so it
+follows region A's failovers) and, when it cannot, replays what region A archived into
+`repo2`, the repository that stands for region B's storage. Region B's RunnerHub node is
+started by `LocalCluster` like the others, with `node.role: standby` (docs/dr.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
+
+# The repository region B reads region A's archive from: the one in region B's storage.
+REGION_B_REPO = 2
+
+
+def archive_fallback(source: LocalPatroni, repo: int = REGION_B_REPO) -> str:
+    """The standby cluster's restore_command: `archive-get` from region A's repository
+    `repo`. PostgreSQL runs it in the data directory (`$PWD`); synchronously, since an
+    asynchronous archive-get keeps a spool of its own that a second region does not need."""
+    pgbr = source.pgbackrest
+    if pgbr is None:
+        raise ValueError("region A has no pgBackRest repositories to replay")
+    if repo not in {r.index for r in pgbr.repos}:
+        raise ValueError(f"region A has no repo{repo}")
+    return (
+        f"{pgbr.run_command_prefix()} --repo={repo} --pg1-path=$PWD --no-archive-async "
+        'archive-get %f "%p"'
+    )
+
+
+@dataclass
+class StandbyRegion:
+    """Region B's etcd and standby cluster, under `base_dir`, following `source` (region A)
+    through `primary_port` on 127.0.0.1."""
+
+    base_dir: Path
+    source: LocalPatroni
+    primary_port: int
+    members: int = 1
+    etcd: LocalEtcd = field(init=False)
+    pg: LocalPatroni = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir.resolve()
+        self.etcd = LocalEtcd(self.base_dir / "etcd", members=1)
+        self.pg = LocalPatroni(
+            self.base_dir / "patroni",
+            self.etcd.endpoints,
+            members_count=self.members,
+            scope="runnerhub-b",
+            namespace="/runnerhub-b/",
+            synchronous_mode=False,  # nothing in region B commits: it only replays
+            standby_of=StandbyOf("127.0.0.1", self.primary_port, archive_fallback(self.source)),
+            standby_credentials=self.source.credentials,  # the roles stream in from A
+        )
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        self.etcd.start()
+        self.pg.etcd_hosts = self.etcd.endpoints
+        self.pg.start(timeout_s)
+
+    def dsn(self, dbname: str = "runnerhub") -> str:
+        return self.pg.dsn(dbname)
+
+    def describe(self, node_urls: dict[str, str]) -> dict[str, Any]:
+        """Region B in cluster.json: what `runnerhub dr` and the tests need to find it."""
+        return {
+            "node_urls": node_urls,
+            "etcd_endpoints": self.etcd.endpoints,
+            "database_dsn": self.dsn(),
+            "follows": f"127.0.0.1:{self.primary_port}",
+            "patroni": {
+                m.name: {"api_url": m.api_url, "address": m.address, "config": str(m.config_file)}
+                for m in self.pg.members
+            },
+        }
+
+    def stop(self) -> None:
+        self.pg.stop()  # before etcd: Patroni hands its key back on the way out
+        self.etcd.stop()
