@@ -153,6 +153,7 @@ class World:
     api: httpx.AsyncClient  # authenticated with PAT
     receiver: Receiver
     key: rsa.RSAPrivateKey
+    receiver_port: int
 
     async def create_jobs(self, repository: str = "octo/app", **spec: Any) -> list[int]:
         body = {"repository": repository, "labels": ["self-hosted"], "duration_s": 0, **spec}
@@ -196,7 +197,7 @@ async def world(key: rsa.RSAPrivateKey, **overrides: Any) -> AsyncIterator[World
             run_sim(config) as url,
             httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {PAT}"}) as api,
         ):
-            yield World(url, api, receiver, key)
+            yield World(url, api, receiver, key, int(hook_url.split(":")[2].split("/")[0]))
 
 
 def check_error(response: httpx.Response, status: int, message: str | None = None) -> None:
@@ -625,6 +626,57 @@ async def test_unreachable_receiver_is_a_failed_connection(app_key: rsa.RSAPriva
         await w.create_jobs()
         [record] = await wait_until(w.deliveries, what="a delivery record")
         assert (record["status"], record["status_code"]) == ("failed to connect to host", 0)
+
+
+async def test_a_hook_re_pointed_delivers_there_from_then_on(app_key: rsa.RSAPrivateKey) -> None:
+    # What a region failover does: the hook's URL changes; a failed delivery redelivered
+    # and every new one go to the new URL, with the same secret.
+    closed = free_socket()
+    port = closed.getsockname()[1]
+    closed.close()
+    async with world(app_key, webhook_url=f"http://127.0.0.1:{port}/hook") as w:
+        [before] = await w.create_jobs()
+        [failed] = await wait_until(w.deliveries, what="the failed delivery")
+        config = (await w.api.get("/repos/octo/app/hooks/9/config")).json()
+        assert config == {
+            "content_type": "json",
+            "insecure_ssl": "0",
+            "secret": "********",
+            "url": f"http://127.0.0.1:{port}/hook",
+        }
+        receiver_url = f"http://127.0.0.1:{w.receiver_port}/hook"
+        r = await w.api.patch("/orgs/acme/hooks/9/config", json={"url": receiver_url})
+        assert (r.status_code, r.json()["url"], r.json()["secret"]) == (
+            200,
+            receiver_url,
+            "********",
+        )
+        assert (await w.api.get("/orgs/acme/hooks/9/config")).json()["url"] == receiver_url
+
+        redo = await w.api.post(f"/repos/octo/app/hooks/9/deliveries/{failed['id']}/attempts")
+        assert redo.status_code == 202
+        [again] = await wait_until(lambda: w.receiver.for_job(before), what="the redelivery")
+        assert again.headers["x-github-delivery"] == failed["guid"]
+        [after] = await w.create_jobs()
+        [new] = await wait_until(lambda: w.receiver.for_job(after), what="a new delivery")
+        digest = hmac.new(SECRET.encode(), new.body, hashlib.sha256).hexdigest()
+        assert new.headers["x-hub-signature-256"] == f"sha256={digest}"
+
+        # Bad input: GitHub's 422 with the field, 404 for a hook that is not there, and the
+        # configuration unchanged.
+        for body, field_name in (
+            ({"url": "ftp://example.com/hook"}, "url"),
+            ({"url": 7}, "url"),
+            ({"content_type": "xml"}, "content_type"),
+            ({"secret": 1}, "secret"),
+            ({"insecure_ssl": "2"}, "insecure_ssl"),
+        ):
+            bad = await w.api.patch("/orgs/acme/hooks/9/config", json=body)
+            check_error(bad, 422)
+            assert bad.json()["errors"][0]["field"] == field_name
+        check_error(await w.api.patch("/orgs/acme/hooks/8/config", json={"url": receiver_url}), 404)
+        check_error(await w.api.get("/orgs/nobody/hooks/9/config"), 404)
+        assert (await w.api.get("/orgs/acme/hooks/9/config")).json()["url"] == receiver_url
 
 
 async def test_redelivery_keeps_the_guid_and_deliveries_paginate(

@@ -2,12 +2,17 @@
 region A's primary through a link the test can cut, and replays A's archive (repo2)
 when it cannot; and a RunnerHub node of region B (`node.role: standby`) that serves reads
 from it, refuses writes and webhooks, runs no control loops, and says how far behind
-region A it is."""
+region A it is. Last, region A is lost and region B promoted (`runnerhub dr promote`):
+GitHub's hook re-pointed, the jobs queued meanwhile each run once, and region A's leader,
+back, fenced by its epoch."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +20,19 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 
 from runnerhub.config import Settings
 from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.local import Service
 from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
-from runnerhub.dev.waiting import wait_until
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import wait_until, wait_until_sync
+from runnerhub.dr.promote import PromotionRefused, promote
+from runnerhub.ha.leadership import era_of
 from runnerhub.node import Node
+from runnerhub.paths import write_private
 from runnerhub.store.migrate import migrate
 from tests.conftest import make_settings
 from tests.integration.test_step_down import Proxy
@@ -37,6 +48,8 @@ class Regions:
     b: LocalPatroni
     link: Proxy  # B's replication connection to A's primary runs through it
     dsn_a: str
+    etcd_a: LocalEtcd
+    etcd_b: LocalEtcd
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +86,7 @@ async def regions(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Reg
             standby_credentials=a.credentials,
         )
         await asyncio.to_thread(b.start)
-        yield Regions(a, b, link, dsn_a)
+        yield Regions(a, b, link, dsn_a, etcd_a, etcd_b)
     finally:
         if b is not None:
             await asyncio.to_thread(b.destroy)
@@ -185,3 +198,181 @@ async def test_cut_off_from_region_a_the_standby_replays_its_archive_and_says_so
 
     await wait_until(says_so, 30, "/health to say region B replays the archive only")
     assert REGISTRY.get_sample_value("runnerhub_standby_streaming") == 0
+
+
+# -- region A lost, region B promoted ------------------------------------------------------
+
+RUNNER_CMD = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "60"]
+LINUX = ["self-hosted", "linux", "x64"]
+SECRET = "s3cret-current"
+PAT = "ghp_" + "5" * 36
+
+
+@dataclass
+class GitHub:
+    url: str
+    region_a_webhooks: str  # where the hook delivers before the promotion: nobody answers
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {PAT}"}
+        r = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
+    base = tmp_path_factory.mktemp("github")
+    ready = base / "ready.json"
+    region_a = f"http://127.0.0.1:{free_port()}/webhooks/github"
+    argv = [sys.executable, "-m", "runnerhub.cli.main", "github-sim", "--port", "0"]
+    argv += ["--webhook-url", region_a, "--org", "acme", "--repo", "acme/web"]
+    argv += ["--ready-file", str(ready), "--webhook-timeout", "2"]
+    sim = Service("github-sim", argv, base / "sim.log")
+    sim.start({"RUNNERHUB_SIM_WEBHOOK_SECRET": SECRET, "RUNNERHUB_SIM_PATS": PAT})
+    try:
+        wait_until_sync(ready.exists, 30, "the GitHub simulator")
+        yield GitHub(f"http://127.0.0.1:{json.loads(ready.read_text())['port']}", region_a)
+    finally:
+        sim.stop()
+
+
+def region_node(
+    region: tuple[LocalPatroni, LocalEtcd], gh: GitHub, tmp: Path, name: str, dsn: str, **node: Any
+) -> dict[str, Any]:
+    """An active node's configuration (as a dict: written for a process, or read in one)."""
+    return {
+        "node": {"id": name, "state_dir": str(tmp / name), "host": "127.0.0.1", **node},
+        "database": {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4},
+        "webhook": {"secrets": [SECRET]},
+        "github": {
+            "api_url": gh.url,
+            "auth": {"token": PAT},
+            "organizations": ["acme"],
+            "hooks": [{"organization": "acme", "hook_id": 1}],
+        },
+        "ha": {"etcd_endpoints": region[1].endpoints, "lease_ttl_s": 2},
+        "health": {"patroni_urls": [m.api_url for m in region[0].members]},
+        "pools": [
+            {
+                "name": "linux",
+                "labels": LINUX,
+                "max_runners": 4,
+                "process": {"command": RUNNER_CMD, "stop_grace_s": 2},
+            }
+        ],
+        "api_tokens": [{"name": "reader", "token": READ["Authorization"][7:], "role": "read"}],
+        "scheduler": {"tick_s": 1},
+        "reconciler": {"interval_s": 2},
+        "janitor": {"interval_s": 1},
+    }
+
+
+async def recorded_epoch(dsn: str) -> int | None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT epoch FROM leadership WHERE id = 1")
+        row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+
+async def test_region_b_promoted_takes_the_jobs_and_region_a_back_is_fenced(
+    regions: Regions, github: GitHub, tmp_path: Path
+) -> None:
+    r, gh = regions, github
+    await r.link.start(r.link.port)  # region B streams again
+    dsn_b = r.b.dsn("runnerhub")
+    # Region A leads, in era 0: its epoch reaches region B.
+    a_cfg = region_node((r.a, r.etcd_a), gh, tmp_path, "node-a1", r.dsn_a)
+    node_a = Node(Settings(**a_cfg))
+    await node_a.start()
+    try:
+        assert node_a.elector is not None
+        epoch_a = await wait_until(
+            lambda: node_a.elector and node_a.elector.epoch, 20, "A's leader"
+        )
+        await wait_until(lambda: recorded_epoch(dsn_b), 30, "A's epoch to reach B", interval_s=0.1)
+        assert await recorded_epoch(dsn_b) == epoch_a and era_of(epoch_a) == 0
+
+        # Refused while region A's primary takes writes: nothing changes.
+        b_cfg = region_node((r.b, r.etcd_b), gh, tmp_path, "node-b1", dsn_b, role="standby")
+        webhooks_b = f"http://127.0.0.1:{free_port()}/webhooks/github"
+        b_cfg["node"]["port"] = int(webhooks_b.split(":")[2].split("/")[0])
+        with pytest.raises(PromotionRefused, match="still accepts writes"):
+            await promote(Settings(**b_cfg), webhooks_b)
+        assert (await asyncio.to_thread(patroni_config, r.b)).get("standby_cluster")
+    finally:
+        await node_a.stop()
+
+    # Region A is lost: every PostgreSQL of it killed; jobs keep coming, undelivered.
+    for m in r.a.members:
+        await asyncio.to_thread(r.a.kill_member, m, signal.SIGKILL)
+    ids = [
+        j["id"]
+        for j in gh.call(
+            "POST",
+            "/_sim/jobs",
+            json={"repository": "acme/web", "labels": LINUX, "count": 3, "duration_s": 0.2},
+        )["jobs"]
+    ]
+
+    report = await promote(Settings(**b_cfg), webhooks_b)
+    assert report.previous_epoch == epoch_a and report.era == 1
+    assert report.old_primary_writable is False
+    assert report.hooks == [{"hook": "org:acme/1", "url": webhooks_b}]
+    assert gh.call("GET", "/orgs/acme/hooks/1/config")["url"] == webhooks_b
+    assert "standby_cluster" not in await asyncio.to_thread(patroni_config, r.b)
+
+    # Region B's node, now active: it takes office above every epoch of region A and
+    # catches up with GitHub; each job runs once.
+    b_cfg["node"]["role"] = "active"
+    config = tmp_path / "node-b1.yaml"
+    write_private(config, yaml.safe_dump(b_cfg))
+    node_b = Service(
+        "node-b1",
+        [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
+        tmp_path / "node-b1.log",
+    )
+    node_b.start()
+    try:
+        epoch_b = await wait_until(
+            lambda: _leader_epoch_above(dsn_b, epoch_a), 30, "region B's leader", interval_s=0.2
+        )
+        assert era_of(epoch_b) == 1
+
+        def completed() -> bool:
+            jobs = {j["id"]: j for j in gh.call("GET", "/_sim/jobs")["jobs"]}
+            return all(jobs[i]["status"] == "completed" for i in ids)
+
+        await wait_until(lambda: asyncio.to_thread(completed), 60, "the jobs queued meanwhile")
+        jobs = {j["id"]: j for j in gh.call("GET", "/_sim/jobs")["jobs"]}
+        assert all(len(jobs[i]["executions"]) == 1 for i in ids), jobs
+
+        # Region A's leader comes back and reaches region B's database: elected in region
+        # A's etcd (era 0) it cannot take office, and writes nothing.
+        stale = {**a_cfg, "database": {**a_cfg["database"], "dsn": dsn_b}}
+        refusals = _step_downs("could not take office")
+        back = Node(Settings(**stale))
+        await back.start()
+        try:
+            await wait_until(
+                lambda: _step_downs("could not take office") > refusals, 30, "A's refusal"
+            )
+            assert all(loop.cycles == 0 for loop in back.loops)
+            assert await recorded_epoch(dsn_b) == epoch_b
+        finally:
+            await back.stop()
+    finally:
+        node_b.stop()
+
+
+def patroni_config(cluster: LocalPatroni) -> dict[str, Any]:
+    return dict(httpx.get(f"{cluster.members[0].api_url}/config", timeout=5).json())
+
+
+async def _leader_epoch_above(dsn: str, epoch: int) -> int | None:
+    current = await recorded_epoch(dsn)
+    return current if current is not None and current > epoch else None
+
+
+def _step_downs(reason: str) -> float:
+    return REGISTRY.get_sample_value("runnerhub_leader_step_downs_total", {"reason": reason}) or 0

@@ -27,11 +27,13 @@ class Proxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.server: asyncio.Server | None = None
+        self.port = 0
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self.port
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)

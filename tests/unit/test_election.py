@@ -14,7 +14,15 @@ import pytest
 from runnerhub.dev.waiting import wait_until
 from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
 from runnerhub.ha.elector import Elector
-from runnerhub.ha.leadership import LeasePolicy, decide_campaign, should_step_down
+from runnerhub.ha.leadership import (
+    ERA_BITS,
+    LeasePolicy,
+    decide_campaign,
+    era_epoch,
+    era_of,
+    next_era,
+    should_step_down,
+)
 from runnerhub.ha.memory import MemoryLeaderStore
 
 POLICY = LeasePolicy(ttl_s=0.6, renewals_per_ttl=4, safety_margin_s=0.15)
@@ -291,3 +299,27 @@ async def test_a_node_that_cannot_take_office_steps_down(
     )
     healthy = add(shared, members, "b")
     await wait_until(lambda: healthy.log and healthy.log[-1][0] == "elected", 5, "b to lead")
+
+
+# -- eras: a promoted region's epochs above every epoch of the region it replaces -----------
+
+
+def test_an_epoch_of_a_later_era_is_above_every_epoch_of_an_earlier_one() -> None:
+    last_of_era_0 = era_epoch(0, (1 << ERA_BITS) - 1)
+    first_of_era_1 = era_epoch(1, 1)
+    assert first_of_era_1 > last_of_era_0
+    assert (era_of(last_of_era_0), era_of(first_of_era_1)) == (0, 1)
+    assert era_epoch(0, 42) == 42  # a region never promoted keeps its plain revisions
+
+
+def test_an_era_cannot_hold_a_revision_past_its_bits_or_below_zero() -> None:
+    for era, revision in ((0, 1 << ERA_BITS), (0, -1), (-1, 5)):
+        with pytest.raises(ValueError):
+            era_epoch(era, revision)
+
+
+def test_the_next_era_is_above_the_recorded_epoch_and_the_regions_own_era() -> None:
+    assert next_era(None, 0) == 1  # a fresh database, a fresh etcd
+    assert next_era(era_epoch(0, 9_000), 0) == 1  # region A's epoch, replicated
+    assert next_era(era_epoch(3, 5), 0) == 4  # promoted before, elsewhere
+    assert next_era(era_epoch(0, 5), 2) == 3  # this etcd has had eras of its own

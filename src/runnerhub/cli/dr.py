@@ -13,8 +13,12 @@ import psycopg
 from rich.console import Console
 
 from runnerhub.backup.pitr import Target, TargetError
+from runnerhub.config import Settings, load_settings
 from runnerhub.dev.cluster.dr import restore_local
 from runnerhub.dev.cluster.patroni import PatroniError
+from runnerhub.dev.cluster.region import activate_local_node
+from runnerhub.dr.promote import PromotionRefused
+from runnerhub.dr.promote import promote as dr_promote
 from runnerhub.store import events
 from runnerhub.store.db import connect
 
@@ -72,3 +76,42 @@ def restore(
     cluster.stop()
     console.print(f"stopped; its data is in {cluster.base_dir}")
     return 0
+
+
+def promote(settings: Settings, webhook_url: str | None, force: bool) -> int:
+    """`runnerhub dr promote --config`: the product's promotion; the region's nodes are then
+    run with `node.role: active` by whoever runs them (systemd, the orchestrator)."""
+    console = Console()
+    try:
+        with console.status("promoting…"):
+            report = asyncio.run(dr_promote(settings, webhook_url, force))
+    except PromotionRefused as exc:
+        console.print(f"[red]runnerhub dr promote: {exc}[/red]")
+        return 1
+    console.print(
+        f"[green]promoted[/green]: writable after {report.writable_after_s:.1f} s, era "
+        f"{report.era} (the old region's newest epoch: {report.previous_epoch})"
+    )
+    for hook in report.hooks:
+        if "error" in hook:
+            console.print(f"[yellow]{hook['hook']}: not re-pointed: {hook['error']}[/yellow]")
+        else:
+            console.print(f"{hook['hook']} now delivers to {hook['url']}")
+    console.print("next: run this region's nodes with node.role: active")
+    return 1 if any("error" in h for h in report.hooks) else 0
+
+
+def promote_local(state_dir: Path, webhook_url: str | None, force: bool) -> int:
+    """`runnerhub dr promote` on `runnerhub up --ha --dr`: promote region B, then make its
+    node active (its configuration rewritten; `up` starts it again)."""
+    info = json.loads((state_dir / "cluster.json").read_text())
+    region = info.get("region_b")
+    if not region:
+        Console().print("[red]runnerhub dr promote: this cluster has no region B (up --dr)[/red]")
+        return 2
+    name, url = next(iter(region["node_urls"].items()))
+    path = Path(info["config_files"][name])
+    code = promote(load_settings(path), webhook_url or f"{url}/webhooks/github", force)
+    if code == 0:
+        activate_local_node(path, int(info["pids"].get(name) or 0))
+    return code

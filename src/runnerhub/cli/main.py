@@ -303,6 +303,32 @@ def dr_restore(
     sys.exit(restore(state_dir, to, to_lsn, before_event, repo, members))
 
 
+@dr_app.command("promote")
+def dr_promote(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A standby node's configuration (the region to promote)."),
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Where GitHub's hooks deliver from now on (this region's URL)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote although the active region still answers.")
+    ] = False,
+    state_dir: Annotated[
+        Path, typer.Option(help="Without --config: the local cluster's region B.")
+    ] = DEFAULT_STATE,
+) -> None:
+    """Make the standby region the active one: promote its database, start a new era of
+    epochs (the old region's leaders are fenced), re-point GitHub's webhooks at it."""
+    from runnerhub.cli.dr import promote, promote_local
+
+    if config is not None:
+        sys.exit(promote(_settings(config), webhook_url, force))
+    sys.exit(promote_local(state_dir, webhook_url, force))
+
+
 def _admin_call(
     state_dir: Path,
     url: str | None,

@@ -332,6 +332,14 @@ class GitHubClient:
         endpoint = base + "/deliveries/{delivery_id}/attempts"
         await self._call("POST", endpoint, {**params, "delivery_id": delivery_id}, app=app)
 
+    async def update_hook_url(self, hook: HookTarget, url: str) -> str:
+        """Send the hook's deliveries to `url` from now on (`PATCH …/hooks/{id}/config`, what
+        a region failover does); the URL GitHub now holds. The secret is left as it is."""
+        base, params, app = _hook_base(hook)
+        endpoint = base + "/config"
+        resp = await self._call("PATCH", endpoint, params, json={"url": url}, app=app)
+        return _parse(resp, "PATCH", endpoint, lambda data: str(_as_object(data)["url"]))
+
     # -- plumbing ------------------------------------------------------------------------
 
     async def _collect(

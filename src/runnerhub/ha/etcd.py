@@ -1,7 +1,8 @@
 """The leader key in etcd v3 (aetcd: asyncio over gRPC, the maintained python-etcd3 fork).
 
-Keys: `<prefix>/leader` (JSON {node, url}, bound to the leader's lease; its create revision is
-the epoch) and `<prefix>/handoff` (a step-down request, bound to a short lease).
+Keys: `<prefix>/leader` (JSON {node, url, era}, bound to the leader's lease; its create
+revision under its era is the epoch), `<prefix>/handoff` (a step-down request, bound to a short
+lease) and `<prefix>/era` (absent: 0; set once per region promotion, `runnerhub dr promote`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 from aetcd import rpc
 
 from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
+from runnerhub.ha.leadership import era_epoch
 
 _ERRORS: tuple[type[BaseException], ...] = (
     aetcd.exceptions.ClientError,
@@ -28,7 +30,8 @@ _ERRORS: tuple[type[BaseException], ...] = (
 def _record(value: bytes, create_revision: int) -> LeaderRecord | None:
     try:
         data = json.loads(value)
-        return LeaderRecord(str(data["node"]), data.get("url"), create_revision)
+        epoch = era_epoch(int(data.get("era", 0)), create_revision)
+        return LeaderRecord(str(data["node"]), data.get("url"), epoch)
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -44,6 +47,7 @@ class EtcdLeaderStore(LeaderStore):
         self._next = 0
         self.leader_key = f"{self._prefix}/leader".encode()
         self.handoff_key = f"{self._prefix}/handoff".encode()
+        self.era_key = f"{self._prefix}/era".encode()
 
     async def _c(self) -> aetcd.Client:
         if self._client is None:
@@ -71,20 +75,59 @@ class EtcdLeaderStore(LeaderStore):
     async def campaign(self, node: str, url: str | None, ttl_s: float) -> Term | None:
         try:
             c = await self._c()
+            era, era_revision = await self._era(c)
             lease = await c.lease(max(1, round(ttl_s)))
-            value = json.dumps({"node": node, "url": url}).encode()
+            value = json.dumps({"node": node, "url": url, "era": era}).encode()
             ok, responses = await c.transaction(
-                compare=[c.transactions.create(self.leader_key) == 0],
+                compare=[
+                    c.transactions.create(self.leader_key) == 0,
+                    c.transactions.mod(self.era_key) == era_revision,  # no promotion since
+                ],
                 success=[c.transactions.put(self.leader_key, value, lease=lease)],
                 failure=[],
             )
             if not ok:
                 await lease.revoke()
                 return None
-            # The put's revision is the key's create revision: our epoch.
-            return Term(int(responses[0].response_put.header.revision), int(lease.id), ttl_s)
+            # The put's revision is the key's create revision: our epoch, in our era.
+            revision = int(responses[0].response_put.header.revision)
+            return Term(era_epoch(era, revision), int(lease.id), ttl_s)
         except _ERRORS as exc:
             raise await self._failed(exc) from exc
+
+    async def _era(self, c: aetcd.Client) -> tuple[int, int]:
+        """This etcd's era and the revision it was set at (0, 0 when never set)."""
+        got = await c.get(self.era_key)
+        if got is None:
+            return 0, 0
+        return int(got.value), int(got.mod_revision)
+
+    async def era(self) -> int:
+        try:
+            return (await self._era(await self._c()))[0]
+        except _ERRORS as exc:
+            raise await self._failed(exc) from exc
+
+    async def start_era(self, era: int) -> None:
+        """Begin `era` (a promoted region's): only forwards, and only while nobody leads, so
+        no leadership spans two eras."""
+        try:
+            c = await self._c()
+            current, revision = await self._era(c)
+            if era <= current:
+                raise ValueError(f"era {era} is not after this etcd's era {current}")
+            ok, _ = await c.transaction(
+                compare=[
+                    c.transactions.mod(self.era_key) == revision,
+                    c.transactions.create(self.leader_key) == 0,
+                ],
+                success=[c.transactions.put(self.era_key, str(era).encode())],
+                failure=[],
+            )
+        except _ERRORS as exc:
+            raise await self._failed(exc) from exc
+        if not ok:
+            raise StoreUnavailable("the era changed or a leader was elected meanwhile: retry")
 
     async def keepalive(self, term: Term) -> bool:
         resp = await self._call("refresh_lease", term.lease_id)

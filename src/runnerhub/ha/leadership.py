@@ -7,6 +7,30 @@ from dataclasses import dataclass
 
 from runnerhub.ha.dcs import Handoff, LeaderRecord
 
+# An epoch is the leader key's create revision in etcd, under the era of the etcd cluster
+# that holds the key: a region promoted after a disaster starts a new era in its own etcd
+# (`runnerhub dr promote`), so that each of its epochs is above every epoch the old
+# region's etcd could ever have issued (its revisions stay below 2**40: a trillion writes).
+ERA_BITS = 40
+
+
+def era_epoch(era: int, revision: int) -> int:
+    """The fencing epoch of a leadership won at etcd `revision` in `era`."""
+    if era < 0 or not 0 <= revision < 1 << ERA_BITS:
+        raise ValueError(f"no epoch for era {era}, revision {revision}")
+    return era << ERA_BITS | revision
+
+
+def era_of(epoch: int) -> int:
+    return epoch >> ERA_BITS
+
+
+def next_era(recorded_epoch: int | None, current_era: int) -> int:
+    """The era a promoted region starts: above the era of the newest epoch its database
+    holds (replicated from the old region) and above its own etcd's era so far."""
+    recorded = era_of(recorded_epoch) if recorded_epoch is not None else 0
+    return 1 + max(recorded, current_era)
+
 
 @dataclass(frozen=True)
 class LeasePolicy:

@@ -451,7 +451,9 @@ class LocalCluster:
             config["node"]["runner_state_dir"] = str(self.state_dir / name / "runners")
             config["database"] = {"dsn": self.region_b.dsn(), "standby_lag_alert_s": 60}
             config["health"] = {"patroni_urls": [m.api_url for m in self.region_b.pg.members]}
-            for section in ("ha", "redis", "backup"):  # region A's: not region B's to use
+            # Region B's own etcd: its leaders are elected there once it is promoted.
+            config["ha"] = {**config.get("ha", {}), "etcd_endpoints": self.region_b.etcd.endpoints}
+            for section in ("redis", "backup"):  # region A's: not region B's to use
                 config.pop(section, None)
         path = self.state_dir / f"{name}.yaml"
         write_private(

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,19 @@ class LocalPgBackRest:
             )
         return r.stdout
 
-    def stanza_create(self) -> None:
-        self.run("stanza-create", "--log-level-console=warn")
+    def stanza_create(self, timeout_s: float = 60.0) -> None:
+        """Create the stanza (idempotent). The primary's first WAL segments may be being
+        archived meanwhile, and the asynchronous archive-push holds the stanza's archive
+        lock while it runs: a lock refusal (pgBackRest's error 050) is tried again."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.run("stanza-create", "--log-level-console=warn")
+                return
+            except PgBackRestError as exc:
+                if "[050]" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)  # the lock holder's pace, not ours: archive-push runs for ~1 s
 
     def node_settings(self, user: str | None) -> dict[str, Any]:
         """The `backup` section of a RunnerHub node's configuration for this cluster (no

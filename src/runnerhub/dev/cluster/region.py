@@ -9,12 +9,18 @@ started by `LocalCluster` like the others, with `node.role: standby` (docs/dr.md
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
+from runnerhub.paths import write_private
 
 # The repository region B reads region A's archive from: the one in region B's storage.
 REGION_B_REPO = 2
@@ -85,3 +91,14 @@ class StandbyRegion:
     def stop(self) -> None:
         self.pg.stop()  # before etcd: Patroni hands its key back on the way out
         self.etcd.stop()
+
+
+def activate_local_node(config: Path, pid: int) -> None:
+    """After a promotion: the standby node's configuration says `node.role: active`, and the
+    node (`pid`) is asked to exit; `runnerhub up` starts it again, as an active node."""
+    settings = yaml.safe_load(config.read_text())
+    settings["node"]["role"] = "active"
+    write_private(config, "# written by `runnerhub up`; holds secrets\n" + yaml.safe_dump(settings))
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runnerhub.dev.sim.auth import INSTALLATION_PERMISSIONS, Identity
+from runnerhub.dev.sim.config import SimConfig
 from runnerhub.dev.sim.core import Sim
 from runnerhub.dev.sim.errors import SECONDARY_DOCS, ApiError, invalid, not_found
 from runnerhub.dev.sim.model import Delivery, Runner
@@ -196,6 +199,12 @@ class Rest:
                     f"{base}/deliveries/{{delivery_id:int}}/attempts",
                     e("redeliver", self.redeliver, app=app),
                     methods=["POST"],
+                ),
+                Route(f"{base}/config", e("hook-config", self.hook_config, app=app)),
+                Route(
+                    f"{base}/config",
+                    e("update-hook-config", self.update_hook_config, app=app),
+                    methods=["PATCH"],
                 ),
             ]
         return routes
@@ -383,6 +392,66 @@ class Rest:
     async def redeliver(self, request: Request, identity: Identity) -> Response:
         self.sim.sender.redeliver(self._delivery(request))
         return _json({}, 202)
+
+    # -- the hook's configuration (where deliveries go: a region failover re-points it) --
+
+    def _hook_in_scope(self, request: Request) -> None:
+        params = request.path_params
+        config = self.sim.config
+        if not config.webhook_url or params.get("hook_id", config.hook_id) != config.hook_id:
+            raise not_found()
+        if "org" in params:
+            self.state.org(params["org"])
+        elif "owner" in params:
+            self.state.repo(params["owner"], params["repo"])
+
+    async def hook_config(self, request: Request, identity: Identity) -> Response:
+        """`GET …/hooks/{hook_id}/config`: GitHub's webhook-config (the secret masked)."""
+        self._hook_in_scope(request)
+        return _json(hook_config_json(self.sim.config))
+
+    async def update_hook_config(self, request: Request, identity: Identity) -> Response:
+        """`PATCH …/hooks/{hook_id}/config`: url, content_type, secret, insecure_ssl; what
+        is absent stays. Deliveries (and redeliveries) go to the new URL from now on."""
+        self._hook_in_scope(request)
+        url, secret = _hook_config_request(await json_body(request))
+        config = self.sim.config
+        if url is not None:
+            config.webhook_url = url
+        if secret is not None:
+            config.webhook_secret = secret
+        self.state.hook_config_changes.append({"url": config.webhook_url, "at": time.time()})
+        return _json(hook_config_json(config))
+
+
+def hook_config_json(config: SimConfig) -> dict[str, Any]:
+    return {
+        "content_type": "json",
+        "insecure_ssl": "0",
+        "secret": "********" if config.webhook_secret else None,
+        "url": config.webhook_url,
+    }
+
+
+def _hook_config_request(body: Any) -> tuple[str | None, str | None]:
+    """Validate a webhook-config body as GitHub's schema does: (url, secret), None = keep."""
+    if not isinstance(body, dict):
+        raise invalid("Hook", "body", "the body must be a JSON object")
+    url = body.get("url")
+    if url is not None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid("Hook", "url", "url must be an http(s) URL", "custom")
+    if body.get("content_type", "json") not in ("json", "form"):
+        raise invalid("Hook", "content_type", "content_type must be json or form")
+    if body.get("content_type") == "form":
+        raise invalid("Hook", "content_type", "this simulator sends json only", "custom")
+    secret = body.get("secret")
+    if secret is not None and not isinstance(secret, str):
+        raise invalid("Hook", "secret", "secret must be a string")
+    if str(body.get("insecure_ssl", "0")) not in ("0", "1"):
+        raise invalid("Hook", "insecure_ssl", "insecure_ssl must be 0 or 1")
+    return url, secret
 
 
 def _jit_request(body: Any) -> tuple[str, int, list[str], str]:

@@ -52,6 +52,7 @@ class SimState:
         self.labels: dict[str, int] = {}
         self.api_calls: dict[str, dict[str, int]] = {}
         self.jit_issued = 0
+        self.hook_config_changes: list[dict[str, Any]] = []  # url, at: each PATCH of it
         self.api_url = "https://api.github.com"  # replaced by the base URL callers use
         self.closing = False
         # Wiring set by the app: job events go to the webhook sender, changes to disk.
