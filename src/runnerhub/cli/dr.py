@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 from rich.console import Console
+from rich.table import Table
 
+from runnerhub import logs
 from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import Settings, load_settings
 from runnerhub.dev.cluster.dr import restore_local
+from runnerhub.dev.cluster.drill import DrillError, request_failback, run_drill
 from runnerhub.dev.cluster.patroni import PatroniError
 from runnerhub.dev.cluster.region import activate_local_node
+from runnerhub.dev.waiting import Timeout
 from runnerhub.dr.promote import PromotionRefused
 from runnerhub.dr.promote import promote as dr_promote
 from runnerhub.store import events
@@ -82,6 +89,7 @@ def promote(settings: Settings, webhook_url: str | None, force: bool) -> int:
     """`runnerhub dr promote --config`: the product's promotion; the region's nodes are then
     run with `node.role: active` by whoever runs them (systemd, the orchestrator)."""
     console = Console()
+    logs.setup("warning", "console")  # the console says what happened; the audit trail too
     try:
         with console.status("promoting…"):
             report = asyncio.run(dr_promote(settings, webhook_url, force))
@@ -115,3 +123,115 @@ def promote_local(state_dir: Path, webhook_url: str | None, force: bool) -> int:
     if code == 0:
         activate_local_node(path, int(info["pids"].get(name) or 0))
     return code
+
+
+def drill(state_dir: Path, rate: float, before_s: float, after_s: float, failback: bool) -> int:
+    console = Console()
+    logs.setup("warning", "console")
+    try:
+        report = run_drill(
+            state_dir,
+            rate,
+            before_s,
+            after_s,
+            log=console.print,
+            failback=(lambda: request_failback(state_dir)) if failback else None,
+        )
+    except (DrillError, PromotionRefused, Timeout, OSError, psycopg.Error) as exc:
+        console.print(f"[red]runnerhub dr drill: {exc}[/red]")
+        return 1
+    console.print(report.markdown())
+    console.print(f"report: {state_dir / 'drills'}")
+    return 0 if report.jobs_lost == 0 and not report.ran_twice else 1
+
+
+def _get(url: str, token: str, path: str) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=3)
+        return dict(r.json()) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, TypeError):
+        return None
+
+
+def _region_row(name: str, url: str | None, token: str) -> list[str]:
+    """region, its API, role, leader (epoch), database, lag."""
+    view = _get(url, token, "/api/v1/cluster") if url else None
+    if view is None:
+        return [name, url or "-", "[red]no answer[/red]", "-", "-", "-"]
+    region = view.get("region") or {}
+    standby = region.get("standby") or {}
+    db = view.get("database") or {}
+    lag = standby.get("replay_lag_s")
+    if standby:
+        how = "streaming" if standby.get("streaming") else "archive only"
+        where = f"{standby.get('server')} ({how})"
+    else:
+        where = f"{db.get('server', '-')} timeline {db.get('timeline', '-')}"
+    return [
+        name,
+        url or "-",
+        str(region.get("role", "active")),
+        f"{view.get('leader') or '-'} ({view.get('epoch')})",
+        where,
+        "-" if lag is None else f"{lag:.1f} s",
+    ]
+
+
+def status(state_dir: Path, url_a: str | None, url_b: str | None, token: str | None) -> int:
+    """`runnerhub dr status`: both regions, the standby's lag, the newest backups of each
+    repository, the last drill."""
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((state_dir / "cluster.json").read_text())
+    token = token or info.get("read_token")
+    if not token:
+        Console().print("[red]runnerhub dr status: no token (--token, or a local cluster)[/red]")
+        return 2
+    # Region A's balancer, or else any of its nodes (the balancer may be what was lost).
+    url_a = url_a or next(
+        (
+            u
+            for u in [info.get("api_url"), *(info.get("node_urls") or {}).values()]
+            if u and _get(u, token, "/api/v1/cluster") is not None
+        ),
+        info.get("api_url"),
+    )
+    url_b = url_b or next(iter((info.get("region_b") or {}).get("node_urls", {}).values()), None)
+    regions = Table(title="Regions")
+    for col in ("region", "API", "role", "leader (epoch)", "database", "lag"):
+        regions.add_column(col)
+    regions.add_row(*_region_row("A", url_a, token))
+    regions.add_row(*_region_row("B", url_b, token))
+    out: list[Any] = [regions]
+    for url in (u for u in (url_a, url_b) if u):
+        backups = _get(url, token, "/api/v1/backups/status")
+        if backups and backups.get("enabled"):
+            table = Table(title=f"Backups (as {url} reports them)")
+            for col in ("repo", "full", "diff", "incr", "verify", "restore test", "overdue"):
+                table.add_column(col)
+            for repo in backups["repos"]:
+                last = repo.get("last", {})
+                table.add_row(
+                    f"{repo['repo']} {repo['name']}",
+                    *(str(last.get(k, "-"))[:19] for k in ("full", "diff", "incr")),
+                    *(str(last.get(k, "-"))[:19] for k in ("verify", "restore_test")),
+                    ", ".join(repo.get("overdue", [])) or "-",
+                )
+            out.append(table)
+            break
+    drills = sorted((state_dir / "drills").glob("drill-*.md"))
+    out.append(drills[-1].read_text() if drills else "no drill yet (`runnerhub dr drill`)")
+    Console().print(*out)
+    return 0
+
+
+def failback(state_dir: Path) -> int:
+    console = Console()
+    try:
+        with console.status("region A rejoins as region B's standby…"):
+            request_failback(state_dir)
+    except (DrillError, Timeout, OSError) as exc:
+        console.print(f"[red]runnerhub dr failback: {exc}[/red]")
+        return 1
+    console.print("region A stands by for region B (`runnerhub dr status`)")
+    return 0

@@ -329,6 +329,54 @@ def dr_promote(
     sys.exit(promote_local(state_dir, webhook_url, force))
 
 
+@dr_app.command("drill")
+def dr_drill(
+    rate: Annotated[float, typer.Option(min=0.1, max=20, help="Jobs queued per second.")] = 1.0,
+    before: Annotated[float, typer.Option(min=1, help="Seconds of load before the fault.")] = 10,
+    after: Annotated[float, typer.Option(min=1, help="Seconds of load after it.")] = 20,
+    failback: Annotated[
+        bool, typer.Option(help="At the end, region A rejoins as region B's standby.")
+    ] = True,
+    state_dir: Annotated[
+        Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
+    ] = DEFAULT_STATE,
+) -> None:
+    """Take region A of a running `up --ha --dr` down entirely, promote region B, bring
+    region A back as its standby, and report RTO and RPO (under <state>/drills/)."""
+    from runnerhub.cli.dr import drill
+
+    sys.exit(drill(state_dir, rate, before, after, failback))
+
+
+@dr_app.command("failback")
+def dr_failback(
+    state_dir: Annotated[
+        Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
+    ] = DEFAULT_STATE,
+) -> None:
+    """After region B took over: region A (of a running `up --ha --dr`) comes back as its
+    standby — its database copied afresh from region B, its nodes standing by."""
+    from runnerhub.cli.dr import failback
+
+    sys.exit(failback(state_dir))
+
+
+@dr_app.command("status")
+def dr_status(
+    url_a: Annotated[str | None, typer.Option(help="A node (or the balancer) of region A.")] = None,
+    url_b: Annotated[str | None, typer.Option(help="A node of region B.")] = None,
+    token: ReadTokenOpt = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Without URLs: the local cluster's regions.")
+    ] = DEFAULT_STATE,
+) -> None:
+    """Both regions (role, leader and epoch, database, the standby's lag), the newest
+    backups of each repository and the last drill."""
+    from runnerhub.cli.dr import status
+
+    sys.exit(status(state_dir, url_a, url_b, token))
+
+
 def _admin_call(
     state_dir: Path,
     url: str | None,

@@ -30,7 +30,7 @@ async def read_server(conn: Conn) -> Server:
     """Which server this connection reached, and whether it is a replica."""
     cur = await conn.execute(
         "SELECT pg_is_in_recovery() AS recovery, "
-        "coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket') "
+        "coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'local socket') "
         "AS server"
     )
     row = await cur.fetchone()
@@ -117,7 +117,7 @@ async def read_standby(conn: Conn) -> StandbyStatus | None:
     primary."""
     cur = await conn.execute(
         """SELECT pg_is_in_recovery() AS recovery,
-                  coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'local socket')
+                  coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'local socket')
                       AS server,
                   extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS lag,
                   pg_last_wal_receive_lsn()::text AS received,

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,21 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 
+from runnerhub.dev.cluster.drill import (
+    FAILBACK_REQUEST,
+    FAILBACK_RESULT,
+    LOST_FLAG,
+    STANDBY_FLAG,
+)
 from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
-from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
+from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
-from runnerhub.dev.cluster.region import StandbyRegion
+from runnerhub.dev.cluster.region import StandbyRegion, stand_by_local_node
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
@@ -205,6 +212,11 @@ class LocalCluster:
     def start(self) -> None:
         """Start every part, each once what it needs runs: etcd, PostgreSQL, Redis, the
         GitHub simulator, the nodes, then HAProxy in front of them."""
+        if self._region_a_state() != "active":
+            raise RuntimeError(
+                f"region B took over {self.state_dir} in a DR drill; a cluster is not resumed "
+                "after a region failover: start a new one in another --state-dir"
+            )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
         self.logs.mkdir(mode=0o700, exist_ok=True)
@@ -692,7 +704,7 @@ class LocalCluster:
         until the demo completes, with `exit_after_demo`); the exit status."""
         headers = {"Authorization": f"Bearer {self.secrets.admin_token}"}
         with (
-            httpx.Client(base_url=self.api_url, headers=headers, timeout=5) as api,
+            httpx.Client(headers=headers, timeout=5) as api,
             Live(
                 console=self.console, refresh_per_second=2, transient=False, auto_refresh=False
             ) as live,
@@ -700,6 +712,8 @@ class LocalCluster:
             while not self.stopping.is_set():
                 if not self.supervise():
                     return 1
+                self._serve_failback_request()
+                api.base_url = self.serving_url()  # region B's node once a drill took A down
                 try:
                     done, total, doubles = self.demo_progress(ids)
                     line = f"demo: {done}/{total} self-hosted jobs completed, {doubles} run twice"
@@ -722,7 +736,7 @@ class LocalCluster:
     def _processes(self) -> list[tuple[str, Callable[[], bool], Callable[[], None]]]:
         """Every process `up` keeps running: (name, alive, start again)."""
         out: list[tuple[str, Callable[[], bool], Callable[[], None]]] = [
-            (s.name, s.alive, s.start) for s in [*self.node_services, *self.standby_services]
+            (s.name, s.alive, s.start) for s in self.standby_services
         ]
         if self.region_b is not None:
             b = self.region_b
@@ -731,6 +745,9 @@ class LocalCluster:
                 (f"region-b-patroni-{m.name}", m.alive, functools.partial(b.pg.start_member, m))
                 for m in b.pg.members
             ]
+        if self._region_a_state() == "lost":
+            return out  # a drill took region A down: it stays down
+        out += [(s.name, s.alive, s.start) for s in self.node_services]
         if self.etcd is not None:
             out += [(f"etcd-{i}", m.alive, m.start) for i, m in enumerate(self.etcd.members)]
         if self.pg_cluster is not None:
@@ -753,7 +770,8 @@ class LocalCluster:
         """Start again what exited (a crash, `runnerhub chaos kill`), as systemd would: after
         a growing delay, and not a process that keeps exiting (`dev.cluster.supervise`). False
         when the cluster cannot go on: the simulator, which stands in for GitHub, is gone."""
-        sim = [s for s in self.services if s not in self.node_services and not s.alive()]
+        nodes = [*self.node_services, *self.standby_services]
+        sim = [s for s in self.services if s not in nodes and not s.alive()]
         if sim:
             self.console.print(f"[red]{', '.join(s.name for s in sim)} exited; stopping[/red]")
             return False
@@ -807,10 +825,70 @@ class LocalCluster:
             self.console.print(f"[yellow]{exc}[/yellow]")
         self.console.print(f"stopped; `runnerhub up` resumes from {self.state_dir}")
 
+    def serving_url(self) -> str:
+        """Where the API answers: HAProxy, or region B's node once it took over."""
+        if self.standby_urls and self._region_a_state() != "active":
+            return next(iter(self.standby_urls.values()))
+        return self.api_url
+
+    def _serve_failback_request(self) -> None:
+        """`runnerhub dr failback` (another process) asks through a file; the answer too."""
+        request = self.state_dir / FAILBACK_REQUEST
+        if not request.exists():
+            return
+        request.unlink()
+        began = time.monotonic()
+        try:
+            with self.console.status("region A rejoins as region B's standby…"):
+                self.rejoin_region_a()
+            outcome: dict[str, Any] = {"ok": True, "seconds": round(time.monotonic() - began, 1)}
+            self.console.print("[green]✓[/green] region A stands by for region B")
+        except (*START_ERRORS, Timeout) as exc:
+            outcome = {"ok": False, "error": str(exc)}
+            self.console.print(f"[red]region A did not rejoin: {exc}[/red]")
+        write_private(self.state_dir / FAILBACK_RESULT, json.dumps(outcome))
+
+    def _region_a_state(self) -> str:
+        """active; lost (a drill took it down: nothing of it is started again); standby
+        (it came back as region B's standby: `rejoin_region_a`)."""
+        if (self.state_dir / LOST_FLAG).exists():
+            return "lost"
+        return "standby" if (self.state_dir / STANDBY_FLAG).exists() else "active"
+
+    def rejoin_region_a(self, timeout_s: float = 180.0) -> None:
+        """After region B took over: region A comes back as its standby (docs/dr.md). Its
+        etcd starts again with Patroni's keys cleared, its database is copied afresh from
+        region B's primary, and its nodes stand by; then `up` looks after it again."""
+        b = self.region_b
+        if self._region_a_state() != "lost" or b is None or self.pg_cluster is None:
+            raise RuntimeError("region A is not lost: nothing to rejoin")
+        assert self.etcd is not None
+        for m in self.etcd.members:
+            m.start()
+        self.etcd.wait_healthy(timeout_s)
+        self.etcd.etcdctl("del", "--prefix", self.pg_cluster.namespace)
+        primary = b.pg.primary()
+        if primary is None:
+            raise RuntimeError("region B has no primary to copy from")
+        self.pg_cluster.rebuild_as_standby(StandbyOf("127.0.0.1", primary.pg_port), timeout_s)
+        self.dsn = self.pg_cluster.dsn("runnerhub")
+        for svc in self.node_services:
+            path = self.state_dir / f"{svc.name}.yaml"
+            stand_by_local_node(path, self.dsn, [m.api_url for m in self.pg_cluster.members])
+            svc.start()
+        write_private(self.state_dir / STANDBY_FLAG, datetime.now(UTC).isoformat())
+        (self.state_dir / LOST_FLAG).unlink()
+        self._write_cluster_file()
+
     def _stop_runner_processes(self) -> None:
-        """Runners run in their own sessions so they outlive a node crash; stop them here."""
+        """Runners run in their own sessions so they outlive a node crash; stop them here
+        (region A's and region B's: each region runs its own)."""
         pids = []
-        for record in (self.state_dir / "runners" / "runners").glob("*.json"):
+        dirs = [
+            self.state_dir / "runners",
+            *(self.state_dir / n / "runners" for n in self.standby_urls),
+        ]
+        for record in (r for d in dirs for r in (d / "runners").glob("*.json")):
             try:
                 pid = int(json.loads(record.read_text())["pid"])
                 os.killpg(pid, signal.SIGTERM)

@@ -446,7 +446,7 @@ class LocalPatroni:
             self.start_member(m)
         try:
             self.wait_healthy(timeout_s)
-            if self.pgbackrest is not None:
+            if self.pgbackrest is not None and self.standby_of is None:
                 self.pgbackrest.stanza_create()  # idempotent: a restart finds it made
         except BaseException:
             self.stop()
@@ -473,6 +473,18 @@ class LocalPatroni:
         if self.run_dir.parent.parent == PRIVATE_ROOT:  # the directory made for us there
             shutil.rmtree(self.run_dir.parent, ignore_errors=True)
         (self.base_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def rebuild_as_standby(self, of: StandbyOf, timeout_s: float = 180.0) -> None:
+        """Make this (stopped) cluster over, as a standby cluster of `of`: its data and its
+        keys in etcd go (they describe a history the other cluster has left behind), then
+        every member copies the other cluster afresh (pg_basebackup)."""
+        if any(m.alive() for m in self.members):
+            self.stop()  # not when all are gone: a stale postmaster.pid may name another pid
+        for m in self.members:
+            shutil.rmtree(m.data_dir, ignore_errors=True)
+        self.standby_of = of
+        self.synchronous_mode = False  # a standby cluster commits nothing of its own
+        self.start(timeout_s)
 
     def kill_member(self, m: PatroniMember, sig: int = signal.SIGKILL) -> None:
         """The machine dies: signal Patroni and its PostgreSQL (postmaster) together."""

@@ -93,6 +93,16 @@ class StandbyRegion:
         self.etcd.stop()
 
 
+def stand_by_local_node(config: Path, dsn: str, patroni_urls: list[str]) -> None:
+    """A node of the region that rejoined as a standby: it reads its region's database."""
+    settings = yaml.safe_load(config.read_text())
+    settings["node"]["role"] = "standby"
+    settings["database"]["dsn"] = dsn
+    settings.setdefault("health", {})["patroni_urls"] = patroni_urls
+    settings.pop("backup", None)  # the active region backs up
+    write_private(config, "# written by `runnerhub up`; holds secrets\n" + yaml.safe_dump(settings))
+
+
 def activate_local_node(config: Path, pid: int) -> None:
     """After a promotion: the standby node's configuration says `node.role: active`, and the
     node (`pid`) is asked to exit; `runnerhub up` starts it again, as an active node."""
