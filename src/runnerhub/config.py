@@ -461,6 +461,8 @@ class BackupSettings(_Strict):
         default_factory=lambda: [BackupRepoSettings(index=1)], min_length=1
     )
     interval_s: float = Field(default=30.0, gt=0)  # how often the leader looks at what is due
+    # How often the leader compares each repository's newest WAL with the primary's.
+    archive_check_s: float = Field(default=60.0, gt=0)
     retry_s: float = Field(default=300.0, gt=0)  # after a failure, per repository
     timeout_s: float = Field(default=6 * 3600.0, gt=0)  # one backup, verify or restore test
     # What is due for longer than this is reported (/health degraded, an incident, alerts).

@@ -90,6 +90,8 @@ class NodeState:
     archiver: Archiver | None = None
     # A standby region's database: its lag behind the active region (None: not standby).
     standby: StandbyStatus | None = None
+    # Per repository: WAL segments its archive ends before the primary's (the backup loop).
+    archive_behind: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass

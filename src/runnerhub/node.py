@@ -185,6 +185,7 @@ class Node:
             cache=self.ctx.cache,
             replication=lambda: self.ctx.state.replication,
             archiver=lambda: self.ctx.state.archiver,
+            archive_behind=lambda: self.ctx.state.archive_behind,
             standby=lambda: self.ctx.state.standby,
             predictions=lambda: self.predictions.standing,
             http=self.health_http,

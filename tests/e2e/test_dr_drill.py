@@ -29,6 +29,7 @@ def two_regions(tmp_path: Path) -> Iterator[LocalCluster]:
         demo_jobs=0,
         ha=True,
         nodes=2,
+        patroni_members=2,
         dr=True,
         console=Console(file=io.StringIO()),
         overrides={
@@ -68,12 +69,12 @@ def test_a_drill_loses_region_a_and_region_b_runs_every_job_once(
     before = capsys.readouterr().out
     assert "standby" in before and "(streaming)" in before and "no drill yet" in before
     report: DrillReport = run_drill(
-        c.state_dir, rate=1.0, before_s=6, after_s=10, settle_s=90, failback=c.rejoin_region_a
+        c.state_dir, rate=1.0, before_s=5, after_s=6, settle_s=90, failback=c.rejoin_region_a
     )
 
     assert set(report.killed) == expected and any(k.startswith("postgres-") for k in expected)
     assert report.era == 1
-    assert report.jobs_before_fault >= 6 and report.jobs_after_fault >= 5
+    assert report.jobs_before_fault >= 5 and report.jobs_after_fault >= 3
     # RPO: no job lost or run twice; of what region A acknowledged, at most the last
     # second's deliveries (1 a second here) may be missing in region B.
     assert report.not_completed == [] and report.ran_twice == [], report
@@ -125,4 +126,5 @@ def standby_streaming(url: str, token: str) -> bool:
     except httpx.HTTPError:
         return False  # started again by the failback: not listening yet
     region = r.json().get("region") if r.status_code == 200 else None
-    return bool(region and region["role"] == "standby" and region["standby"]["streaming"])
+    standby = (region or {}).get("standby") or {}  # None until its first reading
+    return bool(region and region["role"] == "standby" and standby.get("streaming"))

@@ -28,8 +28,10 @@ from runnerhub.dev.cluster.dr import restore_cluster
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
+from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER
 from runnerhub.dev.waiting import wait_until
+from runnerhub.domain.backups import ARCHIVE_BEHIND_SEGMENTS
 from runnerhub.health import checks
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
 from runnerhub.incidents.recorder import IncidentRecorder
@@ -39,6 +41,7 @@ from runnerhub.store.db import Pool, connect, open_pool
 from runnerhub.store.migrate import migrate
 from tests.apps import node_app
 from tests.conftest import make_settings
+from tests.github_process import LINUX, GitHub, github_sim, node_config, start_node
 
 HOUR = 3600.0
 ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
@@ -400,3 +403,120 @@ async def test_verify_finds_a_corrupted_backup_file_though_pgbackrest_exits_0(
     outcome = await checks.backups(db, loop.schedules, loop.names, HOUR, lambda: None)()
     assert outcome.status == "degraded"
     assert "repo1 (region-a): verify failed" in (outcome.message or "")
+
+
+async def test_after_a_restore_github_brings_back_every_job_queued_since(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool, tmp_path: Path
+) -> None:
+    """Jobs run; a mistake deletes every job; the operator stops the node while GitHub goes
+    on queueing jobs (their deliveries fail), restores to just before the mistake into a
+    new cluster and starts the node on it. Every job recorded before the mistake is back;
+    every job queued since comes back from GitHub (the sweep, the failed deliveries
+    redelivered); each ran once."""
+    port = free_port()
+    with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
+        config = node_config("node-pitr", backed_up_dsn, gh, tmp_path, port=port)
+        node = start_node(config, tmp_path / "node.yaml")
+        try:
+            before = gh.enqueue(LINUX, 4)
+            await wait_until(lambda: completed_in(gh, before), 60, "the jobs before")
+            await wait_until(lambda: recorded(db, before), 30, "them recorded completed")
+            async with db.connection() as conn:
+                cur = await conn.execute(
+                    "INSERT INTO events (node, kind, subject, detail) "
+                    "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
+                )
+                mistake = (await cur.fetchone() or {})["id"]
+                await conn.execute("DELETE FROM jobs")
+                at = await events.at_of(conn, mistake)
+        finally:
+            node.stop()  # the operator stops the nodes
+        assert at is not None
+        after = gh.enqueue(LINUX, 3)  # GitHub goes on: nobody takes these deliveries
+        await archived_past_now(cluster)
+        restored, _ = await asyncio.to_thread(
+            restore_cluster,
+            cluster,
+            cluster.etcd_hosts,
+            tmp_path / "restored-since",  # its own scope in etcd: the PITR test made "restored"
+            Target(time=at - timedelta(microseconds=1)),
+        )
+        try:
+            config["database"]["dsn"] = restored.dsn("runnerhub")
+            node = start_node(config, tmp_path / "node.yaml")
+            try:
+                await wait_until(lambda: completed_in(gh, after), 60, "the jobs queued since")
+                jobs = gh.jobs()
+                assert all(len(jobs[i]["executions"]) == 1 for i in before + after), jobs
+                async with await connect(restored.dsn("runnerhub")) as conn:
+                    cur = await conn.execute(
+                        "SELECT id FROM jobs WHERE id = ANY(%s) ORDER BY id", (before + after,)
+                    )
+                    assert [r["id"] for r in await cur.fetchall()] == sorted(before + after)
+            finally:
+                node.stop()
+        finally:
+            restored.destroy()
+
+
+def completed_in(gh: GitHub, ids: list[int]) -> bool:
+    jobs = gh.jobs()
+    return all(jobs[i]["status"] == "completed" for i in ids)
+
+
+async def recorded(db: Pool, ids: list[int]) -> bool:
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND state = 'completed'", (ids,)
+        )
+        return (await cur.fetchone() or {}).get("n") == len(ids)
+
+
+async def test_a_repository_missing_wal_the_primary_archived_is_reported(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+) -> None:
+    """pgBackRest tells PostgreSQL a segment is archived when it dropped it too (a queue
+    past archive-push-queue-max, with a repository that cannot be written): only the
+    repositories show what is missing. The leader's archive check compares each one's
+    newest WAL with the primary's; here segments vanish from repo1 (as dropped ones would
+    never arrive), and /health and the metric name repo1, not repo2."""
+    ctx = NodeContext(settings(cluster, backed_up_dsn), db)
+    loop = Backups(ctx)
+    check = checks.backups(
+        db,
+        loop.schedules,
+        loop.names,
+        HOUR,
+        lambda: ctx.state.archiver,
+        behind=lambda: ctx.state.archive_behind,
+    )
+    async with await connect(cluster.dsn("runnerhub"), autocommit=True) as conn:
+        for _ in range(8):
+            cur = await conn.execute(
+                "SELECT pg_walfile_name(pg_switch_wal()) AS wal, txid_current()"
+            )
+            last = str((await cur.fetchone() or {})["wal"])
+
+        async def in_both_repositories() -> bool:
+            ctx.state.archiver = await replication.read_archiver(conn)
+            await loop.check_archive()
+            archived = ctx.state.archiver and ctx.state.archiver.last_archived_wal
+            behind = ctx.state.archive_behind
+            return (archived or "") >= last and len(behind) == 2 and max(behind.values()) == 0
+
+        await wait_until(in_both_repositories, 60, "the WAL in both repositories", 0.5)
+    before = await check()  # (earlier tests left other findings: a corrupt file's verify)
+    assert "WAL archive ends" not in (before.message or "")
+    repo1 = next(r for r in pgbr(cluster).repos if r.index == 1).path
+    newest = sorted(repo1.glob("archive/*/*/*/0000*"))[-6:]  # what a drop never sends
+    for f in newest:
+        f.unlink()
+    await loop.check_archive()
+    behind = ctx.state.archive_behind
+    assert behind[1] >= 6 > ARCHIVE_BEHIND_SEGMENTS and behind[2] == 0, behind
+    metric = REGISTRY.get_sample_value("runnerhub_backup_archive_behind_segments", {"repo": "1"})
+    assert metric == behind[1]
+    result = await check()
+    assert result.status == "degraded"
+    assert "repo1 (region-a): its WAL archive ends" in (result.message or "")
+    assert "repo2 (region-b): its WAL archive ends" not in (result.message or "")

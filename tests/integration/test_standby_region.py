@@ -9,7 +9,6 @@ back, fenced by its epoch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,13 +27,14 @@ from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.local import Service
 from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.waiting import wait_until, wait_until_sync
+from runnerhub.dev.waiting import wait_until
 from runnerhub.dr.promote import PromotionRefused, promote
 from runnerhub.ha.leadership import era_of
 from runnerhub.node import Node
 from runnerhub.paths import write_private
 from runnerhub.store.migrate import migrate
 from tests.conftest import make_settings
+from tests.github_process import PAT, SECRET, GitHub, github_sim
 from tests.integration.test_step_down import Proxy
 from tests.payloads import signed, workflow_job
 
@@ -204,37 +204,14 @@ async def test_cut_off_from_region_a_the_standby_replays_its_archive_and_says_so
 
 RUNNER_CMD = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "60"]
 LINUX = ["self-hosted", "linux", "x64"]
-SECRET = "s3cret-current"
-PAT = "ghp_" + "5" * 36
-
-
-@dataclass
-class GitHub:
-    url: str
-    region_a_webhooks: str  # where the hook delivers before the promotion: nobody answers
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {PAT}"}
-        r = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
-        r.raise_for_status()
-        return r.json()
 
 
 @pytest.fixture(scope="module")
 def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
-    base = tmp_path_factory.mktemp("github")
-    ready = base / "ready.json"
+    # Region A's webhook URL: nobody answers there in this test.
     region_a = f"http://127.0.0.1:{free_port()}/webhooks/github"
-    argv = [sys.executable, "-m", "runnerhub.cli.main", "github-sim", "--port", "0"]
-    argv += ["--webhook-url", region_a, "--org", "acme", "--repo", "acme/web"]
-    argv += ["--ready-file", str(ready), "--webhook-timeout", "2"]
-    sim = Service("github-sim", argv, base / "sim.log")
-    sim.start({"RUNNERHUB_SIM_WEBHOOK_SECRET": SECRET, "RUNNERHUB_SIM_PATS": PAT})
-    try:
-        wait_until_sync(ready.exists, 30, "the GitHub simulator")
-        yield GitHub(f"http://127.0.0.1:{json.loads(ready.read_text())['port']}", region_a)
-    finally:
-        sim.stop()
+    with github_sim(tmp_path_factory.mktemp("github"), region_a) as gh:
+        yield gh
 
 
 def region_node(

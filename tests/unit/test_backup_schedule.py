@@ -9,10 +9,12 @@ from runnerhub.domain.backups import (
     Job,
     Kind,
     Schedule,
+    archive_behind,
     due_backup,
     due_check,
     next_job,
     overdue,
+    wal_segment,
 )
 
 H = 3600.0
@@ -98,3 +100,24 @@ def test_overdue_names_what_slipped_past_the_grace_and_a_first_backup_that_faile
     assert overdue(S, records, now, grace_s=H) == ["diff backup", "restore test"]
     assert overdue(S, Done({}, {}, failed_at=now), now, grace_s=H) == ["full backup"]
     assert overdue(S, Done({}, {}), now, grace_s=H) == []  # the first one is under way
+
+
+# -- a repository's archive against the primary's: WAL dropped, not a full disk ----------
+
+
+def test_a_wal_name_is_placed_by_log_and_segment_not_by_timeline() -> None:
+    assert wal_segment("000000010000000000000016") == 0x16
+    assert wal_segment("000000020000000100000003") == 0x103  # log 1, segment 3
+    for junk in (None, "", "00000001000000000000001", "00000001000000000000001G", "x" * 24):
+        assert wal_segment(junk) is None
+
+
+def test_a_repository_that_missed_dropped_wal_is_behind_and_one_that_did_not_is_not() -> None:
+    primary = "000000010000000000000030"
+    repos = {1: "000000010000000000000020", 2: "00000001000000000000002F"}
+    assert archive_behind(primary, repos) == {1: 0x10, 2: 1}
+    # A repository ahead of the reading (the primary's was read earlier) is not behind.
+    assert archive_behind(primary, {1: "000000010000000000000031"}) == {1: 0}
+    # After a failover the timeline changes, the stream's place does not.
+    assert archive_behind("000000020000000000000030", {1: "000000010000000000000030"}) == {1: 0}
+    assert archive_behind(None, repos) == {}  # nothing archived yet: nothing to compare

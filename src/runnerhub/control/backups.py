@@ -28,7 +28,16 @@ from runnerhub.backup.pgbackrest import (
 from runnerhub.backup.restore_test import RestoreTest
 from runnerhub.context import NodeContext
 from runnerhub.control.loop import ControlLoop
-from runnerhub.domain.backups import Check, Done, Job, Kind, due_backup, due_check, next_job
+from runnerhub.domain.backups import (
+    Check,
+    Done,
+    Job,
+    Kind,
+    archive_behind,
+    due_backup,
+    due_check,
+    next_job,
+)
 from runnerhub.store import backups as backup_store
 from runnerhub.store import events
 from runnerhub.store.backups import NewBackup
@@ -56,6 +65,12 @@ SIZE = Gauge(
     "The newest backup of each kind: what it added to the repository.",
     ["repo", "kind"],
 )
+ARCHIVE_BEHIND = Gauge(
+    "runnerhub_backup_archive_behind_segments",
+    "WAL segments a repository's archive ends before the newest the primary archived "
+    "(above a few: WAL dropped at archive-push-queue-max, or not pushed).",
+    ["repo"],
+)
 FAILURES = Counter(
     "runnerhub_backup_failures_total",
     "Backups and checks that failed, by repository and what.",
@@ -77,6 +92,7 @@ class Backups(ControlLoop):
         )
         self.schedules = schedules(self.settings)
         self.names = repo_names(self.settings)
+        self._archive_checked = 0.0
 
     async def cycle(self) -> None:
         if not self.settings.enabled:
@@ -85,6 +101,9 @@ class Backups(ControlLoop):
             done = await backup_store.done(conn)
         now = time.time()
         self._export(done, now)
+        if now >= self._archive_checked + self.settings.archive_check_s:
+            await self.check_archive()
+            self._archive_checked = now
         job = next_job(self.schedules, done, now)
         if job is None:
             return
@@ -96,6 +115,23 @@ class Backups(ControlLoop):
         else:
             await self._restore_test(job.repo)
         self.wake()  # something else may be due as well
+
+    async def check_archive(self) -> None:
+        """Each repository's newest WAL against the newest the primary reports archived:
+        pgBackRest reports a segment archived when it dropped it too (a queue past
+        `archive-push-queue-max`), so only the repositories show what is missing."""
+        archiver = self.ctx.state.archiver
+        if archiver is None:
+            return
+        try:
+            info = await self.pgbackrest.info()
+        except PgBackRestError as exc:
+            log.warning("archive check: pgbackrest info failed", error=str(exc)[:300])
+            return
+        behind = archive_behind(archiver.last_archived_wal, info.wal_max)
+        for repo in self.names:
+            ARCHIVE_BEHIND.labels(str(repo)).set(behind.get(repo, 0))
+        self.ctx.state.archive_behind = behind
 
     # -- backups ---------------------------------------------------------------------------
 

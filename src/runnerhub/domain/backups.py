@@ -118,6 +118,35 @@ def overdue(s: Schedule, done: Done, now: float, grace_s: float) -> list[str]:
     return late
 
 
+ARCHIVE_BEHIND_SEGMENTS = 4  # asynchronous pushing may trail by a segment or two
+
+
+def wal_segment(name: str | None) -> int | None:
+    """A WAL file's place in the WAL stream (its timeline aside): log * 256 + segment, for
+    16 MiB segments. None for what is not a WAL segment's name."""
+    if not name or len(name) != 24:
+        return None
+    try:
+        return int(name[8:16], 16) * 0x100 + int(name[16:24], 16)
+    except ValueError:
+        return None
+
+
+def archive_behind(primary_last: str | None, repo_max: Mapping[int, str]) -> dict[int, int]:
+    """Per repository, how many WAL segments its archive ends before the newest one the
+    primary reports archived. pgBackRest reports a segment archived once it is in every
+    repository, or when it dropped it (`archive-push-queue-max`, a repository that cannot
+    be written): a repository far behind is missing WAL, and cannot restore past the gap."""
+    newest = wal_segment(primary_last)
+    if newest is None:
+        return {}
+    out = {}
+    for repo, last in repo_max.items():
+        segment = wal_segment(last)
+        out[repo] = max(0, newest - segment) if segment is not None else newest
+    return out
+
+
 @dataclass(frozen=True)
 class Archiver:
     """`pg_stat_archiver` on the primary: how WAL archiving (to pgBackRest) goes."""

@@ -14,7 +14,13 @@ import httpx
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
-from runnerhub.domain.backups import Archiver, Done, Schedule, overdue
+from runnerhub.domain.backups import (
+    ARCHIVE_BEHIND_SEGMENTS,
+    Archiver,
+    Done,
+    Schedule,
+    overdue,
+)
 from runnerhub.domain.breaker import BreakerState
 from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus, StandbyStatus
 from runnerhub.github.client import GitHubClient
@@ -346,10 +352,12 @@ def backups(
     grace_s: float,
     archiver: Callable[[], Archiver | None],
     clock: Callable[[], float] = time.time,
+    behind: Callable[[], Mapping[int, int]] = dict,
 ) -> CheckFn:
     """Backups (as the leader recorded them) and WAL archiving (as the primary reports it):
     degraded while a backup or check failed and nothing succeeded since, something is
-    overdue, or archiving fails. Never failing: a node serves without backups."""
+    overdue, archiving fails, or a repository's archive ends well before the primary's
+    (WAL dropped rather than fill the disk). Never failing: a node serves without backups."""
 
     async def check() -> Outcome:
         async with db.connection() as conn:
@@ -384,6 +392,14 @@ def backups(
             }
             if a.failing:
                 problems.append(f"WAL archiving failing (last failed: {a.last_failed_wal})")
+        for repo, segments in sorted(behind().items()):
+            repos.setdefault(f"repo{repo}", {})["archive_behind_segments"] = segments
+            if segments > ARCHIVE_BEHIND_SEGMENTS:
+                problems.append(
+                    f"repo{repo} ({names.get(repo, '')}): its WAL archive ends {segments} "
+                    "segments before the primary's: WAL missing (dropped at "
+                    "archive-push-queue-max, or not pushed); a restore cannot pass the gap"
+                )
         if problems:
             return Outcome("degraded", repos, "; ".join(problems))
         return Outcome("ok", repos)

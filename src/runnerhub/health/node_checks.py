@@ -47,6 +47,8 @@ class Subjects:
     cache: Cache
     replication: Callable[[], ReplicationStatus | None]  # as the node last read it
     archiver: Callable[[], Archiver | None]  # the primary's WAL archiving, as last read
+    # Per repository: WAL segments its archive trails the primary's (the leader's reading).
+    archive_behind: Callable[[], Mapping[int, int]]
     standby: Callable[[], StandbyStatus | None]  # a standby region's lag, as last read
     predictions: Callable[[], Mapping[str, float]]  # standing forecasts
     http: httpx.AsyncClient  # for etcd's and Patroni's HTTP APIs
@@ -92,6 +94,13 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
         specs.append(spec("standby_region", lag))
     if s.backup.enabled:
         b = s.backup
-        backups = checks.backups(on.db, schedules(b), repo_names(b), b.overdue_grace_s, on.archiver)
+        backups = checks.backups(
+            on.db,
+            schedules(b),
+            repo_names(b),
+            b.overdue_grace_s,
+            on.archiver,
+            behind=on.archive_behind,
+        )
         specs.append(spec("backups", backups, every=min(b.interval_s, 10.0)))
     return specs

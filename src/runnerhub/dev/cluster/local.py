@@ -141,6 +141,7 @@ class LocalCluster:
     # PostgreSQL as a 3-member Patroni cluster (synchronous replication, automatic failover)
     # rather than one server; None: in HA mode, yes.
     patroni: bool | None = None
+    patroni_members: int = 3  # 2 still fails over (synchronous mode); tests save a member
     # WAL archiving and scheduled backups with pgBackRest (two repositories); None: with
     # Patroni, yes.
     backups: bool | None = None
@@ -264,7 +265,10 @@ class LocalCluster:
         assert self.etcd is not None
         backups = self.backups if self.backups is not None else True
         self.pg_cluster = LocalPatroni(
-            self.state_dir / "patroni", self.etcd.endpoints, backups=backups
+            self.state_dir / "patroni",
+            self.etcd.endpoints,
+            members_count=self.patroni_members,
+            backups=backups,
         )
         with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
             self.pg_cluster.start()

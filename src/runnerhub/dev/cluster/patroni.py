@@ -312,6 +312,7 @@ class LocalPatroni:
     parameters: Mapping[str, Any] = field(default_factory=dict)  # PostgreSQL, cluster-wide
     # WAL archiving and backups with pgBackRest, into two repositories (two "regions").
     backups: bool = False
+    archive_queue_max: str = "1GB"  # pgBackRest's archive-push-queue-max
     # Bootstrap from a backup instead of initdb: the source's pgBackRest and credentials,
     # and how (`RestoreFrom`); the first member restores, the others copy it.
     restore: RestoreFrom | None = None
@@ -364,6 +365,7 @@ class LocalPatroni:
                 ],
                 self.uid,
                 self.gid,
+                archive_queue_max=self.archive_queue_max,
             )
             if cipher_pass:
                 self.pgbackrest.cipher_pass = cipher_pass

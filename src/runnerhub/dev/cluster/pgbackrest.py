@@ -64,6 +64,8 @@ class LocalPgBackRest:
     gid: int | None = None
     stanza: str = STANZA
     cipher_pass: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # WAL waiting in pg_wal past this is dropped (a PITR gap), never a full disk.
+    archive_queue_max: str = "1GB"
 
     @property
     def config_path(self) -> Path:
@@ -200,7 +202,7 @@ def render_conf(b: LocalPgBackRest, members: Sequence[Member], socket_dir: Path,
         "backup-standby=y",
         "archive-async=y",
         "# WAL waiting in pg_wal past this is dropped (a PITR gap), never a full disk",
-        "archive-push-queue-max=1GB",
+        f"archive-push-queue-max={b.archive_queue_max}",
         "archive-get-queue-max=32MB",
         "archive-timeout=30",
     ]
