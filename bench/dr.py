@@ -11,8 +11,8 @@
    first runner for a job queued after the fault; RPO as deliveries region A acknowledged
    that region B lacks, and jobs never run or run twice. The baseline, measured in the same
    drill: region B's node restarted as active until it takes deliveries — no RTO can be
-   below it. Each drill ends with region A rejoining as region B's standby (its database
-   copied afresh from region B), timed.
+   below it. Each drill ends where it began, timed: region A rejoins as region B's standby
+   (its database copied afresh), then takes the active role back (planned).
 2. **Point-in-time recovery of a realistic database**: `--pitr-jobs` jobs, each with its
    delivery and audit event, backed up (full, the baseline), then every job deleted, then
    restored to just before the delete into a new Patroni cluster: the restore's time
@@ -79,6 +79,7 @@ def one_drill(base: Path, n: int, rate: float) -> DrillReport:
             after_s=30,
             settle_s=180,
             failback=cluster.rejoin_region_a,
+            switch_back=cluster.switch_back,
         )
     finally:
         stop.set()
@@ -99,7 +100,7 @@ def drills(base: Path, count: int, rate: float) -> list[DrillReport]:
             f"{r.rto_runner_s}s, acked by A {r.acknowledged_by_a} missing in B "
             f"{r.acknowledged_missing_in_b}, jobs {r.jobs_before_fault}+{r.jobs_after_fault} "
             f"lost {r.jobs_lost} twice {len(r.ran_twice)}, region A back as a standby in "
-            f"{r.failback_s}s",
+            f"{r.failback_s}s, active again in {r.switch_back_s}s",
             flush=True,
         )
     return reports

@@ -17,7 +17,7 @@ from rich.console import Console
 from runnerhub.cli.dr import status as dr_status
 from runnerhub.dev.cluster.drill import DrillReport, region_a_pids, run_drill
 from runnerhub.dev.cluster.local import LocalCluster
-from runnerhub.dev.cluster.workload import query
+from runnerhub.dev.cluster.workload import LINUX, query, sim_jobs
 from runnerhub.dev.waiting import wait_until_sync
 
 
@@ -118,6 +118,27 @@ def test_a_drill_loses_region_a_and_region_b_runs_every_job_once(
     [row_b] = [line for line in regions.splitlines() if "│ B " in line]
     assert "standby" in row_a and "standby" not in row_b and "active" in row_b
     assert "# DR drill" in after
+
+    # And back, planned: region A active again in a new era, GitHub's hook at region A's
+    # balancer, region B its standby again; a job runs once through region A.
+    back = c.switch_back()
+    assert back.era == 2 and back.hooks == [{"hook": "org:acme/1", "url": c.webhook_url}]
+    leader = wait_until_sync(lambda: leader_epoch(c.api_url, c.secrets.read_token), 60, "A")
+    assert leader >> 40 == 2
+    node_b1 = c.standby_urls["node-b1"]
+    wait_until_sync(lambda: standby_streaming(node_b1, c.secrets.read_token), 60, "node-b1")
+    body = {"repository": "acme/web", "labels": LINUX, "count": 1, "duration_s": 0.2}
+    [job] = [j["id"] for j in httpx.post(f"{c.sim_url}/_sim/jobs", json=body).json()["jobs"]]
+    wait_until_sync(lambda: sim_jobs(c.sim_url)[job]["status"] == "completed", 60, "a job")
+    assert len(sim_jobs(c.sim_url)[job]["executions"]) == 1
+
+
+def leader_epoch(url: str, token: str) -> int | None:
+    try:
+        r = httpx.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError:
+        return None
+    return r.json().get("epoch") if r.status_code == 200 else None
 
 
 def standby_streaming(url: str, token: str) -> bool:

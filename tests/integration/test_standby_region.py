@@ -34,7 +34,7 @@ from runnerhub.node import Node
 from runnerhub.paths import write_private
 from runnerhub.store.migrate import migrate
 from tests.conftest import make_settings
-from tests.github_process import PAT, SECRET, GitHub, github_sim
+from tests.github_process import LINUX, GitHub, github_sim, node_config
 from tests.integration.test_step_down import Proxy
 from tests.payloads import signed, workflow_job
 
@@ -202,9 +202,6 @@ async def test_cut_off_from_region_a_the_standby_replays_its_archive_and_says_so
 
 # -- region A lost, region B promoted ------------------------------------------------------
 
-RUNNER_CMD = [sys.executable, "-m", "runnerhub.dev.sim.runner", "--idle-timeout", "60"]
-LINUX = ["self-hosted", "linux", "x64"]
-
 
 @pytest.fixture(scope="module")
 def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
@@ -217,31 +214,11 @@ def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHub]:
 def region_node(
     region: tuple[LocalPatroni, LocalEtcd], gh: GitHub, tmp: Path, name: str, dsn: str, **node: Any
 ) -> dict[str, Any]:
-    """An active node's configuration (as a dict: written for a process, or read in one)."""
+    """A node of a region: elected in its etcd, watching its Patroni members."""
     return {
-        "node": {"id": name, "state_dir": str(tmp / name), "host": "127.0.0.1", **node},
-        "database": {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 4},
-        "webhook": {"secrets": [SECRET]},
-        "github": {
-            "api_url": gh.url,
-            "auth": {"token": PAT},
-            "organizations": ["acme"],
-            "hooks": [{"organization": "acme", "hook_id": 1}],
-        },
+        **node_config(name, dsn, gh, tmp, **node),
         "ha": {"etcd_endpoints": region[1].endpoints, "lease_ttl_s": 2},
         "health": {"patroni_urls": [m.api_url for m in region[0].members]},
-        "pools": [
-            {
-                "name": "linux",
-                "labels": LINUX,
-                "max_runners": 4,
-                "process": {"command": RUNNER_CMD, "stop_grace_s": 2},
-            }
-        ],
-        "api_tokens": [{"name": "reader", "token": READ["Authorization"][7:], "role": "read"}],
-        "scheduler": {"tick_s": 1},
-        "reconciler": {"interval_s": 2},
-        "janitor": {"interval_s": 1},
     }
 
 

@@ -93,7 +93,7 @@ def promote(settings: Settings, webhook_url: str | None, force: bool) -> int:
     try:
         with console.status("promoting…"):
             report = asyncio.run(dr_promote(settings, webhook_url, force))
-    except PromotionRefused as exc:
+    except (PromotionRefused, psycopg.Error, OSError) as exc:
         console.print(f"[red]runnerhub dr promote: {exc}[/red]")
         return 1
     console.print(
@@ -112,7 +112,11 @@ def promote(settings: Settings, webhook_url: str | None, force: bool) -> int:
 def promote_local(state_dir: Path, webhook_url: str | None, force: bool) -> int:
     """`runnerhub dr promote` on `runnerhub up --ha --dr`: promote region B, then make its
     node active (its configuration rewritten; `up` starts it again)."""
-    info = json.loads((state_dir / "cluster.json").read_text())
+    try:
+        info = json.loads((state_dir / "cluster.json").read_text())
+    except (OSError, ValueError) as exc:
+        Console().print(f"[red]runnerhub dr promote: no local cluster in {state_dir}: {exc}[/red]")
+        return 2
     region = info.get("region_b")
     if not region:
         Console().print("[red]runnerhub dr promote: this cluster has no region B (up --dr)[/red]")
@@ -126,6 +130,7 @@ def promote_local(state_dir: Path, webhook_url: str | None, force: bool) -> int:
 
 
 def drill(state_dir: Path, rate: float, before_s: float, after_s: float, failback: bool) -> int:
+    """`runnerhub dr drill`: with `failback`, it ends where it began (region A active)."""
     console = Console()
     logs.setup("warning", "console")
     try:
@@ -136,6 +141,7 @@ def drill(state_dir: Path, rate: float, before_s: float, after_s: float, failbac
             after_s,
             log=console.print,
             failback=(lambda: request_failback(state_dir)) if failback else None,
+            switch_back=lambda: request_failback(state_dir, "switch_back"),
         )
     except (DrillError, PromotionRefused, Timeout, OSError, psycopg.Error) as exc:
         console.print(f"[red]runnerhub dr drill: {exc}[/red]")
@@ -225,13 +231,20 @@ def status(state_dir: Path, url_a: str | None, url_b: str | None, token: str | N
     return 0
 
 
-def failback(state_dir: Path) -> int:
+def failback(state_dir: Path, switch_back: bool) -> int:
     console = Console()
     try:
         with console.status("region A rejoins as region B's standby…"):
             request_failback(state_dir)
+        if switch_back:
+            with console.status("the active role moves back to region A…"):
+                request_failback(state_dir, "switch_back")
     except (DrillError, Timeout, OSError) as exc:
         console.print(f"[red]runnerhub dr failback: {exc}[/red]")
         return 1
-    console.print("region A stands by for region B (`runnerhub dr status`)")
+    console.print(
+        "region A is active again, region B its standby (`runnerhub dr status`)"
+        if switch_back
+        else "region A stands by for region B (`runnerhub dr status`)"
+    )
     return 0

@@ -335,7 +335,8 @@ def dr_drill(
     before: Annotated[float, typer.Option(min=1, help="Seconds of load before the fault.")] = 10,
     after: Annotated[float, typer.Option(min=1, help="Seconds of load after it.")] = 20,
     failback: Annotated[
-        bool, typer.Option(help="At the end, region A rejoins as region B's standby.")
+        bool,
+        typer.Option(help="At the end, region A rejoins, then is made active again."),
     ] = True,
     state_dir: Annotated[
         Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
@@ -350,15 +351,19 @@ def dr_drill(
 
 @dr_app.command("failback")
 def dr_failback(
+    switch_back: Annotated[
+        bool, typer.Option("--switch-back", help="Then make region A active again.")
+    ] = False,
     state_dir: Annotated[
         Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
     ] = DEFAULT_STATE,
 ) -> None:
     """After region B took over: region A (of a running `up --ha --dr`) comes back as its
-    standby — its database copied afresh from region B, its nodes standing by."""
+    standby — its database copied afresh from region B, its nodes standing by; with
+    --switch-back, the active role then moves back to region A (planned)."""
     from runnerhub.cli.dr import failback
 
-    sys.exit(failback(state_dir))
+    sys.exit(failback(state_dir, switch_back))
 
 
 @dr_app.command("status")

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import psycopg
 import structlog
+from psycopg.rows import dict_row
 
 from runnerhub.config import Settings
 from runnerhub.github.client import GitHubClient
@@ -36,7 +37,6 @@ from runnerhub.ha.dcs import StoreUnavailable
 from runnerhub.ha.etcd import EtcdLeaderStore
 from runnerhub.ha.leadership import era_of, next_era
 from runnerhub.store import events, leadership
-from runnerhub.store.db import connect
 
 log = structlog.get_logger("runnerhub.dr")
 
@@ -70,10 +70,10 @@ async def promote(
     began = time.monotonic()
     standby = await _standby_cluster(settings, patroni)
     if standby is not None:
-        report.old_primary = f"{standby['host']}:{standby['port']}"
-        report.old_primary_writable = await _accepts_writes(
-            settings, str(standby["host"]), int(standby["port"])
-        )
+        host, port = standby.get("host"), standby.get("port")  # absent: archive replay only
+        if host and port:
+            report.old_primary = f"{host}:{port}"
+            report.old_primary_writable = await _accepts_writes(settings, str(host), int(port))
         if report.old_primary_writable and not force:
             raise PromotionRefused(
                 f"the active region's primary at {report.old_primary} still accepts writes: "
@@ -175,8 +175,7 @@ async def _wait_writable(settings: Settings, timeout_s: float) -> None:
 async def _start_era(settings: Settings) -> tuple[int | None, int]:
     """(the newest epoch the database holds, the era begun). Run again after a promotion,
     it begins no second era while this region's own leaders hold the newest epoch."""
-    dsn = settings.database.dsn.get_secret_value()
-    async with await connect(dsn) as conn:
+    async with await _primary(settings) as conn:
         row = await leadership.current(conn)
     recorded = row.epoch if row else None
     ha = settings.ha
@@ -195,8 +194,7 @@ async def _start_era(settings: Settings) -> tuple[int | None, int]:
 
 
 async def _record(settings: Settings, report: PromotionReport) -> None:
-    dsn = settings.database.dsn.get_secret_value()
-    async with await connect(dsn) as conn, conn.transaction():
+    async with await _primary(settings) as conn, conn.transaction():
         await events.append(
             conn,
             settings.node.id,
@@ -207,6 +205,16 @@ async def _record(settings: Settings, report: PromotionReport) -> None:
             old_primary=report.old_primary,
             old_primary_writable=report.old_primary_writable,
         )
+
+
+async def _primary(settings: Settings) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """The region's primary: a standby's DSN may list every member and take any."""
+    return await psycopg.AsyncConnection.connect(
+        settings.database.dsn.get_secret_value(),
+        target_session_attrs="read-write",
+        connect_timeout=5,
+        row_factory=dict_row,
+    )
 
 
 async def _repoint_hooks(settings: Settings, url: str | None) -> list[dict[str, str]]:

@@ -69,6 +69,7 @@ class DrillReport:
     ran_twice: list[int] = field(default_factory=list)
     failback: str = "not run: region B stays active"
     failback_s: float | None = None  # region A back as region B's standby, streaming
+    switch_back_s: float | None = None  # the active role back to region A, B its standby
 
     @property
     def jobs_lost(self) -> int:
@@ -102,6 +103,7 @@ class DrillReport:
                 f"{len(self.ran_twice)} |",
                 f"| processes of region A killed | {len(self.killed)} |",
                 f"| failback | {self.failback} ({s(self.failback_s)}) |",
+                f"| switch back to region A (planned) | {s(self.switch_back_s)} |",
                 "",
             ]
         )
@@ -174,9 +176,11 @@ def run_drill(
     settle_s: float = 120.0,
     log: Callable[[str], None] = lambda line: None,
     failback: Callable[[], None] | None = None,
+    switch_back: Callable[[], None] | None = None,
 ) -> DrillReport:
     """The whole drill; the report is written under `<state>/drills/` too. `failback`
-    brings region A back as region B's standby at the end (`rejoin_region_a`)."""
+    brings region A back as region B's standby at the end (`rejoin_region_a`), then
+    `switch_back` moves the active role back to it: the drill ends where it began."""
     info = cluster_info(state_dir)
     (b_name, b_url), *_ = info["region_b"]["node_urls"].items()
     b_config = Path(info["config_files"][b_name])
@@ -215,6 +219,12 @@ def run_drill(
         report.failback_s = round(time.monotonic() - began, 1)
         report.failback = "region A rejoined as region B's standby; region B stays active"
         log(f"region A rejoined as a standby in {report.failback_s:.1f} s")
+    if failback is not None and switch_back is not None:
+        began = time.monotonic()
+        switch_back()
+        report.switch_back_s = round(time.monotonic() - began, 1)
+        report.failback = "region A rejoined as region B's standby, then active again"
+        log(f"region A active again, region B its standby, in {report.switch_back_s:.1f} s")
     _write(state_dir, report)
     return report
 
@@ -223,11 +233,12 @@ FAILBACK_REQUEST = "failback.request"
 FAILBACK_RESULT = "failback.result"
 
 
-def request_failback(state_dir: Path, timeout_s: float = 300.0) -> None:
-    """Ask the running `up` to bring region A back as region B's standby, and wait."""
+def request_failback(state_dir: Path, action: str = "rejoin", timeout_s: float = 300.0) -> None:
+    """Ask the running `up` to bring region A back as region B's standby (`rejoin`) or to
+    move the active role back to it (`switch_back`), and wait."""
     result = state_dir / FAILBACK_RESULT
     result.unlink(missing_ok=True)
-    write_private(state_dir / FAILBACK_REQUEST, datetime.now(UTC).isoformat())
+    write_private(state_dir / FAILBACK_REQUEST, action)
     wait_until_sync(result.exists, timeout_s, "`runnerhub up` to rejoin region A", 0.5)
     outcome = json.loads(result.read_text())
     if not outcome.get("ok"):

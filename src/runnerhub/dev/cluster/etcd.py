@@ -289,5 +289,9 @@ class LocalEtcd:
             raise EtcdError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every key under `prefix` (a cluster's keys that describe a past)."""
+        self.etcdctl("del", "--prefix", prefix)
+
     def __len__(self) -> int:
         return len(self.members)

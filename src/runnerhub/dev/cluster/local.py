@@ -8,6 +8,7 @@ running it again on the same directory resumes where it stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import io
@@ -33,6 +34,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 
+from runnerhub.config import load_settings
 from runnerhub.dev.cluster.drill import (
     FAILBACK_REQUEST,
     FAILBACK_RESULT,
@@ -47,10 +49,11 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
-from runnerhub.dev.cluster.region import StandbyRegion, stand_by_local_node
+from runnerhub.dev.cluster.region import StandbyRegion, caught_up, stand_by_local_node
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.dr.promote import PromotionReport, promote
 from runnerhub.paths import write_private
 
 # Renders what the API reports (pools, jobs, runners) for the live view.
@@ -207,6 +210,8 @@ class LocalCluster:
         self.restarts = RestartPolicy()
         self.runners: RunnerSetup = runner_setup(self.state_dir)
         self._reported: set[str] = set()  # given up on, and said so
+        # Held while regions change roles: the supervisor leaves processes alone meanwhile.
+        self._changing = threading.Lock()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -774,6 +779,14 @@ class LocalCluster:
         """Start again what exited (a crash, `runnerhub chaos kill`), as systemd would: after
         a growing delay, and not a process that keeps exiting (`dev.cluster.supervise`). False
         when the cluster cannot go on: the simulator, which stands in for GitHub, is gone."""
+        if not self._changing.acquire(blocking=False):
+            return True  # regions are changing roles: their processes are being restarted
+        try:
+            return self._supervise()
+        finally:
+            self._changing.release()
+
+    def _supervise(self) -> bool:
         nodes = [*self.node_services, *self.standby_services]
         sim = [s for s in self.services if s not in nodes and not s.alive()]
         if sim:
@@ -835,18 +848,68 @@ class LocalCluster:
             return next(iter(self.standby_urls.values()))
         return self.api_url
 
+    def switch_back(self, timeout_s: float = 180.0) -> PromotionReport:
+        """The active role back to region A, region B its standby again."""
+        with self._changing:
+            return self._switch_back(timeout_s)
+
+    def _switch_back(self, timeout_s: float) -> PromotionReport:
+        """After `rejoin_region_a`: the active role moves back to region A, planned, and
+        region B stands by again — the drill ends where it began. Region B's node stops
+        first (nothing writes in region B), region A replays all region B wrote, then is
+        promoted (a new era above region B's), its nodes run active behind HAProxy again,
+        GitHub's hook points at HAProxy, and region B is copied afresh from region A."""
+        b, pg, etcd = self.region_b, self.pg_cluster, self.etcd
+        if self._region_a_state() != "standby" or b is None or pg is None or etcd is None:
+            raise RuntimeError("region A does not stand by for region B: nothing to switch")
+        for svc in self.standby_services:
+            svc.stop()  # a planned switch: region B writes nothing from here on
+        wait_until_sync(lambda: caught_up(b.dsn(), pg.dsn("runnerhub")), 60, "region A")
+        node = self.node_services[0]
+        settings = load_settings(self.state_dir / f"{node.name}.yaml")
+        report = asyncio.run(promote(settings, self.webhook_url, force=True))
+        pg.standby_of = None
+        pg.synchronous_mode = True
+        self.dsn = pg.dsn("runnerhub")
+        pg.patch_config({"synchronous_mode": True})
+        for svc in self.node_services:  # their whole configuration again, active
+            svc.stop()
+            self._write_config(svc.name, int(self.node_urls[svc.name].rsplit(":", 1)[1]))
+            svc.start()
+        assert self.haproxy is not None
+        self.haproxy.start()
+        clear = functools.partial(b.etcd.delete_prefix, b.pg.namespace)
+        b.pg.rebuild_as_standby(b.follow(), clear, timeout_s)
+        for svc in self.standby_services:
+            stand_by_local_node(
+                self.state_dir / f"{svc.name}.yaml",
+                b.dsn(),
+                [m.api_url for m in b.pg.members],
+            )
+            svc.start()
+        (self.state_dir / STANDBY_FLAG).unlink()
+        self._write_cluster_file()
+        return report
+
     def _serve_failback_request(self) -> None:
         """`runnerhub dr failback` (another process) asks through a file; the answer too."""
         request = self.state_dir / FAILBACK_REQUEST
         if not request.exists():
             return
+        action = request.read_text().strip()
         request.unlink()
         began = time.monotonic()
         try:
-            with self.console.status("region A rejoins as region B's standby…"):
-                self.rejoin_region_a()
+            if action == "switch_back":
+                with self.console.status("the active role moves back to region A…"):
+                    self.switch_back()
+                done = "region A is active again, region B its standby"
+            else:
+                with self.console.status("region A rejoins as region B's standby…"):
+                    self.rejoin_region_a()
+                done = "region A stands by for region B"
             outcome: dict[str, Any] = {"ok": True, "seconds": round(time.monotonic() - began, 1)}
-            self.console.print("[green]✓[/green] region A stands by for region B")
+            self.console.print(f"[green]✓[/green] {done}")
         except (*START_ERRORS, Timeout) as exc:
             outcome = {"ok": False, "error": str(exc)}
             self.console.print(f"[red]region A did not rejoin: {exc}[/red]")
@@ -860,6 +923,11 @@ class LocalCluster:
         return "standby" if (self.state_dir / STANDBY_FLAG).exists() else "active"
 
     def rejoin_region_a(self, timeout_s: float = 180.0) -> None:
+        """Region A back as region B's standby (`runnerhub dr failback`)."""
+        with self._changing:
+            self._rejoin_region_a(timeout_s)
+
+    def _rejoin_region_a(self, timeout_s: float) -> None:
         """After region B took over: region A comes back as its standby (docs/dr.md). Its
         etcd starts again with Patroni's keys cleared, its database is copied afresh from
         region B's primary, and its nodes stand by; then `up` looks after it again."""
@@ -870,11 +938,14 @@ class LocalCluster:
         for m in self.etcd.members:
             m.start()
         self.etcd.wait_healthy(timeout_s)
-        self.etcd.etcdctl("del", "--prefix", self.pg_cluster.namespace)
         primary = b.pg.primary()
         if primary is None:
             raise RuntimeError("region B has no primary to copy from")
-        self.pg_cluster.rebuild_as_standby(StandbyOf("127.0.0.1", primary.pg_port), timeout_s)
+        self.pg_cluster.rebuild_as_standby(
+            StandbyOf("127.0.0.1", primary.pg_port),
+            functools.partial(self.etcd.delete_prefix, self.pg_cluster.namespace),
+            timeout_s,
+        )
         self.dsn = self.pg_cluster.dsn("runnerhub")
         for svc in self.node_services:
             path = self.state_dir / f"{svc.name}.yaml"

@@ -25,7 +25,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,12 +476,23 @@ class LocalPatroni:
             shutil.rmtree(self.run_dir.parent, ignore_errors=True)
         (self.base_dir / STATE_FILE).unlink(missing_ok=True)
 
-    def rebuild_as_standby(self, of: StandbyOf, timeout_s: float = 180.0) -> None:
-        """Make this (stopped) cluster over, as a standby cluster of `of`: its data and its
-        keys in etcd go (they describe a history the other cluster has left behind), then
-        every member copies the other cluster afresh (pg_basebackup)."""
+    def patch_config(self, change: dict[str, Any]) -> None:
+        """Change the cluster's dynamic configuration (Patroni's `PATCH /config`)."""
+        for m in self.members:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.patch(f"{m.api_url}/config", json=change, timeout=5).status_code == 200:
+                    return
+        raise PatroniError(f"no member took the configuration change {change}")
+
+    def rebuild_as_standby(
+        self, of: StandbyOf, clear_keys: Callable[[], None], timeout_s: float = 180.0
+    ) -> None:
+        """Make this cluster over, as a standby cluster of `of`: it stops, its data and its
+        keys in etcd (`clear_keys`) go — they describe a history the other cluster has left
+        behind — then every member copies the other cluster afresh (pg_basebackup)."""
         if any(m.alive() for m in self.members):
             self.stop()  # not when all are gone: a stale postmaster.pid may name another pid
+        clear_keys()  # once no member runs: a running one would write them again
         for m in self.members:
             shutil.rmtree(m.data_dir, ignore_errors=True)
         self.standby_of = of

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 
 from runnerhub.dev.cluster.etcd import LocalEtcd
@@ -63,9 +64,13 @@ class StandbyRegion:
             scope="runnerhub-b",
             namespace="/runnerhub-b/",
             synchronous_mode=False,  # nothing in region B commits: it only replays
-            standby_of=StandbyOf("127.0.0.1", self.primary_port, archive_fallback(self.source)),
+            standby_of=self.follow(),
             standby_credentials=self.source.credentials,  # the roles stream in from A
         )
+
+    def follow(self) -> StandbyOf:
+        """How region B follows region A: its primary endpoint, else repo2's archive."""
+        return StandbyOf("127.0.0.1", self.primary_port, archive_fallback(self.source))
 
     def start(self, timeout_s: float = 120.0) -> None:
         self.etcd.start()
@@ -91,6 +96,20 @@ class StandbyRegion:
     def stop(self) -> None:
         self.pg.stop()  # before etcd: Patroni hands its key back on the way out
         self.etcd.stop()
+
+
+def caught_up(primary_dsn: str, standby_dsn: str) -> bool:
+    """The standby has replayed everything the primary wrote so far."""
+    try:
+        with psycopg.connect(primary_dsn, connect_timeout=3) as p:
+            row = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        with psycopg.connect(standby_dsn, connect_timeout=3) as s:
+            replayed = s.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0] if row else None,)
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(replayed and replayed[0])
 
 
 def stand_by_local_node(config: Path, dsn: str, patroni_urls: list[str]) -> None:
