@@ -37,6 +37,9 @@ def two_regions(tmp_path: Path) -> Iterator[LocalCluster]:
             "janitor": {"interval_s": 1},
             "reconciler": {"interval_s": 3},
             "ha": {"lease_ttl_s": 2},
+            # WAL is archived (region B's fallback), but no backup runs: they are tested
+            # elsewhere, and a full backup and its restore test would load the drill.
+            "backup": {"enabled": False},
         },
     )
     stop = threading.Event()
