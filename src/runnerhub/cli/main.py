@@ -37,6 +37,9 @@ app.add_typer(dr_app, name="dr")
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
 StateOpt = Annotated[Path, typer.Option(help="A local cluster's state directory.")]
+DrStateOpt = Annotated[
+    Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
+]
 UrlOpt = Annotated[str | None, typer.Option(help="A node's URL (instead of --state-dir).")]
 TokenOpt = Annotated[
     str | None, typer.Option(envvar="RUNNERHUB_TOKEN", help="An API token with role admin.")
@@ -338,9 +341,7 @@ def dr_drill(
         bool,
         typer.Option(help="At the end, region A rejoins, then is made active again."),
     ] = True,
-    state_dir: Annotated[
-        Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
-    ] = DEFAULT_STATE,
+    state_dir: DrStateOpt = DEFAULT_STATE,
 ) -> None:
     """Take region A of a running `up --ha --dr` down entirely, promote region B, bring
     region A back as its standby, and report RTO and RPO (under <state>/drills/)."""
@@ -354,9 +355,7 @@ def dr_failback(
     switch_back: Annotated[
         bool, typer.Option("--switch-back", help="Then make region A active again.")
     ] = False,
-    state_dir: Annotated[
-        Path, typer.Option(help="The local cluster's state directory (up --ha --dr).")
-    ] = DEFAULT_STATE,
+    state_dir: DrStateOpt = DEFAULT_STATE,
 ) -> None:
     """After region B took over: region A (of a running `up --ha --dr`) comes back as its
     standby — its database copied afresh from region B, its nodes standing by; with

@@ -156,14 +156,11 @@ async def _drop_standby_cluster(settings: Settings, urls: list[str]) -> None:
 
 
 async def _wait_writable(settings: Settings, timeout_s: float) -> None:
-    dsn = settings.database.dsn.get_secret_value()
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                dsn, target_session_attrs="read-write", connect_timeout=3
-            ) as conn:
+            async with await _primary(settings) as conn:
                 await conn.execute("SELECT 1")
                 return
         except psycopg.Error as exc:

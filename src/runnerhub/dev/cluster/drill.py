@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from runnerhub.config import load_settings
+from runnerhub.dev.cluster.process import answers_ok, pid_running
 from runnerhub.dev.cluster.region import activate_local_node
 from runnerhub.dev.cluster.workload import Load, query, sim_jobs
 from runnerhub.dev.waiting import Timeout, wait_until_sync
@@ -146,15 +147,8 @@ def lose_region_a(state_dir: Path, info: dict[str, Any]) -> list[str]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
-    wait_until_sync(lambda: not any(_alive(p) for p in pids.values()), 15, "region A to die")
+    wait_until_sync(lambda: not any(pid_running(p) for p in pids.values()), 15, "region A to die")
     return sorted(pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _standby_view(url: str, token: str) -> dict[str, Any] | None:
@@ -202,7 +196,9 @@ def run_drill(
         log(f"region B promoted in {report.promoted_s:.1f} s (era {promoted.era})")
         activated = time.monotonic()
         activate_local_node(b_config, int(info["pids"].get(b_name) or 0))
-        wait_until_sync(lambda: _ready(b_url), 90, f"{b_name} to take deliveries", 0.1)
+        wait_until_sync(
+            lambda: answers_ok(f"{b_url}/readyz"), 90, f"{b_name} to take deliveries", 0.1
+        )
         report.node_ready_s = round(time.monotonic() - activated, 2)
         wait_until_sync(
             lambda: time.time() >= fault + after_s and len(load.ids) > before,
@@ -214,15 +210,11 @@ def run_drill(
     _settle(info["github_sim_url"], ids, settle_s, report)
     _measure(info, b_dsn, fault, ids[before:], report)
     if failback is not None:
-        began = time.monotonic()
-        failback()
-        report.failback_s = round(time.monotonic() - began, 1)
+        report.failback_s = _timed(failback)
         report.failback = "region A rejoined as region B's standby; region B stays active"
         log(f"region A rejoined as a standby in {report.failback_s:.1f} s")
     if failback is not None and switch_back is not None:
-        began = time.monotonic()
-        switch_back()
-        report.switch_back_s = round(time.monotonic() - began, 1)
+        report.switch_back_s = _timed(switch_back)
         report.failback = "region A rejoined as region B's standby, then active again"
         log(f"region A active again, region B its standby, in {report.switch_back_s:.1f} s")
     _write(state_dir, report)
@@ -245,11 +237,10 @@ def request_failback(state_dir: Path, action: str = "rejoin", timeout_s: float =
         raise DrillError(f"region A did not rejoin: {outcome.get('error')}")
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _timed(step: Callable[[], None]) -> float:
+    began = time.monotonic()
+    step()
+    return round(time.monotonic() - began, 1)
 
 
 def _lost(state_dir: Path) -> bool:
@@ -271,19 +262,17 @@ def _settle(sim_url: str, ids: list[int], settle_s: float, report: DrillReport) 
 def _measure(
     info: dict[str, Any], b_dsn: str, fault: float, after: list[int], report: DrillReport
 ) -> None:
-    at = datetime.fromtimestamp(fault, UTC)
-    first = query(
-        b_dsn,
+    def seconds_to(sql: str, arg: Any) -> float | None:  # fault → the first such row
+        t = query(b_dsn, sql, arg)[0]["t"]
+        return round(t.timestamp() - fault, 2) if t else None
+
+    report.rto_webhook_s = seconds_to(
         "SELECT min(received_at) AS t FROM webhook_deliveries WHERE received_at >= %s",
-        at,
-    )[0]["t"]
-    report.rto_webhook_s = round(first.timestamp() - fault, 2) if first else None
-    runner = query(
-        b_dsn,
-        "SELECT min(created_at) AS t FROM runners WHERE provisioned_for = ANY(%s)",
-        after,
-    )[0]["t"]
-    report.rto_runner_s = round(runner.timestamp() - fault, 2) if runner else None
+        datetime.fromtimestamp(fault, UTC),
+    )
+    report.rto_runner_s = seconds_to(
+        "SELECT min(created_at) AS t FROM runners WHERE provisioned_for = ANY(%s)", after
+    )
     r = httpx.get(f"{info['github_sim_url']}/_sim/deliveries", timeout=10)
     r.raise_for_status()
     acked = [

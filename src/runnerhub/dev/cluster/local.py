@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -47,9 +46,14 @@ from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
-from runnerhub.dev.cluster.process import ManagedProcess, wait_ready
+from runnerhub.dev.cluster.process import ManagedProcess, answers_ok, pid_running, wait_ready
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
-from runnerhub.dev.cluster.region import StandbyRegion, caught_up, stand_by_local_node
+from runnerhub.dev.cluster.region import (
+    StandbyRegion,
+    caught_up,
+    stand_by_local_node,
+    write_node_config,
+)
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
 from runnerhub.dev.waiting import Timeout, wait_until_sync
@@ -311,19 +315,7 @@ class LocalCluster:
             f"streaming from region A's primary (127.0.0.1:{self.haproxy.postgres_port}), "
             "replaying repo2 when it cannot"
         )
-        name, port = "node-b1", free_port()
-        config = self._write_config(name, port, standby=True)
-        node = self._node_service(name, config)
-        with self.console.status(f"starting RunnerHub {name} (standing by)…"):
-            node.start()
-            self.services.append(node)
-            self.standby_services.append(node)
-            self.standby_urls[name] = f"http://127.0.0.1:{port}"
-            # A standby is never ready for deliveries (/readyz says "standby"): it lives.
-            self._wait_http(f"{self.standby_urls[name]}/livez", node, f"{name} to serve")
-        self.console.print(
-            f"[green]✓[/green] RunnerHub {name} (region B) at {self.standby_urls[name]}"
-        )
+        self._start_node("node-b1", free_port(), standby=True)
 
     def _choose_port(self) -> None:
         if self.port == 0:
@@ -350,16 +342,20 @@ class LocalCluster:
             self.logs / f"{name}.log",
         )
 
-    def _start_node(self, name: str, port: int) -> None:
-        config = self._write_config(name, port)
-        node = self._node_service(name, config)
+    def _start_node(self, name: str, port: int, standby: bool = False) -> None:
+        """A node of region A (behind HAProxy), or with `standby` region B's."""
+        node = self._node_service(name, self._write_config(name, port, standby=standby))
+        urls = self.standby_urls if standby else self.node_urls
         with self.console.status(f"starting RunnerHub {name}…"):
             node.start()
             self.services.append(node)
-            self.node_services.append(node)
-            self.node_urls[name] = f"http://127.0.0.1:{port}"
-            self._wait_http(f"{self.node_urls[name]}/readyz", node, f"{name} to become ready")
-        self.console.print(f"[green]✓[/green] RunnerHub {name} at {self.node_urls[name]}")
+            (self.standby_services if standby else self.node_services).append(node)
+            urls[name] = f"http://127.0.0.1:{port}"
+            # A standby is never ready for deliveries (/readyz says "standby"): it lives.
+            probe = "livez" if standby else "readyz"
+            self._wait_http(f"{urls[name]}/{probe}", node, f"{name} to answer /{probe}")
+        where = " (region B, standing by)" if standby else ""
+        self.console.print(f"[green]✓[/green] RunnerHub {name}{where} at {urls[name]}")
 
     def _start_haproxy(self) -> None:
         members = self.pg_cluster.members if self.pg_cluster else []
@@ -477,11 +473,7 @@ class LocalCluster:
             for section in ("redis", "backup"):  # region A's: not region B's to use
                 config.pop(section, None)
         path = self.state_dir / f"{name}.yaml"
-        write_private(
-            path,
-            "# written by `runnerhub up`; holds secrets\n"
-            + yaml.safe_dump(config, sort_keys=False),
-        )
+        write_node_config(path, config)
         return path
 
     def _node_config(self, name: str, port: int) -> dict[str, Any]:
@@ -545,13 +537,14 @@ class LocalCluster:
     def _wait_http(self, url: str, svc: Service, what: str, timeout_s: float = 60) -> None:
         """Until `url` answers 200; `svc` exiting meanwhile fails at once, with its log."""
 
-        def answers() -> bool:
-            try:
-                return httpx.get(url, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_ready(answers, timeout_s, what, error=RuntimeError, watch=[svc], interval_s=0.1)
+        wait_ready(
+            lambda: answers_ok(url),
+            timeout_s,
+            what,
+            error=RuntimeError,
+            watch=[svc],
+            interval_s=0.1,
+        )
 
     def _write_cluster_file(self) -> None:
         info = {
@@ -972,7 +965,7 @@ class LocalCluster:
                 continue
         # They are not our children: wait until they are gone, then kill what lingers.
         try:
-            wait_until_sync(lambda: not any(_running(p) for p in pids), 10, "runners to stop")
+            wait_until_sync(lambda: not any(pid_running(p) for p in pids), 10, "runners to stop")
         except Timeout:
             for pid in pids:
                 with contextlib.suppress(OSError):
@@ -1017,11 +1010,3 @@ def run_local_cluster(
         return 1
     finally:
         cluster.stop()
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a runner's parent may be gone, leaving it unreaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

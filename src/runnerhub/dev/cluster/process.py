@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 
 T = TypeVar("T")
@@ -175,3 +177,19 @@ def wait_ready(
         shown = watch if logs is None else logs
         tails = "\n".join(f"--- {p.name}\n{p.tail(log_lines)}" for p in shown)
         raise error(f"{exc}\n{tails}") from exc
+
+
+def pid_running(pid: int) -> bool:
+    """Alive and not a zombie (a process whose parent is gone may be left unreaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def answers_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """`url` answers 200 (an HTTP server that is not listening yet answers nothing)."""
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -112,6 +112,14 @@ def caught_up(primary_dsn: str, standby_dsn: str) -> bool:
     return bool(replayed and replayed[0])
 
 
+def write_node_config(path: Path, config: dict[str, Any]) -> None:
+    """A node's configuration as `runnerhub up` writes it: private, since it holds secrets."""
+    write_private(
+        path,
+        "# written by `runnerhub up`; holds secrets\n" + yaml.safe_dump(config, sort_keys=False),
+    )
+
+
 def stand_by_local_node(config: Path, dsn: str, patroni_urls: list[str]) -> None:
     """A node of the region that rejoined as a standby: it reads its region's database."""
     settings = yaml.safe_load(config.read_text())
@@ -119,7 +127,7 @@ def stand_by_local_node(config: Path, dsn: str, patroni_urls: list[str]) -> None
     settings["database"]["dsn"] = dsn
     settings.setdefault("health", {})["patroni_urls"] = patroni_urls
     settings.pop("backup", None)  # the active region backs up
-    write_private(config, "# written by `runnerhub up`; holds secrets\n" + yaml.safe_dump(settings))
+    write_node_config(config, settings)
 
 
 def activate_local_node(config: Path, pid: int) -> None:
@@ -127,7 +135,7 @@ def activate_local_node(config: Path, pid: int) -> None:
     node (`pid`) is asked to exit; `runnerhub up` starts it again, as an active node."""
     settings = yaml.safe_load(config.read_text())
     settings["node"]["role"] = "active"
-    write_private(config, "# written by `runnerhub up`; holds secrets\n" + yaml.safe_dump(settings))
+    write_node_config(config, settings)
     if pid > 0:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
