@@ -440,6 +440,9 @@ class BackupRepoSettings(_Strict):
     # A file holding this repository's cipher pass (repoN-cipher-pass): read when pgBackRest
     # runs and handed to it in its environment only; never logged, shown or copied.
     cipher_pass_file: Path | None = None
+    # A posix repository's path, where this node sees it: its free space is watched (a
+    # metric, /health) and no backup is started into a full one. Unset: not watched.
+    path: Path | None = None
 
 
 class BackupSettings(_Strict):
@@ -467,6 +470,9 @@ class BackupSettings(_Strict):
     timeout_s: float = Field(default=6 * 3600.0, gt=0)  # one backup, verify or restore test
     # What is due for longer than this is reported (/health degraded, an incident, alerts).
     overdue_grace_s: float = Field(default=3600.0, ge=0)
+    # A watched repository (`repos[].path`) with less than this share of its file system
+    # free is reported; with less than one WAL segment free it is full.
+    repo_low_space: float = Field(default=0.1, ge=0, lt=1)
     # Restore tests: a scratch directory (default <state_dir>/restore-test) and PostgreSQL's
     # server binaries (default: the newest Debian install).
     restore_test_dir: Path | None = None

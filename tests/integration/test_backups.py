@@ -8,8 +8,12 @@ DELETE. The cipher pass of the encrypted repository never shows anywhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,11 +24,12 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from runnerhub.backup.pgbackrest import repo_space
 from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.control.backups import Backups
-from runnerhub.dev.cluster.dr import restore_cluster
+from runnerhub.dev.cluster.dr import restore_cluster, restore_in_place
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
@@ -48,17 +53,61 @@ ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPatroni]:
-    base = tmp_path_factory.mktemp("backups")
-    etcd = LocalEtcd(base / "etcd", members=1)
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
+    etcd = LocalEtcd(tmp_path_factory.mktemp("backups-etcd") / "etcd", members=1)
     etcd.start()
+    try:
+        yield etcd
+    finally:
+        etcd.destroy()
+
+
+@pytest.fixture(scope="module")
+def cluster(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPatroni]:
+    base = tmp_path_factory.mktemp("backups")
     pg = LocalPatroni(base / "patroni", etcd.endpoints, members_count=2, backups=True)
+    # repo2 on a file system of its own, which a test fills (root only: mount).
+    repo2 = next(r for r in pgbr(pg).repos if r.index == 2).path
+    mounted = os.geteuid() == 0
+    if mounted:
+        repo2.mkdir(parents=True, exist_ok=True)
+        mount("-t", "tmpfs", "-o", f"size={REPO2_SIZE},mode=700", "tmpfs", str(repo2))
     try:
         pg.start()
         yield pg
     finally:
         pg.destroy()
-        etcd.destroy()
+        if mounted:
+            subprocess.run(["umount", str(repo2)], check=False, capture_output=True)
+            shutil.rmtree(repo2.parent.parent, ignore_errors=True)  # destroy() left the mount
+
+
+REPO2_SIZE = 1 << 30
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def repository_fault(path: Path, fault: str) -> Iterator[str]:
+    """`path` cannot be written (`unwritable`) or has no space left (`full`) until the
+    block ends; yields the reason pgBackRest will give."""
+    if fault == "unwritable":
+        path.chmod(0o000)
+        try:
+            yield "Permission denied"
+        finally:
+            path.chmod(0o700)
+        return
+    if os.geteuid() != 0:
+        pytest.skip("filling a repository's file system needs root (mount)")
+    fs = os.statvfs(path)
+    mount("-o", f"remount,size={(fs.f_blocks - fs.f_bfree) * fs.f_frsize}", str(path))
+    try:
+        yield "not started: repo2 (region-b): its file system is full"
+    finally:
+        mount("-o", f"remount,size={REPO2_SIZE}", str(path))
 
 
 @pytest.fixture(scope="module")
@@ -194,28 +243,38 @@ async def test_each_repository_gets_every_kind_of_backup_verified_and_restored(
     assert secret not in everything + str(listed) + str(status) + capsys.readouterr().out
 
 
-async def test_an_unwritable_repository_fails_clearly_is_not_hammered_and_heals(
-    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+@pytest.mark.parametrize("fault", ["unwritable", "full"])
+async def test_a_repository_that_cannot_be_written_fails_clearly_is_not_hammered_and_heals(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool, fault: str
 ) -> None:
+    """repo2 made unwritable, or its file system full: the backup fails with pgBackRest's
+    reason, is not retried before retry_s, WAL archiving fails too, /health names both and
+    an incident opens; mended, the next attempt succeeds and everything clears."""
     s = settings(cluster, backed_up_dsn)
     loop = Backups(NodeContext(s, db))
     nothing_due(loop)
     state: dict[str, Any] = {}
-    check = checks.backups(db, loop.schedules, loop.names, HOUR, lambda: state.get("archiver"))
+    check = checks.backups(
+        db,
+        loop.schedules,
+        loop.names,
+        HOUR,
+        lambda: state.get("archiver"),
+        space=lambda: repo_space(s.backup),
+    )
     monitor = HealthMonitor([CheckSpec("backups", check, 1, 5)])
     recorder = IncidentRecorder(db, "node-test", lambda: True)
     monitor.listeners.append(recorder.on_health)
     repo2 = next(r for r in pgbr(cluster).repos if r.index == 2).path
     before = failures(2, "full")
     assert (await monitor.run_once("backups")).status == "ok"  # healthy, then the fault
-    repo2.chmod(0o000)
-    try:
+    with repository_fault(repo2, fault) as reason:
         due_now(loop, 2, full_every_s=0.001)
         await loop.cycle()
         async with db.connection() as conn:
             [failed] = await backup_store.list_backups(conn, 2, 1, None)
         assert not failed.ok and failed.label is None
-        assert failed.error and "region-b" in failed.error and "Permission denied" in failed.error
+        assert failed.error and "region-b" in failed.error and reason in failed.error
         assert failures(2, "full") == before + 1
         await loop.cycle()  # within retry_s: not tried again
         async with db.connection() as conn:
@@ -233,9 +292,13 @@ async def test_an_unwritable_repository_fails_clearly_is_not_hammered_and_heals(
         assert result.status == "degraded"
         assert "repo2 (region-b): full failed" in (result.message or "")
         assert "WAL archiving failing" in (result.message or "")
+        if fault == "full":
+            assert "repo2 (region-b): its file system is full (0 B free of" in (
+                result.message or ""
+            )
+            free = REGISTRY.get_sample_value("runnerhub_backup_repo_free_bytes", {"repo": "2"})
+            assert free == 0
         assert recorder.tracker.open("backups") is not None  # an incident, for the leader
-    finally:
-        repo2.chmod(0o700)
 
     async def healed() -> bool:
         await loop.cycle()
@@ -520,3 +583,69 @@ async def test_a_repository_missing_wal_the_primary_archived_is_reported(
     assert result.status == "degraded"
     assert "repo1 (region-a): its WAL archive ends" in (result.message or "")
     assert "repo2 (region-b): its WAL archive ends" not in (result.message or "")
+
+
+async def test_an_in_place_restore_replaces_the_database_under_a_running_node(
+    etcd: LocalEtcd, cluster: LocalPatroni, backed_up_dsn: str, db: Pool, tmp_path: Path
+) -> None:
+    """Last in this module: it replaces the module's cluster. Jobs run; a mistake deletes
+    every job; the cluster is restored in place (from repo2: the test before took WAL from
+    repo1) to just before it, while a node goes on running and GitHub goes on queueing jobs
+    (the node spools what it cannot write). The same DSN then serves every job recorded
+    before the mistake and every job queued since; each ran once; the cluster archives on,
+    on a new timeline; each member's data as it was is kept aside."""
+    port = free_port()
+    with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
+        config = node_config("node-in-place", backed_up_dsn, gh, tmp_path, port=port)
+        node = start_node(config, tmp_path / "node.yaml")
+        try:
+            before = gh.enqueue(LINUX, 3)
+            await wait_until(lambda: completed_in(gh, before), 60, "the jobs before")
+            await wait_until(lambda: recorded(db, before), 30, "them recorded completed")
+            async with db.connection() as conn:
+                timeline = await timeline_of(conn)
+                cur = await conn.execute(
+                    "INSERT INTO events (node, kind, subject, detail) "
+                    "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
+                )
+                mistake = (await cur.fetchone() or {})["id"]
+                await conn.execute("DELETE FROM jobs")
+                at = await events.at_of(conn, mistake)
+            assert at is not None
+            clear = functools.partial(etcd.delete_prefix, cluster.namespace)
+            restoring = asyncio.create_task(
+                asyncio.to_thread(
+                    restore_in_place,
+                    cluster,
+                    clear,
+                    Target(time=at - timedelta(microseconds=1)),
+                    repo=2,
+                )
+            )
+            await wait_until(lambda: cluster.primary() is None, 60, "the cluster to stop")
+            during = gh.enqueue(LINUX, 3)  # delivered while there is no database
+            done = await restoring
+            assert done.base.repo == 2 and done.archived
+            assert len(done.kept) == 2 and all((k / "PG_VERSION").exists() for k in done.kept)
+            after = gh.enqueue(LINUX, 2)
+            await wait_until(lambda: completed_in(gh, during + after), 90, "the jobs since")
+            await wait_until(lambda: recorded(db, before + during + after), 60, "all recorded")
+            jobs = gh.jobs()
+            assert all(len(jobs[i]["executions"]) == 1 for i in before + during + after), jobs
+        finally:
+            node.stop()
+    async with db.connection() as conn:
+        # As it was just before the mistake (the events since have ids of their own).
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM events WHERE id = %s AND kind = 'operator.mistake'",
+            (mistake,),
+        )
+        assert (await cur.fetchone() or {})["n"] == 0
+        assert await timeline_of(conn) > timeline
+    await archived_past_now(cluster)  # the new timeline is archived into the same stanza
+    cluster.wait_healthy(60, expect_members=2)
+
+
+async def timeline_of(conn: Any) -> int:
+    cur = await conn.execute("SELECT timeline_id FROM pg_control_checkpoint()")
+    return int((await cur.fetchone() or {})["timeline_id"])

@@ -9,6 +9,7 @@ back, fenced by its epoch."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,12 +22,15 @@ import psycopg
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from psycopg.rows import dict_row
 
 from runnerhub.config import Settings
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.local import Service
-from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
+from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.postgres import SERVICE_USER
+from runnerhub.dev.cluster.region import StandbyRegion
 from runnerhub.dev.waiting import wait_until
 from runnerhub.dr.promote import PromotionRefused, promote
 from runnerhub.ha.leadership import era_of
@@ -50,49 +54,36 @@ class Regions:
     dsn_a: str
     etcd_a: LocalEtcd
     etcd_b: LocalEtcd
+    region_b: StandbyRegion
 
 
 @pytest.fixture(scope="module")
 async def regions(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Regions]:
     base = tmp_path_factory.mktemp("regions")
-    etcd_a, etcd_b = LocalEtcd(base / "etcd-a", members=1), LocalEtcd(base / "etcd-b", members=1)
+    etcd_a = LocalEtcd(base / "etcd-a", members=1)
     a = LocalPatroni(base / "a", [], members_count=2, backups=True)
-    b: LocalPatroni | None = None
+    b: StandbyRegion | None = None
     try:
-        for e in (etcd_a, etcd_b):
-            await asyncio.to_thread(e.start)
+        await asyncio.to_thread(etcd_a.start)
         a.etcd_hosts = etcd_a.endpoints
         await asyncio.to_thread(a.start)
         dsn_a = await asyncio.to_thread(a.create_database, "runnerhub")
         await migrate(dsn_a)
         primary = a.primary()
-        assert primary is not None and a.pgbackrest is not None
+        assert primary is not None
         link = Proxy(primary.pg_port)
         port = await link.start()
-        # When it cannot stream, region B replays what region A archived into repo2.
-        pgbr = a.pgbackrest
-        archive = (
-            f"{pgbr.run_command_prefix()} --repo=2 --pg1-path=$PWD --no-archive-async "
-            'archive-get %f "%p"'
-        )
-        b = LocalPatroni(
-            base / "b",
-            etcd_b.endpoints,
-            members_count=1,
-            scope="runnerhub-b",
-            namespace="/runnerhub-b/",
-            synchronous_mode=False,
-            standby_of=StandbyOf("127.0.0.1", port, archive),
-            standby_credentials=a.credentials,
-        )
+        # Region B: its own etcd, a standby cluster streaming through the link and, when it
+        # cannot, replaying what region A archived into repo2 (its own pgBackRest).
+        b = StandbyRegion(base / "b", a, port, members=1)
         await asyncio.to_thread(b.start)
-        yield Regions(a, b, link, dsn_a, etcd_a, etcd_b)
+        yield Regions(a, b.pg, link, dsn_a, etcd_a, b.etcd, b)
     finally:
         if b is not None:
-            await asyncio.to_thread(b.destroy)
+            await asyncio.to_thread(b.pg.destroy)
+            await asyncio.to_thread(b.etcd.destroy)
         await asyncio.to_thread(a.destroy)
-        for e in (etcd_a, etcd_b):
-            await asyncio.to_thread(e.destroy)
+        await asyncio.to_thread(etcd_a.destroy)
 
 
 def standby_settings(r: Regions, tmp: Path) -> Settings:
@@ -277,8 +268,10 @@ async def test_region_b_promoted_takes_the_jobs_and_region_a_back_is_fenced(
     assert "standby_cluster" not in await asyncio.to_thread(patroni_config, r.b)
 
     # Region B's node, now active: it takes office above every epoch of region A and
-    # catches up with GitHub; each job runs once.
+    # catches up with GitHub; each job runs once. Its leader backs region B up, with region
+    # B's own pgBackRest, into repo2 (region B's storage), which region B now archives into.
     b_cfg["node"]["role"] = "active"
+    b_cfg["backup"] = region_b_backups(r.region_b)
     config = tmp_path / "node-b1.yaml"
     write_private(config, yaml.safe_dump(b_cfg))
     node_b = Service(
@@ -300,6 +293,10 @@ async def test_region_b_promoted_takes_the_jobs_and_region_a_back_is_fenced(
         await wait_until(lambda: asyncio.to_thread(completed), 60, "the jobs queued meanwhile")
         jobs = {j["id"]: j for j in gh.call("GET", "/_sim/jobs")["jobs"]}
         assert all(len(jobs[i]["executions"]) == 1 for i in ids), jobs
+        backup = await wait_until(lambda: backup_of(dsn_b, 2), 90, "region B's backup")
+        assert backup["ok"] and backup["kind"] == "full", backup
+        archiver = await wait_until(lambda: archived_on(dsn_b), 30, "region B's archive")
+        assert int(archiver[:8], 16) >= 2, archiver  # its own timeline, after the promotion
 
         # Region A's leader comes back and reaches region B's database: elected in region
         # A's etcd (era 0) it cannot take office, and writes nothing.
@@ -317,6 +314,31 @@ async def test_region_b_promoted_takes_the_jobs_and_region_a_back_is_fenced(
             await back.stop()
     finally:
         node_b.stop()
+
+
+def region_b_backups(region: StandbyRegion) -> dict[str, Any]:
+    """Region B's nodes' backup section: a full backup into repo2 at once, nothing else."""
+    backup = region.pgbackrest.node_settings(SERVICE_USER if os.geteuid() == 0 else None)
+    never = dict.fromkeys(("diff", "incr", "verify", "restore_test"), None)
+    schedule = {"full_every_s": 3600.0, **{f"{k}_every_s": v for k, v in never.items()}}
+    backup["repos"] = [{**repo, **schedule} for repo in backup["repos"]]
+    return {**backup, "interval_s": 1}
+
+
+async def backup_of(dsn: str, repo: int) -> dict[str, Any] | None:
+    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as conn:
+        cur = await conn.execute(
+            "SELECT kind, ok, error FROM backups WHERE repo = %s ORDER BY id DESC LIMIT 1",
+            (repo,),
+        )
+        return await cur.fetchone()
+
+
+async def archived_on(dsn: str) -> str | None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT last_archived_wal FROM pg_stat_archiver")
+        row = await cur.fetchone()
+        return row[0] if row else None
 
 
 def patroni_config(cluster: LocalPatroni) -> dict[str, Any]:

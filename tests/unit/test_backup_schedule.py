@@ -9,6 +9,7 @@ from runnerhub.domain.backups import (
     Job,
     Kind,
     Schedule,
+    Space,
     archive_behind,
     due_backup,
     due_check,
@@ -121,3 +122,13 @@ def test_a_repository_that_missed_dropped_wal_is_behind_and_one_that_did_not_is_
     # After a failover the timeline changes, the stream's place does not.
     assert archive_behind("000000020000000000000030", {1: "000000010000000000000030"}) == {1: 0}
     assert archive_behind(None, repos) == {}  # nothing archived yet: nothing to compare
+
+
+def test_a_repository_file_system_is_full_below_one_wal_segment_and_low_below_the_share() -> None:
+    gib = 1 << 30
+    assert Space(0, 300 * 1024).problem(0.1) == "its file system is full (0 B free of 300.0 KiB)"
+    assert Space(15 << 20, 100 * gib).full  # a WAL segment no longer fits
+    low = Space(5 * gib, 100 * gib)
+    assert not low.full
+    assert low.problem(0.1) == "its file system is low on space (5.0 GiB free of 100.0 GiB)"
+    assert low.problem(0.05) is None and Space(50 * gib, 100 * gib).problem(0.1) is None

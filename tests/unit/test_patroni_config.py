@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from runnerhub.dev.cluster.haproxy import render_config as haproxy_config
-from runnerhub.dev.cluster.patroni import Credentials, Timing, render_config
+from runnerhub.dev.cluster.patroni import Credentials, RestoreFrom, Timing, render_config
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Member, Repo, render_conf
 
 
 def config(**kw: object) -> dict[str, object]:
@@ -72,3 +73,26 @@ def test_haproxy_primary_endpoint_checks_patroni() -> None:
     assert "option httpchk GET /primary" in text
     assert "server pg-2 127.0.0.1:5434 check port 8009" in text
     assert "on-marked-down shutdown-sessions" in text
+
+
+def test_a_restore_beside_the_source_archives_nothing_one_in_place_archives_on() -> None:
+    source = LocalPgBackRest(Path("/d/pgbackrest"), [Repo(1, "region-a", Path("/d/r1"))])
+    target = ["--type=time", "--target=2026-11-30 19:00:00+00"]
+    beside = RestoreFrom(source, Credentials("su", "rep", "rew"), 1, target)
+    in_place = RestoreFrom(source, Credentials("su", "rep", "rew"), 1, target, keep_archiving=True)
+    assert "--archive-mode=off" in beside.command(Path("/d/new"))
+    command = in_place.command(Path("/d/pg-1"))
+    assert "--archive-mode" not in command
+    assert command.endswith(
+        "--type=time '--target=2026-11-30 19:00:00+00' --target-action=promote restore"
+    )
+
+
+def test_backups_are_copied_from_a_replica_only_where_there_is_one() -> None:
+    b = LocalPgBackRest(Path("/d/pgbackrest"), [Repo(2, "region-b", Path("/d/r2"), True)])
+    one = [Member("pg-1", Path("/d/pg-1"), 5433)]
+    two = [*one, Member("pg-2", Path("/d/pg-2"), 5434)]
+    assert "backup-standby=y" not in render_conf(b, one, Path("/d"), "postgres")
+    conf = render_conf(b, two, Path("/d"), "postgres")
+    assert "backup-standby=y" in conf
+    assert "repo2-cipher-type=aes-256-cbc" in conf and "repo1-" not in conf

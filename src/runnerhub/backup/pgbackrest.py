@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
 from runnerhub.backup.command import CommandError, base_env, run
 from runnerhub.config import BackupSettings
-from runnerhub.domain.backups import Kind, Schedule
+from runnerhub.domain.backups import Kind, Schedule, Space
 
 # How much of a failing command's output is kept for the reason (the tail says why).
 OUTPUT_TAIL = 4000
@@ -270,3 +271,19 @@ def schedules(settings: BackupSettings) -> list[Schedule]:
 
 def repo_names(settings: BackupSettings) -> dict[int, str]:
     return {r.index: r.name or f"repo{r.index}" for r in settings.repos}
+
+
+def repo_space(settings: BackupSettings) -> dict[int, Space]:
+    """The file system of each repository whose path this node sees (`repos[].path`), as
+    an unprivileged user sees it (pgBackRest does not run as root). A path that cannot be
+    read is left out: pgBackRest's own error says why."""
+    out = {}
+    for r in settings.repos:
+        if r.path is None:
+            continue
+        try:
+            fs = os.statvfs(r.path)
+        except OSError:
+            continue
+        out[r.index] = Space(fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize)
+    return out

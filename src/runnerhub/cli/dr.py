@@ -19,6 +19,7 @@ from rich.table import Table
 from runnerhub import logs
 from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import Settings, load_settings
+from runnerhub.dev.cluster.asking import RequestFailed, ask_up
 from runnerhub.dev.cluster.dr import restore_local
 from runnerhub.dev.cluster.drill import DrillError, request_failback, run_drill
 from runnerhub.dev.cluster.patroni import PatroniError
@@ -43,6 +44,64 @@ def _event_time(state_dir: Path, event_id: int) -> datetime:
     return at - timedelta(microseconds=1)  # as it was just before
 
 
+def _target(
+    state_dir: Path, to: str | None, to_lsn: str | None, before_event: int | None
+) -> Target:
+    if before_event is not None:
+        return Target(time=_event_time(state_dir, before_event))
+    if to is not None:
+        try:
+            return Target(time=datetime.fromisoformat(to))
+        except ValueError:
+            raise TargetError(f"{to!r} is not a time (like 2026-11-30T19:00:00+00:00)") from None
+    return Target(lsn=to_lsn)
+
+
+def restore_in_place(
+    state_dir: Path,
+    to: str | None,
+    to_lsn: str | None,
+    before_event: int | None,
+    repo: int,
+    yes: bool,
+) -> int:
+    """`runnerhub dr restore --in-place --yes`: the running `up --ha` replaces its database."""
+    console = Console()
+    try:
+        target = _target(state_dir, to, to_lsn, before_event)
+    except (TargetError, OSError, KeyError, ValueError, psycopg.Error) as exc:
+        console.print(f"[red]runnerhub dr restore: {exc}[/red]")
+        return 1
+    if not yes:
+        console.print(
+            f"[yellow]--in-place replaces the running cluster's database by its state at "
+            f"{target.describe()} (repo{repo}): what was written since is gone from it "
+            "(GitHub gives back the jobs queued since; the rest of that history is lost). "
+            "Each member's data as it is now is kept aside. Add --yes to do it.[/yellow]"
+        )
+        return 2
+    params = {"time": target.time.isoformat() if target.time else None, "lsn": target.lsn}
+    try:
+        with console.status(f"restoring in place to {target.describe()}…"):
+            done = ask_up(
+                state_dir, "restore_in_place", "restore in place", 900, repo=repo, **params
+            )
+    except (RequestFailed, Timeout, OSError) as exc:
+        console.print(f"[red]runnerhub dr restore: {exc}[/red]")
+        return 1
+    console.print(
+        f"[green]✓[/green] restored in place to {target.describe()} from {done['base']} "
+        f"(repo{repo}) in {done['seconds']} s; the DSN is unchanged.\n"
+        f"  The data as it was is kept in: {', '.join(done['kept'])} (delete it when done)."
+    )
+    if not done.get("archived"):
+        console.print(
+            "[yellow]the newest WAL could not be archived first: the restore reached what "
+            "the archive held[/yellow]"
+        )
+    return 0
+
+
 def restore(
     state_dir: Path,
     to: str | None,
@@ -53,17 +112,7 @@ def restore(
 ) -> int:
     console = Console()
     try:
-        if before_event is not None:
-            target = Target(time=_event_time(state_dir, before_event))
-        elif to is not None:
-            try:
-                target = Target(time=datetime.fromisoformat(to))
-            except ValueError:
-                raise TargetError(
-                    f"{to!r} is not a time (like 2026-11-30T19:00:00+00:00)"
-                ) from None
-        else:
-            target = Target(lsn=to_lsn)
+        target = _target(state_dir, to, to_lsn, before_event)
         with console.status(f"restoring repo{repo} to {target.describe()}…"):
             cluster, base = restore_local(state_dir, target, repo, members)
     except (TargetError, PatroniError, OSError, psycopg.Error) as exc:
@@ -125,7 +174,7 @@ def promote_local(state_dir: Path, webhook_url: str | None, force: bool) -> int:
     path = Path(info["config_files"][name])
     code = promote(load_settings(path), webhook_url or f"{url}/webhooks/github", force)
     if code == 0:
-        activate_local_node(path, int(info["pids"].get(name) or 0))
+        activate_local_node(path, int(info["pids"].get(name) or 0), region.get("backup"))
     return code
 
 

@@ -293,16 +293,25 @@ def dr_restore(
     ] = None,
     repo: Annotated[int, typer.Option(min=1, help="The pgBackRest repository to restore from")] = 1,
     members: Annotated[int, typer.Option(min=1, max=5, help="Members of the new cluster")] = 1,
+    in_place: Annotated[
+        bool,
+        typer.Option("--in-place", help="Replace the running cluster's database (needs --yes)"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --in-place")] = False,
     state_dir: Annotated[
         Path, typer.Option(help="The local cluster's state directory.")
     ] = DEFAULT_STATE,
 ) -> None:
     """Restore the local cluster's database as it was at a moment, into a new Patroni
-    cluster beside it (the running one is not touched). It runs until Ctrl-C."""
-    from runnerhub.cli.dr import restore
+    cluster beside it (the running one is not touched; it runs until Ctrl-C), or with
+    --in-place --yes in place of the running one (same DSN; what is there now is kept
+    aside)."""
+    from runnerhub.cli.dr import restore, restore_in_place
 
     if sum(x is not None for x in (to, to_lsn, before_event)) != 1:
         _fail("give exactly one of --to, --to-lsn and --before-event", code=2)
+    if in_place:
+        sys.exit(restore_in_place(state_dir, to, to_lsn, before_event, repo, yes))
     sys.exit(restore(state_dir, to, to_lsn, before_event, repo, members))
 
 

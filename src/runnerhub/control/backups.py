@@ -23,6 +23,7 @@ from runnerhub.backup.pgbackrest import (
     PgBackRest,
     PgBackRestError,
     repo_names,
+    repo_space,
     schedules,
 )
 from runnerhub.backup.restore_test import RestoreTest
@@ -33,6 +34,7 @@ from runnerhub.domain.backups import (
     Done,
     Job,
     Kind,
+    Space,
     archive_behind,
     due_backup,
     due_check,
@@ -71,6 +73,16 @@ ARCHIVE_BEHIND = Gauge(
     "(above a few: WAL dropped at archive-push-queue-max, or not pushed).",
     ["repo"],
 )
+REPO_FREE = Gauge(
+    "runnerhub_backup_repo_free_bytes",
+    "Free space on each watched repository's file system (repos[].path).",
+    ["repo"],
+)
+REPO_SIZE = Gauge(
+    "runnerhub_backup_repo_size_bytes",
+    "The size of each watched repository's file system (repos[].path).",
+    ["repo"],
+)
 FAILURES = Counter(
     "runnerhub_backup_failures_total",
     "Backups and checks that failed, by repository and what.",
@@ -93,6 +105,7 @@ class Backups(ControlLoop):
         self.schedules = schedules(self.settings)
         self.names = repo_names(self.settings)
         self._archive_checked = 0.0
+        self.space: dict[int, Space] = {}
 
     async def cycle(self) -> None:
         if not self.settings.enabled:
@@ -101,6 +114,10 @@ class Backups(ControlLoop):
             done = await backup_store.done(conn)
         now = time.time()
         self._export(done, now)
+        self.space = repo_space(self.settings)
+        for repo, space in self.space.items():
+            REPO_FREE.labels(str(repo)).set(space.free)
+            REPO_SIZE.labels(str(repo)).set(space.total)
         if now >= self._archive_checked + self.settings.archive_check_s:
             await self.check_archive()
             self._archive_checked = now
@@ -138,8 +155,14 @@ class Backups(ControlLoop):
     async def _backup(self, repo: int, kind: Kind) -> None:
         attempt = uuid.uuid4().hex[:12]
         started = datetime.now(UTC)
-        log.info("backup starting", repo=repo, kind=kind.value, attempt=attempt)
+        space = self.space.get(repo)
         try:
+            if space is not None and space.full:
+                # pgBackRest would start it and fail later, after a checkpoint and its
+                # archive timeout, with a reason that does not say "full".
+                where = f"repo{repo} ({self.names.get(repo)})"
+                raise PgBackRestError(f"not started: {where}: {space.problem(0)}")
+            log.info("backup starting", repo=repo, kind=kind.value, attempt=attempt)
             info, from_standby = await self.pgbackrest.backup(repo, kind, attempt)
         except PgBackRestError as exc:
             await self._record_backup(

@@ -119,6 +119,41 @@ def overdue(s: Schedule, done: Done, now: float, grace_s: float) -> list[str]:
 
 
 ARCHIVE_BEHIND_SEGMENTS = 4  # asynchronous pushing may trail by a segment or two
+# Less than one WAL segment free: nothing more can be pushed or backed up.
+FULL_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Space:
+    """A repository's file system, as its user sees it."""
+
+    free: int  # bytes
+    total: int
+
+    def problem(self, low_fraction: float) -> str | None:
+        """What is wrong with it: full (every backup and WAL push into it fails), or low;
+        None when neither."""
+        said = f"{_size(self.free)} free of {_size(self.total)}"
+        if self.free < FULL_BYTES:
+            return f"its file system is full ({said})"
+        if self.total and self.free / self.total < low_fraction:
+            return f"its file system is low on space ({said})"
+        return None
+
+    @property
+    def full(self) -> bool:
+        return self.free < FULL_BYTES
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def wal_segment(name: str | None) -> int | None:

@@ -19,6 +19,7 @@ from runnerhub.domain.backups import (
     Archiver,
     Done,
     Schedule,
+    Space,
     overdue,
 )
 from runnerhub.domain.breaker import BreakerState
@@ -353,11 +354,14 @@ def backups(
     archiver: Callable[[], Archiver | None],
     clock: Callable[[], float] = time.time,
     behind: Callable[[], Mapping[int, int]] = dict,
+    space: Callable[[], Mapping[int, Space]] = dict,
+    low_space: float = 0.1,
 ) -> CheckFn:
     """Backups (as the leader recorded them) and WAL archiving (as the primary reports it):
     degraded while a backup or check failed and nothing succeeded since, something is
-    overdue, archiving fails, or a repository's archive ends well before the primary's
-    (WAL dropped rather than fill the disk). Never failing: a node serves without backups."""
+    overdue, archiving fails, a repository's archive ends well before the primary's (WAL
+    dropped rather than fill the disk), or a watched repository's file system is full or
+    low. Never failing: a node serves without backups."""
 
     async def check() -> Outcome:
         async with db.connection() as conn:
@@ -400,6 +404,10 @@ def backups(
                     "segments before the primary's: WAL missing (dropped at "
                     "archive-push-queue-max, or not pushed); a restore cannot pass the gap"
                 )
+        for repo, fs in sorted(space().items()):
+            repos.setdefault(f"repo{repo}", {}).update(free_bytes=fs.free, size_bytes=fs.total)
+            if (problem := fs.problem(low_space)) is not None:
+                problems.append(f"repo{repo} ({names.get(repo, '')}): {problem}")
         if problems:
             return Outcome("degraded", repos, "; ".join(problems))
         return Outcome("ok", repos)

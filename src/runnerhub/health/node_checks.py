@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import httpx
 
 from runnerhub.backends.base import RunnerBackend
-from runnerhub.backup.pgbackrest import repo_names, schedules
+from runnerhub.backup.pgbackrest import repo_names, repo_space, schedules
 from runnerhub.breakers import CircuitBreaker
 from runnerhub.cache import Cache
 from runnerhub.config import Settings
@@ -101,6 +101,8 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
             b.overdue_grace_s,
             on.archiver,
             behind=on.archive_behind,
+            space=lambda: repo_space(b),
+            low_space=b.repo_low_space,
         )
         specs.append(spec("backups", backups, every=min(b.interval_s, 10.0)))
     return specs

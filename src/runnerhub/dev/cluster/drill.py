@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from runnerhub.config import load_settings
+from runnerhub.dev.cluster.asking import RequestFailed, ask_up
 from runnerhub.dev.cluster.process import answers_ok, pid_running
 from runnerhub.dev.cluster.region import activate_local_node
 from runnerhub.dev.cluster.workload import Load, query, sim_jobs
@@ -195,7 +196,8 @@ def run_drill(
         report.promoted_s, report.era = round(time.time() - fault, 2), promoted.era
         log(f"region B promoted in {report.promoted_s:.1f} s (era {promoted.era})")
         activated = time.monotonic()
-        activate_local_node(b_config, int(info["pids"].get(b_name) or 0))
+        b_pid = int(info["pids"].get(b_name) or 0)
+        activate_local_node(b_config, b_pid, info["region_b"].get("backup"))
         wait_until_sync(
             lambda: answers_ok(f"{b_url}/readyz"), 90, f"{b_name} to take deliveries", 0.1
         )
@@ -221,20 +223,13 @@ def run_drill(
     return report
 
 
-FAILBACK_REQUEST = "failback.request"
-FAILBACK_RESULT = "failback.result"
-
-
 def request_failback(state_dir: Path, action: str = "rejoin", timeout_s: float = 300.0) -> None:
     """Ask the running `up` to bring region A back as region B's standby (`rejoin`) or to
     move the active role back to it (`switch_back`), and wait."""
-    result = state_dir / FAILBACK_RESULT
-    result.unlink(missing_ok=True)
-    write_private(state_dir / FAILBACK_REQUEST, action)
-    wait_until_sync(result.exists, timeout_s, "`runnerhub up` to rejoin region A", 0.5)
-    outcome = json.loads(result.read_text())
-    if not outcome.get("ok"):
-        raise DrillError(f"region A did not rejoin: {outcome.get('error')}")
+    try:
+        ask_up(state_dir, action, "rejoin region A", timeout_s)
+    except RequestFailed as exc:
+        raise DrillError(f"region A did not rejoin: {exc}") from None
 
 
 def _timed(step: Callable[[], None]) -> float:

@@ -33,13 +33,11 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 
+from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import load_settings
-from runnerhub.dev.cluster.drill import (
-    FAILBACK_REQUEST,
-    FAILBACK_RESULT,
-    LOST_FLAG,
-    STANDBY_FLAG,
-)
+from runnerhub.dev.cluster.asking import answer, take_request
+from runnerhub.dev.cluster.dr import restore_in_place
+from runnerhub.dev.cluster.drill import LOST_FLAG, STANDBY_FLAG
 from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
@@ -109,6 +107,10 @@ class Secrets:
 
 # What starting a local service may raise (the supervisor reports it and goes on).
 START_ERRORS = (OSError, RuntimeError, PostgresError, PatroniError, RedisError, EtcdError)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _port_free(port: int) -> bool:
@@ -534,6 +536,13 @@ class LocalCluster:
         settings["restore_test_dir"] = str(b.root / "restore-test")
         return settings
 
+    def _region_b_backup(self) -> dict[str, Any] | None:
+        """Region B's nodes' `backup` section once it is active: its own pgBackRest, into
+        the one repository it has (none where the nodes' backups are turned off)."""
+        if self.region_b is None or self.overrides.get("backup", {}).get("enabled") is False:
+            return None
+        return self._backup_settings(self.region_b.pgbackrest)
+
     def _wait_http(self, url: str, svc: Service, what: str, timeout_s: float = 60) -> None:
         """Until `url` answers 200; `svc` exiting meanwhile fails at once, with its log."""
 
@@ -587,7 +596,11 @@ class LocalCluster:
             }
             if (b := self.pg_cluster and self.pg_cluster.pgbackrest)
             else None,
-            "region_b": self.region_b.describe(self.standby_urls) if self.region_b else None,
+            "region_b": (
+                self.region_b.describe(self.standby_urls, self._region_b_backup())
+                if self.region_b
+                else None
+            ),
             "redis": {
                 "master_name": self.redis.master_name,
                 "password": self.redis.password,
@@ -714,7 +727,7 @@ class LocalCluster:
             while not self.stopping.is_set():
                 if not self.supervise():
                     return 1
-                self._serve_failback_request()
+                self._serve_request()
                 api.base_url = self.serving_url()  # region B's node once a drill took A down
                 try:
                     done, total, doubles = self.demo_progress(ids)
@@ -884,29 +897,61 @@ class LocalCluster:
         self._write_cluster_file()
         return report
 
-    def _serve_failback_request(self) -> None:
-        """`runnerhub dr failback` (another process) asks through a file; the answer too."""
-        request = self.state_dir / FAILBACK_REQUEST
-        if not request.exists():
+    def _serve_request(self) -> None:
+        """What another process (`runnerhub dr failback`, `dr restore --in-place`) asked
+        for, done; the answer written for it (`dev.cluster.asking`)."""
+        request = take_request(self.state_dir)
+        if request is None:
             return
-        action = request.read_text().strip()
-        request.unlink()
+        action = request.get("action")
         began = time.monotonic()
+        outcome: dict[str, Any] = {"ok": True}
         try:
             if action == "switch_back":
                 with self.console.status("the active role moves back to region A…"):
                     self.switch_back()
                 done = "region A is active again, region B its standby"
-            else:
+            elif action == "rejoin":
                 with self.console.status("region A rejoins as region B's standby…"):
                     self.rejoin_region_a()
                 done = "region A stands by for region B"
-            outcome: dict[str, Any] = {"ok": True, "seconds": round(time.monotonic() - began, 1)}
+            elif action == "restore_in_place":
+                target = Target(time=_time(request.get("time")), lsn=request.get("lsn"))
+                with self.console.status(f"restoring in place to {target.describe()}…"):
+                    outcome |= self.restore_in_place(target, int(request.get("repo", 1)))
+                done = f"the database is as it was at {target.describe()}"
+            else:
+                raise RuntimeError(f"unknown request {action!r}")
+            outcome["seconds"] = round(time.monotonic() - began, 1)
             self.console.print(f"[green]✓[/green] {done}")
-        except (*START_ERRORS, Timeout) as exc:
+        except (*START_ERRORS, Timeout, TargetError) as exc:
             outcome = {"ok": False, "error": str(exc)}
-            self.console.print(f"[red]region A did not rejoin: {exc}[/red]")
-        write_private(self.state_dir / FAILBACK_RESULT, json.dumps(outcome))
+            self.console.print(f"[red]{action} did not complete: {exc}[/red]")
+        answer(self.state_dir, outcome)
+
+    def restore_in_place(self, target: Target, repo: int) -> dict[str, Any]:
+        """`runnerhub dr restore --in-place`: region A's database as it was at `target`,
+        under the same DSN; the nodes go on running (they spool what they cannot write
+        meanwhile), and region B, which replayed past the target, is copied afresh."""
+        pg, etcd = self.pg_cluster, self.etcd
+        if pg is None or etcd is None or pg.pgbackrest is None:
+            raise RuntimeError("restoring in place needs `runnerhub up --ha` (with backups)")
+        if self._region_a_state() != "active":
+            raise RuntimeError("region A is not the active region: restore where it is")
+        with self._changing:
+            done = restore_in_place(
+                pg, functools.partial(etcd.delete_prefix, pg.namespace), target, repo
+            )
+            if self.region_b is not None:
+                b = self.region_b
+                clear = functools.partial(b.etcd.delete_prefix, b.pg.namespace)
+                b.pg.rebuild_as_standby(b.follow(), clear)
+            self._write_cluster_file()
+        return {
+            "base": done.base.label,
+            "kept": [str(k) for k in done.kept],
+            "archived": done.archived,
+        }
 
     def _region_a_state(self) -> str:
         """active; lost (a drill took it down: nothing of it is started again); standby

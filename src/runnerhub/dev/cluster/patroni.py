@@ -27,6 +27,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +105,16 @@ class StandbyOf:
 
 @dataclass(frozen=True)
 class RestoreFrom:
-    """A new cluster made from a backup of another: its pgBackRest, its credentials (the
-    roles are in the backup), the repository, and pgBackRest's target options."""
+    """A cluster made from a backup: the source's pgBackRest, its credentials (the roles
+    are in the backup), the repository, and pgBackRest's target options. A new cluster
+    beside the source archives nothing (its WAL is not the source's history); one restored
+    in place (`keep_archiving`) goes on archiving into the same stanza, on a new timeline."""
 
     source: LocalPgBackRest
     credentials: Credentials
     repo: int
     target: Sequence[str]  # e.g. ["--type=time", "--target=2026-11-30 19:00:00+00"]
+    keep_archiving: bool = False
 
     def _base(self, data_dir: Path) -> str:
         return (
@@ -119,8 +123,9 @@ class RestoreFrom:
         )
 
     def command(self, data_dir: Path) -> str:
-        target = " ".join(shlex.quote(t) for t in self.target)
-        return f"{self._base(data_dir)} --archive-mode=off {target} --target-action=promote restore"
+        options = [*([] if self.keep_archiving else ["--archive-mode=off"]), *self.target]
+        target = " ".join(shlex.quote(t) for t in options)
+        return f"{self._base(data_dir)} {target} --target-action=promote restore"
 
     def restore_command(self, data_dir: Path) -> str:
         return f'{self._base(data_dir)} archive-get %f "%p"'
@@ -313,6 +318,10 @@ class LocalPatroni:
     # WAL archiving and backups with pgBackRest, into two repositories (two "regions").
     backups: bool = False
     archive_queue_max: str = "1GB"  # pgBackRest's archive-push-queue-max
+    # Its repositories; None: two of its own (region-a, region-b). A second region's cluster
+    # names the first's repository in its storage, and that repository's cipher pass.
+    repos: Sequence[Repo] | None = None
+    cipher_pass: str | None = None
     # Bootstrap from a backup instead of initdb: the source's pgBackRest and credentials,
     # and how (`RestoreFrom`); the first member restores, the others copy it.
     restore: RestoreFrom | None = None
@@ -359,7 +368,8 @@ class LocalPatroni:
             top = self.run_dir.parent
             self.pgbackrest = LocalPgBackRest(
                 top / "pgbackrest",
-                [
+                self.repos
+                or [
                     Repo(1, "region-a", top / "repos" / "region-a"),
                     Repo(2, "region-b", top / "repos" / "region-b", encrypted=True),
                 ],
@@ -367,8 +377,8 @@ class LocalPatroni:
                 self.gid,
                 archive_queue_max=self.archive_queue_max,
             )
-            if cipher_pass:
-                self.pgbackrest.cipher_pass = cipher_pass
+            if self.cipher_pass or cipher_pass:
+                self.pgbackrest.cipher_pass = self.cipher_pass or cipher_pass or ""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -498,6 +508,34 @@ class LocalPatroni:
         self.standby_of = of
         self.synchronous_mode = False  # a standby cluster commits nothing of its own
         self.start(timeout_s)
+
+    def rebuild_from_backup(
+        self, restore: RestoreFrom, clear_keys: Callable[[], None], timeout_s: float = 600.0
+    ) -> list[Path]:
+        """Make this cluster over from a backup, under the same name, ports and DSN (an
+        in-place point-in-time recovery): every member stops, its keys in etcd go, each
+        member's data is moved aside (returned: kept until the operator deletes it), the
+        first member restores through Patroni's custom bootstrap and the others copy it."""
+        if any(m.alive() for m in self.members):
+            self.stop()
+        clear_keys()  # once no member runs: a running one would write them again
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        kept = []
+        for m in self.members:
+            if m.data_dir.exists():
+                aside = m.data_dir.with_name(f"{m.data_dir.name}.before-restore-{stamp}")
+                m.data_dir.rename(aside)
+                kept.append(aside)
+        self.restore = restore
+        try:
+            self.start(timeout_s)
+        except PatroniError as exc:
+            where = ", ".join(str(k) for k in kept)
+            raise PatroniError(f"{exc}; each member's data as it was is kept in {where}") from exc
+        finally:
+            self.restore = None  # restarted members rejoin; they never bootstrap again
+            self.write_configs()
+        return kept
 
     def kill_member(self, m: PatroniMember, sig: int = signal.SIGKILL) -> None:
         """The machine dies: signal Patroni and its PostgreSQL (postmaster) together."""

@@ -177,7 +177,7 @@ class LocalPgBackRest:
             "config_path": str(self.config_path),
             "pgpass_file": str(self.pgpass_file),
             "user": user,
-            "repos": [{"index": r.index, "name": r.name} for r in self.repos],
+            "repos": [{"index": r.index, "name": r.name, "path": str(r.path)} for r in self.repos],
         }
 
 
@@ -198,8 +198,14 @@ def render_conf(b: LocalPgBackRest, members: Sequence[Member], socket_dir: Path,
         "compress-type=zst",
         "compress-level=3",
         "start-fast=y",
-        "# copy the files from a replica; the primary only starts and stops the backup",
-        "backup-standby=y",
+        *(
+            [
+                "# copy the files from a replica; the primary only starts and stops the backup",
+                "backup-standby=y",
+            ]
+            if len(members) > 1
+            else []
+        ),
         "archive-async=y",
         "# WAL waiting in pg_wal past this is dropped (a PITR gap), never a full disk",
         f"archive-push-queue-max={b.archive_queue_max}",

@@ -3,8 +3,11 @@
 It has its own etcd (one member: region B must not need region A's to elect anything) and a
 Patroni **standby cluster** that streams from region A's primary endpoint (HAProxy's, so it
 follows region A's failovers) and, when it cannot, replays what region A archived into
-`repo2`, the repository that stands for region B's storage. Region B's RunnerHub node is
-started by `LocalCluster` like the others, with `node.role: standby` (docs/dr.md).
+`repo2`, the repository that stands for region B's storage. Region B's pgBackRest is its
+own, with that one repository: it replays from it while standing by, and once promoted it
+archives into it and its leader backs up into it, without anything of region A. Region B's
+RunnerHub node is started by `LocalCluster` like the others, with `node.role: standby`
+(docs/dr.md).
 """
 
 from __future__ import annotations
@@ -21,25 +24,33 @@ import yaml
 
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo
 from runnerhub.paths import write_private
 
 # The repository region B reads region A's archive from: the one in region B's storage.
 REGION_B_REPO = 2
 
 
-def archive_fallback(source: LocalPatroni, repo: int = REGION_B_REPO) -> str:
-    """The standby cluster's restore_command: `archive-get` from region A's repository
-    `repo`. PostgreSQL runs it in the data directory (`$PWD`); synchronously, since an
-    asynchronous archive-get keeps a spool of its own that a second region does not need."""
-    pgbr = source.pgbackrest
-    if pgbr is None:
-        raise ValueError("region A has no pgBackRest repositories to replay")
-    if repo not in {r.index for r in pgbr.repos}:
-        raise ValueError(f"region A has no repo{repo}")
+def archive_fallback(pgbr: LocalPgBackRest, repo: int = REGION_B_REPO) -> str:
+    """The standby cluster's restore_command: `archive-get` from repository `repo` with
+    region B's own pgBackRest. PostgreSQL runs it in the data directory (`$PWD`);
+    synchronously, since an asynchronous archive-get keeps a spool of its own that a
+    standby cluster's leader does not need."""
     return (
         f"{pgbr.run_command_prefix()} --repo={repo} --pg1-path=$PWD --no-archive-async "
         'archive-get %f "%p"'
     )
+
+
+def region_b_repository(source: LocalPatroni) -> tuple[Repo, str]:
+    """Region A's repository in region B's storage, and its cipher pass."""
+    pgbr = source.pgbackrest
+    if pgbr is None:
+        raise ValueError("region A has no pgBackRest repositories to replay")
+    repo = next((r for r in pgbr.repos if r.index == REGION_B_REPO), None)
+    if repo is None:
+        raise ValueError(f"region A has no repo{REGION_B_REPO}")
+    return repo, pgbr.cipher_pass
 
 
 @dataclass
@@ -57,6 +68,7 @@ class StandbyRegion:
     def __post_init__(self) -> None:
         self.base_dir = self.base_dir.resolve()
         self.etcd = LocalEtcd(self.base_dir / "etcd", members=1)
+        repo, cipher_pass = region_b_repository(self.source)
         self.pg = LocalPatroni(
             self.base_dir / "patroni",
             self.etcd.endpoints,
@@ -64,13 +76,21 @@ class StandbyRegion:
             scope="runnerhub-b",
             namespace="/runnerhub-b/",
             synchronous_mode=False,  # nothing in region B commits: it only replays
-            standby_of=self.follow(),
             standby_credentials=self.source.credentials,  # the roles stream in from A
+            backups=True,
+            repos=[repo],
+            cipher_pass=cipher_pass,
         )
+        self.pg.standby_of = self.follow()
+
+    @property
+    def pgbackrest(self) -> LocalPgBackRest:
+        assert self.pg.pgbackrest is not None
+        return self.pg.pgbackrest
 
     def follow(self) -> StandbyOf:
         """How region B follows region A: its primary endpoint, else repo2's archive."""
-        return StandbyOf("127.0.0.1", self.primary_port, archive_fallback(self.source))
+        return StandbyOf("127.0.0.1", self.primary_port, archive_fallback(self.pgbackrest))
 
     def start(self, timeout_s: float = 120.0) -> None:
         self.etcd.start()
@@ -80,10 +100,14 @@ class StandbyRegion:
     def dsn(self, dbname: str = "runnerhub") -> str:
         return self.pg.dsn(dbname)
 
-    def describe(self, node_urls: dict[str, str]) -> dict[str, Any]:
-        """Region B in cluster.json: what `runnerhub dr` and the tests need to find it."""
+    def describe(
+        self, node_urls: dict[str, str], backup: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Region B in cluster.json: what `runnerhub dr` and the tests need to find it
+        (`backup`: its nodes' backup section once active; paths, no secret)."""
         return {
             "node_urls": node_urls,
+            "backup": backup,
             "etcd_endpoints": self.etcd.endpoints,
             "database_dsn": self.dsn(),
             "follows": f"127.0.0.1:{self.primary_port}",
@@ -130,11 +154,14 @@ def stand_by_local_node(config: Path, dsn: str, patroni_urls: list[str]) -> None
     write_node_config(config, settings)
 
 
-def activate_local_node(config: Path, pid: int) -> None:
-    """After a promotion: the standby node's configuration says `node.role: active`, and the
-    node (`pid`) is asked to exit; `runnerhub up` starts it again, as an active node."""
+def activate_local_node(config: Path, pid: int, backup: dict[str, Any] | None = None) -> None:
+    """After a promotion: the standby node's configuration says `node.role: active` (and
+    how its region backs up: `backup`), and the node (`pid`) is asked to exit; `runnerhub
+    up` starts it again, as an active node."""
     settings = yaml.safe_load(config.read_text())
     settings["node"]["role"] = "active"
+    if backup:
+        settings["backup"] = backup
     write_node_config(config, settings)
     if pid > 0:
         with contextlib.suppress(ProcessLookupError):
