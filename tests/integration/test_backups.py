@@ -65,7 +65,13 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
 @pytest.fixture(scope="module")
 def cluster(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPatroni]:
     base = tmp_path_factory.mktemp("backups")
-    pg = LocalPatroni(base / "patroni", etcd.endpoints, members_count=2, backups=True)
+    pg = LocalPatroni(
+        base / "patroni",
+        etcd.endpoints,
+        members_count=2,
+        backups=True,
+        archive_queue_max=f"{QUEUE_SEGMENTS * 16}MB",
+    )
     # repo2 on a file system of its own, which a test fills (root only: mount).
     repo2 = next(r for r in pgbr(pg).repos if r.index == 2).path
     mounted = os.geteuid() == 0
@@ -83,6 +89,7 @@ def cluster(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 REPO2_SIZE = 1 << 30
+QUEUE_SEGMENTS = 4  # archive-push-queue-max, in 16 MiB WAL segments
 
 
 def mount(*args: str) -> None:
@@ -535,62 +542,12 @@ async def recorded(db: Pool, ids: list[int]) -> bool:
         return (await cur.fetchone() or {}).get("n") == len(ids)
 
 
-async def test_a_repository_missing_wal_the_primary_archived_is_reported(
-    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
-) -> None:
-    """pgBackRest tells PostgreSQL a segment is archived when it dropped it too (a queue
-    past archive-push-queue-max, with a repository that cannot be written): only the
-    repositories show what is missing. The leader's archive check compares each one's
-    newest WAL with the primary's; here segments vanish from repo1 (as dropped ones would
-    never arrive), and /health and the metric name repo1, not repo2."""
-    ctx = NodeContext(settings(cluster, backed_up_dsn), db)
-    loop = Backups(ctx)
-    check = checks.backups(
-        db,
-        loop.schedules,
-        loop.names,
-        HOUR,
-        lambda: ctx.state.archiver,
-        behind=lambda: ctx.state.archive_behind,
-    )
-    async with await connect(cluster.dsn("runnerhub"), autocommit=True) as conn:
-        for _ in range(8):
-            cur = await conn.execute(
-                "SELECT pg_walfile_name(pg_switch_wal()) AS wal, txid_current()"
-            )
-            last = str((await cur.fetchone() or {})["wal"])
-
-        async def in_both_repositories() -> bool:
-            ctx.state.archiver = await replication.read_archiver(conn)
-            await loop.check_archive()
-            archived = ctx.state.archiver and ctx.state.archiver.last_archived_wal
-            behind = ctx.state.archive_behind
-            return (archived or "") >= last and len(behind) == 2 and max(behind.values()) == 0
-
-        await wait_until(in_both_repositories, 60, "the WAL in both repositories", 0.5)
-    before = await check()  # (earlier tests left other findings: a corrupt file's verify)
-    assert "WAL archive ends" not in (before.message or "")
-    repo1 = next(r for r in pgbr(cluster).repos if r.index == 1).path
-    newest = sorted(repo1.glob("archive/*/*/*/0000*"))[-6:]  # what a drop never sends
-    for f in newest:
-        f.unlink()
-    await loop.check_archive()
-    behind = ctx.state.archive_behind
-    assert behind[1] >= 6 > ARCHIVE_BEHIND_SEGMENTS and behind[2] == 0, behind
-    metric = REGISTRY.get_sample_value("runnerhub_backup_archive_behind_segments", {"repo": "1"})
-    assert metric == behind[1]
-    result = await check()
-    assert result.status == "degraded"
-    assert "repo1 (region-a): its WAL archive ends" in (result.message or "")
-    assert "repo2 (region-b): its WAL archive ends" not in (result.message or "")
-
-
 async def test_an_in_place_restore_replaces_the_database_under_a_running_node(
     etcd: LocalEtcd, cluster: LocalPatroni, backed_up_dsn: str, db: Pool, tmp_path: Path
 ) -> None:
-    """Last in this module: it replaces the module's cluster. Jobs run; a mistake deletes
-    every job; the cluster is restored in place (from repo2: the test before took WAL from
-    repo1) to just before it, while a node goes on running and GitHub goes on queueing jobs
+    """Next to last in this module: it replaces its cluster. Jobs run; a mistake deletes
+    every job; the cluster is restored in place (from repo2, the encrypted one) to just
+    before it, while a node goes on running and GitHub goes on queueing jobs
     (the node spools what it cannot write). The same DSN then serves every job recorded
     before the mistake and every job queued since; each ran once; the cluster archives on,
     on a new timeline; each member's data as it was is kept aside."""
@@ -622,7 +579,9 @@ async def test_an_in_place_restore_replaces_the_database_under_a_running_node(
                     repo=2,
                 )
             )
-            await wait_until(lambda: cluster.primary() is None, 60, "the cluster to stop")
+            await wait_until(
+                lambda: cluster.primary() is None or restoring.done(), 60, "the cluster to stop"
+            )
             during = gh.enqueue(LINUX, 3)  # delivered while there is no database
             done = await restoring
             assert done.base.repo == 2 and done.archived
@@ -644,6 +603,93 @@ async def test_an_in_place_restore_replaces_the_database_under_a_running_node(
         assert await timeline_of(conn) > timeline
     await archived_past_now(cluster)  # the new timeline is archived into the same stanza
     cluster.wait_healthy(60, expect_members=2)
+
+
+async def test_with_a_repository_down_waiting_wal_is_bounded_and_the_gap_is_reported(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool
+) -> None:
+    """Last in this module: it leaves gaps in both archives. repo1 turns read-only, and
+    WAL keeps coming: it waits in pg_wal only up to archive-push-queue-max (64 MiB here:
+    4 segments), past which pgBackRest drops it — from every repository: repo2 misses
+    every other segment meanwhile — and tells PostgreSQL it is archived. pg_wal never
+    fills the disk, and pg_stat_archiver shows success: only the repositories show what is
+    missing. The leader's archive check finds repo1 behind the primary; /health and the
+    metric say so. Mended, archiving goes on and repo1 catches up, but the gaps stay in
+    both archives: verify names them."""
+    ctx = NodeContext(settings(cluster, backed_up_dsn), db)
+    loop = Backups(ctx)
+    nothing_due(loop)
+    check = checks.backups(
+        db,
+        loop.schedules,
+        loop.names,
+        HOUR,
+        lambda: ctx.state.archiver,
+        behind=lambda: ctx.state.archive_behind,
+    )
+    repo1 = next(r for r in pgbr(cluster).repos if r.index == 1).path
+    most_waiting = written = 0
+    async with await connect(cluster.dsn("runnerhub"), autocommit=True) as conn:
+
+        async def more_wal() -> bool:
+            """A segment more; True once repo1 is well behind: WAL was dropped."""
+            nonlocal most_waiting, written
+            written += 1
+            await conn.execute("SELECT txid_current()")
+            await conn.execute("SELECT pg_switch_wal()")
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+            )
+            most_waiting = max(most_waiting, int((await cur.fetchone() or {})["n"]))
+            ctx.state.archiver = await replication.read_archiver(conn)
+            await loop.check_archive()
+            return ctx.state.archive_behind.get(1, 0) > 2 * ARCHIVE_BEHIND_SEGMENTS
+
+        read_only(repo1, True)  # it can be read (its newest WAL shows), not written
+        try:
+            await wait_until(more_wal, 120, "WAL to be dropped past the queue's bound", 0.3)
+            result = await check()
+        finally:
+            read_only(repo1, False)
+        # Bounded, whatever was written: the bound, and what comes while PostgreSQL's
+        # archiver waits between its tries (a second each; a segment every ~0.4 s here).
+        assert most_waiting <= QUEUE_SEGMENTS + 4 < written, (most_waiting, written)
+        behind = ctx.state.archive_behind
+        metric = REGISTRY.get_sample_value(
+            "runnerhub_backup_archive_behind_segments", {"repo": "1"}
+        )
+        assert metric == behind[1] > ARCHIVE_BEHIND_SEGMENTS
+        assert result.status == "degraded"
+        assert "repo1 (region-a): its WAL archive ends" in (result.message or "")
+
+        async def caught_up() -> bool:
+            await conn.execute("SELECT txid_current()")
+            await conn.execute("SELECT pg_switch_wal()")
+            ctx.state.archiver = await replication.read_archiver(conn)
+            await loop.check_archive()
+            return max(ctx.state.archive_behind.values(), default=1) == 0
+
+        await wait_until(caught_up, 60, "both repositories to catch up once mended", 0.3)
+    assert "its WAL archive ends" not in ((await check()).message or "")
+    for repo in (1, 2):  # verify each, in turn: the gaps are still there
+        due_now(loop, repo, verify_every_s=0.001, retry_s=0)
+        await loop.cycle()
+        due_now(loop, repo, verify_every_s=HOUR)
+    async with db.connection() as conn:
+        latest = await backup_store.latest_checks(conn)
+    verified = {c.repo: c for c in latest if c.kind == "verify"}
+    for repo in (1, 2):
+        assert not verified[repo].ok
+        assert "WAL missing after" in (verified[repo].error or ""), verified[repo].error
+    message = (await check()).message or ""
+    assert "repo1 (region-a): verify failed" in message
+    assert "repo2 (region-b): verify failed" in message
+
+
+def read_only(path: Path, on: bool) -> None:
+    for p in [path, *path.rglob("*")]:
+        mode = p.stat().st_mode
+        p.chmod(mode & ~0o222 if on else mode | 0o200)
 
 
 async def timeline_of(conn: Any) -> int:

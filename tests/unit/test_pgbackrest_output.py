@@ -81,6 +81,22 @@ def test_a_gap_in_the_wal_archive_fails_verify_though_pgbackrest_says_ok() -> No
     ]
 
 
+def test_a_new_timeline_is_no_gap_after_a_failover_or_a_point_in_time_recovery() -> None:
+    def ranges(*spans: tuple[str, str]) -> str:
+        return GOOD + "".join(
+            f"2026-11-30 19:36:47.225 P00 DETAIL: archiveId: 15-1, wal start: {a}, wal stop: {b}\n"
+            for a, b in spans
+        )
+
+    promoted = ("00000002000000000000000B", "000000020000000000000014")  # where TL 1 stopped
+    branched = ("000000030000000000000009", "00000003000000000000000C")  # restored: earlier
+    assert parse_verify(ranges(promoted, branched)).ok
+    skipped = ("000000040000000000000020", "000000040000000000000021")
+    assert parse_verify(ranges(promoted, skipped)).problems == [
+        "archive 15-1: WAL missing after 000000020000000000000014 until 000000040000000000000020"
+    ]
+
+
 def test_the_reason_is_pgbackrests_last_error_line() -> None:
     output = (
         "2026-11-30 18:30:00.000 P00   INFO: backup command begin 2.45\n"

@@ -18,7 +18,7 @@ from typing import Any
 
 from runnerhub.backup.command import CommandError, base_env, run
 from runnerhub.config import BackupSettings
-from runnerhub.domain.backups import Kind, Schedule, Space
+from runnerhub.domain.backups import Kind, Schedule, Space, wal_segment
 
 # How much of a failing command's output is kept for the reason (the tail says why).
 OUTPUT_TAIL = 4000
@@ -140,9 +140,14 @@ def parse_verify(text: str) -> VerifyResult:
         elif line.startswith(("No usable", "no ")):
             problems.append(line)
     for archive, spans in ranges.items():
+        # Sorted by timeline, then place. A new timeline starts a new range without a gap
+        # (at the segment where the old one ended, or earlier after a point-in-time
+        # recovery); only a range that starts past where the one before it stopped does.
         spans.sort()
         for (_, stop), (start, _) in itertools.pairwise(spans):
-            problems.append(f"archive {archive}: WAL missing after {stop} until {start}")
+            first, last = wal_segment(start), wal_segment(stop)
+            if first is not None and last is not None and first > last + 1:
+                problems.append(f"archive {archive}: WAL missing after {stop} until {start}")
     return VerifyResult(not status_error and not problems, problems, backups)
 
 

@@ -2,7 +2,7 @@
 for two regions (the second encrypted), WAL archiving from every member, and the settings
 a RunnerHub node needs to run backups (docs/dr.md).
 
-Everything pgBackRest would put under /var (logs, locks, spool, repositories) lives in one
+Everything pgBackRest would put under /var (logs, locks, repositories) lives in one
 directory the PostgreSQL service user owns. The cipher pass of an encrypted repository is
 in an include file (`conf.d/`, mode 0600, the service user's): pgBackRest reads it, and so
 does every member's archive-push (which writes encrypted WAL there too); RunnerHub and
@@ -86,10 +86,9 @@ class LocalPgBackRest:
 
     def _options(self, member: Member) -> str:
         """The options a member's archive-push and archive-get need on one host: its own
-        data directory (PostgreSQL passes a relative %p) and its own spool."""
+        data directory (PostgreSQL passes a relative %p)."""
         return (
-            f"--config-path={self.config_path} --stanza={self.stanza} "
-            f"--pg1-path={member.data_dir} --spool-path={self.root / 'spool' / member.name}"
+            f"--config-path={self.config_path} --stanza={self.stanza} --pg1-path={member.data_dir}"
         )
 
     def run_command_prefix(self) -> str:
@@ -106,7 +105,7 @@ class LocalPgBackRest:
     def write(self, members: Sequence[Member], socket_dir: Path, user: str, password: str) -> None:
         """The configuration, the cipher pass, the libpq password file, the directories."""
         dirs = [self.root, self.config_path, self.config_path / "conf.d", self.log_path]
-        dirs += [self.root / "lock", self.root / "spool", *(r.path for r in self.repos)]
+        dirs += [self.root / "lock", *(r.path for r in self.repos)]
         for d in dirs:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._own(d)
@@ -189,7 +188,6 @@ def render_conf(b: LocalPgBackRest, members: Sequence[Member], socket_dir: Path,
         "[global]",
         f"log-path={b.log_path}",
         f"lock-path={b.root / 'lock'}",
-        f"spool-path={b.root / 'spool' / 'backup'}",
         "log-level-console=info",
         "log-level-file=detail",
         "process-max=1",
@@ -206,10 +204,12 @@ def render_conf(b: LocalPgBackRest, members: Sequence[Member], socket_dir: Path,
             if len(members) > 1
             else []
         ),
-        "archive-async=y",
+        "# Synchronous: pgBackRest before 2.59 (Debian 12 has 2.45) does not enforce",
+        "# archive-push-queue-max asynchronously while a WAL file keeps failing (its",
+        "# issue 2629): pg_wal could fill the disk. Synchronously it always does.",
+        "archive-async=n",
         "# WAL waiting in pg_wal past this is dropped (a PITR gap), never a full disk",
         f"archive-push-queue-max={b.archive_queue_max}",
-        "archive-get-queue-max=32MB",
         "archive-timeout=30",
     ]
     for r in b.repos:
