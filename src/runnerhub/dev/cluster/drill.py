@@ -72,6 +72,9 @@ class DrillReport:
     failback: str = "not run: region B stays active"
     failback_s: float | None = None  # region A back as region B's standby, streaming
     switch_back_s: float | None = None  # the active role back to region A, B its standby
+    # Region A was already down: an interrupted drill run again finishes it; its times
+    # count from this run's start, not from the region's loss.
+    resumed: bool = False
 
     @property
     def jobs_lost(self) -> int:
@@ -88,6 +91,15 @@ class DrillReport:
             [
                 f"# DR drill {self.started_at}",
                 "",
+                *(
+                    [
+                        "Resumed: region A was already down (an interrupted drill, run "
+                        "again). The times count from this run, not from the region's loss.",
+                        "",
+                    ]
+                    if self.resumed
+                    else []
+                ),
                 "| measure | value |",
                 "|---|---|",
                 f"| replication lag at the fault | {s(self.lag_at_fault_s)} "
@@ -189,7 +201,8 @@ def run_drill(
             report.streaming_at_fault = view.get("streaming")
         before = len(load.ids)
         fault = time.time()
-        report.killed = lose_region_a(state_dir, info) if not _lost(state_dir) else []
+        report.resumed = _lost(state_dir)
+        report.killed = [] if report.resumed else lose_region_a(state_dir, info)
         log(f"region A down: {len(report.killed)} processes killed")
         webhook_url = f"{b_url}/webhooks/github"
         promoted = asyncio.run(promote(load_settings(b_config), webhook_url))
