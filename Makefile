@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
+RUNNER_ROOTFS := build/runner-rootfs.tar
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
 
-.PHONY: demo test lint typecheck unit deps system venv bench clean
+.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image
 
 demo: deps
 	$(BIN)/runnerhub up
@@ -27,7 +28,13 @@ typecheck: deps
 bench: deps
 	$(BIN)/python bench/ingest.py
 
-deps: system venv $(BIN)/promtool
+deps: system venv $(BIN)/promtool $(RUNNER_ROOTFS)
+
+# The container backend's runner image, from Debian's packages (no registry): a root file
+# system tar that `podman import` (or `docker import`) turns into an image.
+runner-image: $(RUNNER_ROOTFS)
+$(RUNNER_ROOTFS): src/runnerhub/dev/sim/runner.py src/runnerhub/dev/cluster/podman.py | system venv
+	$(BIN)/python -m runnerhub.dev.cluster.podman $@
 
 # System packages: installed only when a command they provide is missing.
 system: $(STAMPS)/system
@@ -43,6 +50,9 @@ $(STAMPS)/system:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v pgbackrest >/dev/null || missing="$$missing pgbackrest"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

@@ -237,14 +237,64 @@ class ProcessBackendSettings(_Strict):
         return user
 
 
+class ContainerBackendSettings(_Strict):
+    """One ephemeral container per runner, through the Docker Engine API (Docker, or
+    Podman's `podman system service`): docs/backends.md."""
+
+    image: str = Field(min_length=1)
+    # The engine: unix:///path/to/docker.sock, or tcp://host:port (with `tls`).
+    endpoint: str = Field(default="unix:///var/run/docker.sock", pattern=r"^(unix|tcp)://.+")
+    # Client certificates for a tcp:// endpoint: (ca, cert, key) file paths.
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The runner command (default: the image's). The JIT config reaches it in the
+    # environment (ACTIONS_RUNNER_INPUT_JITCONFIG), never in the command or the labels.
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    user: str | None = None  # in the container; default: the image's
+    cpus: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=6)
+    pids_limit: int | None = Field(default=1024, ge=1)  # a fork bomb stays in its box
+    network: str = "bridge"  # the network mode: bridge, host, none, or a network's name
+    read_only: bool = False  # a read-only root file system (with a tmpfs /tmp)
+    # Extra bind mounts, "source:target[:ro]": none by default (each is a way out).
+    mounts: list[str] = Field(default_factory=list)
+    # The engine's socket inside the runner: a job could then start containers on the
+    # host, as root — only for trusted jobs that build images (docs/backends.md).
+    engine_socket: bool = False
+    stop_timeout_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, v: list[str]) -> list[str]:
+        for m in v:
+            parts = m.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+                raise ValueError(f"{m!r}: a mount is source:/target[:ro]")
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"{m!r}: the mode is ro or rw")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> ContainerBackendSettings:
+        given = [x is not None for x in (self.tls_ca, self.tls_cert, self.tls_key)]
+        if any(given) and not all(given):
+            raise ValueError("tls_ca, tls_cert and tls_key go together")
+        if all(given) and not self.endpoint.startswith("tcp://"):
+            raise ValueError("TLS client certificates are for a tcp:// endpoint")
+        return self
+
+
 class PoolSettings(_Strict):
     # It names spare runners, log files and runner records: letters, digits, . _ - only.
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
     labels: list[str] = Field(min_length=1)
     min_idle: int = Field(default=0, ge=0)
     max_runners: int = Field(default=10, ge=1)
-    backend: Literal["process"] = "process"
+    backend: Literal["process", "container"] = "process"
     process: ProcessBackendSettings | None = None
+    container: ContainerBackendSettings | None = None
     runner_group_id: int = Field(default=1, ge=1)
     # Where spare (min_idle) runners register; job runners register where their job lives.
     organization: str | None = None
@@ -277,6 +327,8 @@ class PoolSettings(_Strict):
             raise ValueError("min_idle must not exceed max_runners")
         if self.backend == "process" and self.process is None:
             raise ValueError("backend 'process' needs a 'process' section with a command")
+        if self.backend == "container" and self.container is None:
+            raise ValueError("backend 'container' needs a 'container' section with an image")
         if self.min_idle and not (self.organization or self.repository):
             raise ValueError("min_idle > 0 needs organization or repository to register spares")
         return self

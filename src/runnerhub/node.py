@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
+from runnerhub.backends.container import ContainerBackend
 from runnerhub.backends.guarded import GuardedBackend
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.breakers import BreakerListener, CircuitBreaker
@@ -65,10 +66,17 @@ def make_backends(
     on_change: BreakerListener | None = None,
 ) -> dict[str, RunnerBackend]:
     """Each backend behind its own circuit breaker (added to `breakers` when given)."""
-    process_pools = {p.name: p.process for p in settings.pools if p.process is not None}
+    process_pools = {
+        p.name: p.process for p in settings.pools if p.backend == "process" and p.process
+    }
+    container_pools = {
+        p.name: p.container for p in settings.pools if p.backend == "container" and p.container
+    }
     backends: dict[str, RunnerBackend] = {}
     if process_pools:
         backends["process"] = ProcessBackend(runner_state_dir(settings), process_pools)
+    if container_pools:
+        backends["container"] = ContainerBackend(container_pools)
     if breakers is None:
         return backends
     cb = settings.circuit_breaker
@@ -262,6 +270,8 @@ class Node:
         await self.intake.close()
         if self.elector is not None:
             await self.elector.store.close()
+        for backend in self.backends.values():
+            await backend.close()
         await self.github.aclose()
         await self.health_http.aclose()
         await self.peer_http.aclose()

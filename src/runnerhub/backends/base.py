@@ -24,6 +24,8 @@ class RunnerSpec:
     labels: tuple[str, ...]
     job_id: int | None
     jit_config: str = field(repr=False)  # a credential: never logged, never shown
+    attempt: int = 1  # the scheduler's attempt at provisioning it
+    epoch: int | None = None  # the leader's that asked (None: no election)
 
 
 @dataclass(frozen=True)
@@ -53,4 +55,8 @@ class RunnerBackend(Protocol):
 
     async def forget(self, name: str) -> None:
         """Drop what the backend keeps about an exited runner."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections (at the node's stop)."""
         ...

@@ -56,3 +56,6 @@ class GuardedBackend:
 
     async def forget(self, name: str) -> None:
         await self.inner.forget(name)
+
+    async def close(self) -> None:
+        await self.inner.close()

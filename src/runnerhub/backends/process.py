@@ -313,6 +313,9 @@ class ProcessBackend:
         except PermissionError as exc:
             raise BackendError(f"not allowed to signal runner {rec.name} (pid {rec.pid})") from exc
 
+    async def close(self) -> None:
+        """Nothing to let go of: the runners outlive the node, on purpose."""
+
     async def forget(self, name: str) -> None:
         if not is_valid_name(name):
             return

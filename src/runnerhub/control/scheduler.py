@@ -285,7 +285,13 @@ class Scheduler(ControlLoop):
             self.ctx.ensure_may_act()
             ref = await backend.provision(
                 RunnerSpec(
-                    row.name, pool.name, tuple(pool.labels), row.job_id, jit.encoded_jit_config
+                    row.name,
+                    pool.name,
+                    tuple(pool.labels),
+                    row.job_id,
+                    jit.encoded_jit_config,
+                    attempt=row.attempts + 1,
+                    epoch=self.ctx.leadership.epoch,
                 )
             )
             async with self.ctx.control_tx() as conn:

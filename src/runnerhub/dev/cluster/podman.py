@@ -1,0 +1,162 @@
+"""A container engine of its own for the container backend: Podman's Docker-compatible API
+service (`podman system service`) with its own storage, run directory and socket under
+`base_dir`, so nothing of the host's containers is touched. It uses the `runc` runtime
+(Debian's default, `crun`, refuses this machine's hybrid cgroups) and explicit `nofile` and
+`nproc` limits.
+
+The runner image is made without any registry: a Debian root file system from Debian's
+packages (`mmdebstrap`: python3 and the stdlib-only runner simulator), imported with
+`podman import` (`build_runner_rootfs`, `make runner-image`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from runnerhub.dev.cluster.process import ManagedProcess, find_binary, wait_ready
+
+RUNNER_IMAGE = "localhost/runnerhub-runner:latest"
+RUNNER_SCRIPT = "/opt/runnerhub/runner.py"  # the runner simulator, inside the image
+CONTAINERS_CONF = """\
+# written by RunnerHub's local cluster
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+
+class PodmanError(Exception):
+    pass
+
+
+def find_podman() -> Path:
+    return find_binary("podman", PodmanError, "apt-get install podman runc")
+
+
+def build_runner_rootfs(out: Path) -> Path:
+    """A Debian root file system as a tar (python3 and the runner simulator at
+    RUNNER_SCRIPT), made from Debian's packages with mmdebstrap: no registry needed."""
+    mmdebstrap = find_binary("mmdebstrap", PodmanError, "apt-get install mmdebstrap")
+    script = Path(__file__).resolve().parents[1] / "sim" / "runner.py"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    r = subprocess.run(
+        [
+            str(mmdebstrap),
+            "--variant=essential",
+            "--format=tar",
+            "--include=python3,ca-certificates",
+            '--customize-hook=mkdir -p "$1/opt/runnerhub"',
+            f"--customize-hook=upload {script} {RUNNER_SCRIPT}",
+            "bookworm",
+            str(partial),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise PodmanError(f"mmdebstrap failed: {r.stderr[-2000:]}")
+    partial.replace(out)
+    return out
+
+
+@dataclass
+class LocalPodman(ManagedProcess):
+    """`podman system service` on a socket under `base_dir`, storage of its own."""
+
+    base_dir: Path
+    name: str = "podman"
+    log_file: Path = field(init=False)
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir.resolve()
+        self.log_file = self.base_dir / "podman.log"
+        self.conf = self.base_dir / "containers.conf"
+
+    @property
+    def socket(self) -> Path:
+        return self.base_dir / "run" / "podman.sock"
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _argv(self, *args: str) -> list[str]:
+        return [
+            str(find_podman()),
+            f"--root={self.base_dir / 'storage'}",
+            f"--runroot={self.base_dir / 'run'}",
+            "--runtime=runc",
+            "--cgroup-manager=cgroupfs",
+            *args,
+        ]
+
+    def _env(self) -> dict[str, str]:
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERS_CONF": str(self.conf)}
+
+    def podman(self, *args: str, timeout_s: float = 300) -> str:
+        r = subprocess.run(
+            self._argv(*args),
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            timeout=timeout_s,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise PodmanError(f"podman {' '.join(args)}: {r.stderr[-2000:]}")
+        return r.stdout
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        (self.base_dir / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.conf.write_text(CONTAINERS_CONF)
+        self.socket.unlink(missing_ok=True)
+        self.spawn(self._argv("system", "service", "--time=0", self.endpoint), env=self._env())
+
+        def answers() -> bool:
+            transport = httpx.HTTPTransport(uds=str(self.socket))
+            try:
+                with httpx.Client(transport=transport, timeout=2) as c:
+                    return c.get("http://podman/_ping").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_ready(answers, timeout_s, "podman's API service", error=PodmanError, watch=[self])
+
+    def import_image(self, rootfs: Path, image: str = RUNNER_IMAGE) -> str:
+        """The image from a root file system tar (`build_runner_rootfs`)."""
+        return self.podman(
+            "import",
+            f'--change=CMD ["python3", "{RUNNER_SCRIPT}"]',
+            "--change=USER 65534:65534",
+            "--change=WORKDIR /tmp",
+            str(rootfs),
+            image,
+        ).strip()
+
+    def destroy(self) -> None:
+        """Stop the service, every container it ran, and remove its storage."""
+        if self.alive():
+            with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
+                self.podman("rm", "--all", "--force", "--time=0", timeout_s=60)
+        self.stop()
+        with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
+            self.podman("system", "reset", "--force", timeout_s=60)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":  # `make runner-image`
+    import sys
+
+    print(build_runner_rootfs(Path(sys.argv[1])))

@@ -1,0 +1,190 @@
+"""The container backend on a real engine: Podman's Docker-compatible API service with its
+own storage and socket (the runc runtime), and the runner image made from Debian's packages
+(`make runner-image`, imported with `podman import`). A node runs GitHub's jobs in
+containers, each once; the JIT config is only in the container's environment; the pool's
+limits are the container's; a runner that runs is adopted by another backend (a new leader)
+instead of started twice; an exited one is replaced; an engine that does not answer is a
+clear error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from runnerhub.backends.base import BackendError, RunnerSpec
+from runnerhub.backends.container import JIT_ENV, RUNNER_LABEL, ContainerBackend
+from runnerhub.config import ContainerBackendSettings
+from runnerhub.dev.cluster.podman import (
+    RUNNER_IMAGE,
+    RUNNER_SCRIPT,
+    LocalPodman,
+    build_runner_rootfs,
+)
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import wait_until
+from tests.github_process import LINUX, github_sim, node_config, start_node
+
+ROOTFS = Path(__file__).resolve().parents[2] / "build" / "runner-rootfs.tar"
+RUNNER = ["python3", RUNNER_SCRIPT, "--idle-timeout", "60"]
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPodman]:
+    base = tmp_path_factory.mktemp("podman")
+    rootfs = ROOTFS if ROOTFS.exists() else build_runner_rootfs(base / "rootfs.tar")
+    engine = LocalPodman(base / "engine")
+    engine.start()
+    try:
+        engine.import_image(rootfs)
+        yield engine
+    finally:
+        engine.destroy()
+
+
+def pool(engine: LocalPodman, **kw: object) -> ContainerBackendSettings:
+    return ContainerBackendSettings(
+        image=RUNNER_IMAGE,
+        endpoint=engine.endpoint,
+        network="host",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def inspect(engine: LocalPodman, name: str) -> dict[str, object]:
+    return dict(json.loads(engine.podman("container", "inspect", name))[0])
+
+
+def ours(engine: LocalPodman) -> list[str]:
+    out = engine.podman(
+        "ps", "--all", "--filter", f"label={RUNNER_LABEL}", "--format", "{{.Names}}"
+    )
+    return out.split()
+
+
+@pytest.fixture
+async def backend(podman: LocalPodman) -> AsyncIterator[ContainerBackend]:
+    b = ContainerBackend({"linux": pool(podman, command=["sleep", "300"], stop_timeout_s=1)})
+    yield b
+    for r in await b.list():
+        await b.terminate(r.name)
+    await b.close()
+
+
+async def test_a_node_runs_each_job_once_in_a_container_of_its_own(
+    podman: LocalPodman, dsn: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
+        config = node_config("node-c", dsn, gh, tmp_path, port=port)
+        settings = pool(
+            podman, command=RUNNER, cpus=0.5, memory_mb=256, pids_limit=128, read_only=True
+        )
+        config["pools"] = [
+            {
+                "name": "linux",
+                "labels": LINUX,
+                "max_runners": 4,
+                "backend": "container",
+                "container": settings.model_dump(mode="json"),
+            }
+        ]
+        node = start_node(config, tmp_path / "node.yaml")
+        try:
+            ids = gh.enqueue(LINUX, 3)
+
+            def completed() -> bool:
+                jobs = gh.jobs()
+                return all(jobs[i]["status"] == "completed" for i in ids)
+
+            started: dict[str, dict[str, object]] = {}
+
+            def seen() -> bool:  # each runner's container, while it is there
+                for name in ours(podman):
+                    if name not in started:
+                        started[name] = inspect(podman, name)
+                return completed()
+
+            await wait_until(lambda: asyncio.to_thread(seen), 90, "the jobs to complete")
+            jobs = gh.jobs()
+            assert all(len(jobs[i]["executions"]) == 1 for i in ids), jobs
+            assert len(started) >= 1
+            for name, c in started.items():
+                config_ = c["Config"]
+                host = c["HostConfig"]
+                assert isinstance(config_, dict) and isinstance(host, dict)
+                env = config_["Env"]
+                assert any(e.startswith(f"{JIT_ENV}=") for e in env), name
+                assert not any(JIT_ENV in a or len(a) > 200 for a in config_["Cmd"]), name
+                assert all(len(v) < 200 for v in config_["Labels"].values()), name
+                assert config_["Labels"][RUNNER_LABEL] == name
+                assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 << 20
+                assert host["PidsLimit"] == 128 and host["ReadonlyRootfs"] is True
+            # Exited containers are removed once recorded (the janitor forgets them).
+            await wait_until(lambda: asyncio.to_thread(lambda: not ours(podman)), 60, "cleanup")
+        finally:
+            node.stop()
+
+
+def spec(name: str, job: int) -> RunnerSpec:
+    return RunnerSpec(name, "linux", tuple(LINUX), job, "not-a-real-jit-config", 1, 7)
+
+
+async def test_a_running_runner_is_adopted_by_another_backend_not_started_twice(
+    podman: LocalPodman, backend: ContainerBackend
+) -> None:
+    first = await backend.provision(spec("rh-901-1", 901))
+    # A new leader's backend (another node, a restarted one): it sees the runner...
+    successor = ContainerBackend(backend._pools)
+    try:
+        [running] = [r for r in await successor.list() if r.name == "rh-901-1"]
+        assert running.alive and running.pool == "linux" and running.ref == first
+        # ...and provisioning it again adopts it: the same container, not a second one.
+        assert await successor.provision(spec("rh-901-1", 901)) == first
+        assert ours(podman) == ["rh-901-1"]
+        labels = inspect(podman, "rh-901-1")["Config"]["Labels"]  # type: ignore[index]
+        assert labels["io.runnerhub.job"] == "901" and labels["io.runnerhub.epoch"] == "7"
+        # Stopped and forgotten: gone; a name the backend does not know is fine.
+        await successor.terminate("rh-901-1")
+        assert ours(podman) == []
+        await successor.terminate("rh-404-1")
+    finally:
+        await successor.close()
+
+
+async def test_an_exited_runner_is_replaced_and_its_exit_code_reported(
+    podman: LocalPodman, tmp_path: Path
+) -> None:
+    b = ContainerBackend({"linux": pool(podman, command=["sh", "-c", "exit 3"])})
+    try:
+        first = await b.provision(spec("rh-902-1", 902))
+
+        async def exited() -> bool:
+            return any(r.name == "rh-902-1" and not r.alive for r in await b.list())
+
+        await wait_until(exited, 30, "the runner to exit")
+        [gone] = [r for r in await b.list() if r.name == "rh-902-1"]
+        assert gone.exit_code == 3
+        second = await b.provision(spec("rh-902-1", 902))  # it ran: a new one
+        assert second != first and ours(podman) == ["rh-902-1"]
+        await b.forget("rh-902-1")
+        assert ours(podman) == []
+    finally:
+        await b.close()
+
+
+async def test_an_engine_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> None:
+    gone = ContainerBackendSettings(image=RUNNER_IMAGE, endpoint=f"unix://{tmp_path}/none.sock")
+    b = ContainerBackend({"linux": gone})
+    try:
+        with pytest.raises(BackendError, match=r"none\.sock does not answer"):
+            await b.provision(spec("rh-903-1", 903))
+        with pytest.raises(BackendError, match="does not answer"):
+            await b.list()
+    finally:
+        await b.close()
+    with pytest.raises(BackendError, match="has no container backend settings"):
+        await b.provision(RunnerSpec("rh-904-1", "gpu", ("gpu",), 904, "x"))
