@@ -17,6 +17,7 @@ import pytest
 
 from runnerhub.cache import SharedCache
 from runnerhub.config import Settings
+from runnerhub.dev.cluster.podman import LocalPodman, build_runner_rootfs
 from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.store.db import Pool, open_pool
@@ -36,6 +37,24 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres
     asyncio.run(migrate(dsn))
     yield pg
     pg.destroy()
+
+
+ROOTFS = Path(__file__).resolve().parents[1] / "build" / "runner-rootfs.tar"
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPodman]:
+    """A Podman API service of its own with the runner image (`make runner-image` builds
+    its root file system; built here when missing)."""
+    base = tmp_path_factory.mktemp("podman")
+    rootfs = ROOTFS if ROOTFS.exists() else build_runner_rootfs(base / "rootfs.tar")
+    engine = LocalPodman(base / "engine")
+    engine.start()
+    try:
+        engine.import_image(rootfs)
+        yield engine
+    finally:
+        engine.destroy()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from runnerhub.dev.cluster.podman import LocalPodman
 from runnerhub.dev.cluster.postgres import LocalPostgres
 
 pytestmark = pytest.mark.e2e
@@ -70,6 +71,46 @@ def test_up_runs_the_demo_and_resumes(state: Path) -> None:
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((state / "cluster.json").read_text())["admin_token"] == info["admin_token"]
     assert re.search(r"demo complete: (\d+) jobs, each run once", again.stdout)
+
+
+def test_up_with_the_container_backend_runs_each_demo_job_in_a_container(state: Path) -> None:
+    """`runnerhub up --backend container`: a Podman API service of the cluster's own, the
+    runner image from Debian's packages, each demo job in a container, run once; on the
+    way out, no container and no Podman service is left."""
+    done = subprocess.run(
+        [*up_command(state, demo_jobs=6), "--backend", "container"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "each run once" in done.stdout and "Podman at unix://" in done.stdout
+    info = json.loads((state / "cluster.json").read_text())
+    engine = LocalPodman(state / "podman")
+    assert info["container_engine"] == engine.endpoint
+    assert (
+        not engine.socket.exists()
+        or subprocess.run(
+            ["fuser", str(engine.socket)], capture_output=True, check=False
+        ).returncode
+        != 0
+    )  # nothing listens on it any more
+    listed = engine.podman("ps", "--all", "--format", "{{.Names}}")
+    assert listed.strip() == ""  # every runner container removed
+    engine.destroy()
+
+
+def running_with(arg: str) -> list[Path]:
+    """The processes whose command line holds `arg`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if arg.encode() in cmdline.read_bytes():
+                found.append(cmdline.parent)
+        except OSError:
+            continue  # it exited meanwhile
+    return found
 
 
 def test_ctrl_c_stops_every_process(state: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,40 +18,17 @@ import pytest
 from runnerhub.backends.base import BackendError, RunnerSpec
 from runnerhub.backends.container import JIT_ENV, RUNNER_LABEL, ContainerBackend
 from runnerhub.config import ContainerBackendSettings
-from runnerhub.dev.cluster.podman import (
-    RUNNER_IMAGE,
-    RUNNER_SCRIPT,
-    LocalPodman,
-    build_runner_rootfs,
-)
+from runnerhub.dev.cluster.podman import RUNNER_IMAGE, RUNNER_SCRIPT, LocalPodman
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.waiting import wait_until
 from tests.github_process import LINUX, github_sim, node_config, start_node
 
-ROOTFS = Path(__file__).resolve().parents[2] / "build" / "runner-rootfs.tar"
 RUNNER = ["python3", RUNNER_SCRIPT, "--idle-timeout", "60"]
 
 
-@pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPodman]:
-    base = tmp_path_factory.mktemp("podman")
-    rootfs = ROOTFS if ROOTFS.exists() else build_runner_rootfs(base / "rootfs.tar")
-    engine = LocalPodman(base / "engine")
-    engine.start()
-    try:
-        engine.import_image(rootfs)
-        yield engine
-    finally:
-        engine.destroy()
-
-
 def pool(engine: LocalPodman, **kw: object) -> ContainerBackendSettings:
-    return ContainerBackendSettings(
-        image=RUNNER_IMAGE,
-        endpoint=engine.endpoint,
-        network="host",
-        **kw,  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {"image": RUNNER_IMAGE, "network": "host", **kw}
+    return ContainerBackendSettings(endpoint=engine.endpoint, **settings)  # type: ignore[arg-type]
 
 
 def inspect(engine: LocalPodman, name: str) -> dict[str, object]:
@@ -188,3 +165,67 @@ async def test_an_engine_that_does_not_answer_is_a_clear_error(tmp_path: Path) -
         await b.close()
     with pytest.raises(BackendError, match="has no container backend settings"):
         await b.provision(RunnerSpec("rh-904-1", "gpu", ("gpu",), 904, "x"))
+
+
+PROBE = """
+import json, os
+print(json.dumps({
+    "env": sorted(os.environ),
+    "engine_socket": os.path.exists("/var/run/docker.sock"),
+    "paths": {p: os.path.exists(p) for p in %r},
+    "uid": os.getuid(),
+}))
+"""
+
+
+async def exited_output(b: ContainerBackend, engine: LocalPodman, name: str) -> str:
+    async def done() -> bool:
+        return any(r.name == name and not r.alive for r in await b.list())
+
+    await wait_until(done, 30, f"{name} to exit")
+    return engine.podman("logs", name)
+
+
+async def test_a_job_in_a_container_sees_none_of_runnerhubs_secrets_nor_the_engine(
+    podman: LocalPodman, tmp_path: Path
+) -> None:
+    """What a workflow job could look for, from inside its container: RunnerHub's
+    environment, its configuration and state, the engine's socket. None is there; the
+    engine socket only when a pool asks for it."""
+    secret_paths = [str(tmp_path), str(podman.socket), str(podman.base_dir), "/etc/runnerhub"]
+    probe = ["python3", "-c", PROBE % secret_paths]
+    b = ContainerBackend(
+        {
+            "linux": pool(podman, command=probe),
+            "builds": pool(podman, command=probe, engine_socket=True),
+        }
+    )
+    try:
+        await b.provision(spec("rh-905-1", 905))
+        seen = json.loads(await exited_output(b, podman, "rh-905-1"))
+        # The engine's own (PATH, HOSTNAME, HOME, container, TERM), Python's locale coercion
+        # (LC_CTYPE), the runner's name and its JIT config: nothing of RunnerHub's.
+        own = {"PATH", "HOSTNAME", "HOME", "container", "TERM", "LC_CTYPE"}
+        extra = set(seen["env"]) - own
+        assert extra == {JIT_ENV, "RUNNERHUB_RUNNER_NAME"}, seen["env"]
+        assert seen["engine_socket"] is False and not any(seen["paths"].values()), seen
+        assert seen["uid"] == 65534  # the image's unprivileged user
+        builds = RunnerSpec("rh-906-1", "builds", ("builds",), 906, "jit", 1, None)
+        await b.provision(builds)
+        assert json.loads(await exited_output(b, podman, "rh-906-1"))["engine_socket"] is True
+    finally:
+        for name in ("rh-905-1", "rh-906-1"):
+            await b.terminate(name)
+        await b.close()
+
+
+async def test_an_image_that_does_not_exist_is_a_clear_error_and_starts_nothing(
+    podman: LocalPodman,
+) -> None:
+    b = ContainerBackend({"linux": pool(podman, image="localhost/no-such-runner:1")})
+    try:
+        with pytest.raises(BackendError, match="no-such-runner") as failed:
+            await b.provision(spec("rh-907-1", 907))
+        assert "rh-907-1" in str(failed.value) and ours(podman) == []
+    finally:
+        await b.close()

@@ -162,8 +162,17 @@ def up(
             "--dr", help="With --ha: a second region (standby cluster and a standby node)."
         ),
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Where runners run: process (on this host) or container (a Podman API "
+            "service of the cluster's own, an image from Debian's packages)."
+        ),
+    ] = "process",
 ) -> None:
     """Run a local cluster: PostgreSQL, the GitHub simulator, a node, runners and a demo."""
+    if backend not in ("process", "container"):
+        raise typer.BadParameter("process or container", param_hint="--backend")
     if dr and not ha:
         raise typer.BadParameter(
             "a standby region follows an HA cluster: add --ha", param_hint="--dr"
@@ -181,6 +190,7 @@ def up(
             nodes=nodes,
             summary=render,
             dr=dr,
+            backend=backend,
         )
     )
 

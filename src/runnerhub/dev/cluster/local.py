@@ -42,6 +42,13 @@ from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
+from runnerhub.dev.cluster.podman import (
+    RUNNER_IMAGE,
+    RUNNER_SCRIPT,
+    LocalPodman,
+    PodmanError,
+    build_runner_rootfs,
+)
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
 from runnerhub.dev.cluster.process import ManagedProcess, answers_ok, pid_running, wait_ready
@@ -106,7 +113,19 @@ class Secrets:
 
 
 # What starting a local service may raise (the supervisor reports it and goes on).
-START_ERRORS = (OSError, RuntimeError, PostgresError, PatroniError, RedisError, EtcdError)
+START_ERRORS = (
+    OSError,
+    RuntimeError,
+    PostgresError,
+    PatroniError,
+    RedisError,
+    EtcdError,
+    PodmanError,
+)
+
+
+# `make runner-image` leaves the runner image's root file system here (a checkout).
+REPO_ROOTFS = Path(__file__).resolve().parents[4] / "build" / "runner-rootfs.tar"
 
 
 def _time(text: str | None) -> datetime | None:
@@ -157,6 +176,9 @@ class LocalCluster:
     # A second region (docs/dr.md): its own etcd, a Patroni standby cluster following this
     # one, and a RunnerHub node standing by (`node-b1`). Needs Patroni and backups.
     dr: bool = False
+    # Where runners run: "process" (on this host) or "container" (a Podman API service of
+    # the cluster's own, the runner image made from Debian's packages: docs/backends.md).
+    backend: str = "process"
     console: Console = field(default_factory=Console)
     # Settings merged into every node's configuration (section by section), e.g. for tests.
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -213,6 +235,7 @@ class LocalCluster:
         self.standby_urls: dict[str, str] = {}
         self.pg_cluster: LocalPatroni | None = None
         self.redis: LocalRedis | None = None
+        self.podman: LocalPodman | None = None
         self.restarts = RestartPolicy()
         self.runners: RunnerSetup = runner_setup(self.state_dir)
         self._reported: set[str] = set()  # given up on, and said so
@@ -249,6 +272,8 @@ class LocalCluster:
 
         if self.ha:
             self._start_redis()
+        if self.backend == "container":
+            self._start_podman()
         with self.console.status("starting the GitHub simulator…"):
             self.sim_url = self._start_sim()
         self.console.print(f"[green]✓[/green] GitHub simulator at {self.sim_url}")
@@ -326,6 +351,38 @@ class LocalCluster:
             chosen = free_port()
             self.console.print(f"[yellow]port {self.port} is taken; using {chosen}[/yellow]")
             self.port = chosen
+
+    def _start_podman(self) -> None:
+        """The container engine runners run on: a Podman API service of the cluster's
+        own (its storage under the state directory), with the runner image."""
+        self.podman = LocalPodman(self.state_dir / "podman")
+        with self.console.status("starting Podman's API service…"):
+            self.podman.start()
+        if not self.podman.has_image(RUNNER_IMAGE):
+            rootfs = REPO_ROOTFS if REPO_ROOTFS.exists() else self.state_dir / "runner-rootfs.tar"
+            if not rootfs.exists():
+                with self.console.status("making the runner image from Debian's packages…"):
+                    build_runner_rootfs(rootfs)
+            self.podman.import_image(rootfs)
+        self.console.print(f"[green]✓[/green] Podman at {self.podman.endpoint}: {RUNNER_IMAGE}")
+
+    def _runs_on(self) -> dict[str, Any]:
+        """A demo pool's backend and its settings."""
+        if self.podman is None:
+            return {"process": self.runners.process(stop_grace_s=5)}
+        return {
+            "backend": "container",
+            "container": {
+                "image": RUNNER_IMAGE,
+                "endpoint": self.podman.endpoint,
+                "network": "host",  # the simulated GitHub listens on this host's loopback
+                "command": ["python3", RUNNER_SCRIPT, "--idle-timeout", "600"],
+                "cpus": 0.5,
+                "memory_mb": 256,
+                "read_only": True,
+                "stop_timeout_s": 5,
+            },
+        }
 
     def _start_redis(self) -> None:
         self.redis = LocalRedis(self.state_dir / "redis")
@@ -496,7 +553,7 @@ class LocalCluster:
                 "organizations": [ORG],
                 "hooks": [{"organization": ORG, "hook_id": 1}],
             },
-            "pools": [{**p, "process": self.runners.process(stop_grace_s=5)} for p in DEMO_POOLS],
+            "pools": [{**p, **self._runs_on()} for p in DEMO_POOLS],
             "api_tokens": [
                 {"name": "admin", "token": self.secrets.admin_token, "role": "admin"},
                 {"name": "reader", "token": self.secrets.read_token, "role": "read"},
@@ -596,6 +653,7 @@ class LocalCluster:
             }
             if (b := self.pg_cluster and self.pg_cluster.pgbackrest)
             else None,
+            "container_engine": self.podman.endpoint if self.podman else None,
             "region_b": (
                 self.region_b.describe(self.standby_urls, self._region_b_backup())
                 if self.region_b
@@ -779,6 +837,8 @@ class LocalCluster:
                 (name, p.alive, functools.partial(redis.restart, name))
                 for name, p in redis.processes.items()
             ]
+        if self.podman is not None:
+            out.append(("podman", self.podman.alive, self.podman.start))
         return out
 
     def supervise(self) -> bool:
@@ -830,6 +890,9 @@ class LocalCluster:
         for svc in [s for s in self.services if s.name.startswith("node")]:
             svc.stop()
         self._stop_runner_processes()
+        if self.podman is not None:
+            self.podman.stop_containers()  # the runners; the image stays for `up` again
+            self.podman.stop()
         for svc in self.services:
             svc.stop()
         if self.region_b is not None:
@@ -1027,11 +1090,18 @@ def run_local_cluster(
     *,
     summary: StatusView,
     dr: bool = False,
+    backend: str = "process",
 ) -> int:
     """`runnerhub up`; `summary` renders the live tables (the CLI's `status` view, passed in
     so that this tooling does not import the CLI that starts it)."""
     cluster = LocalCluster(
-        state_dir, port=port, demo_jobs=demo_jobs, ha=ha, nodes=nodes if ha else 1, dr=dr
+        state_dir,
+        port=port,
+        demo_jobs=demo_jobs,
+        ha=ha,
+        nodes=nodes if ha else 1,
+        dr=dr,
+        backend=backend,
     )
     signal.signal(signal.SIGTERM, lambda *_: cluster.stopping.set())
     # Ctrl-C, even when started with SIGINT ignored (a background job of a script).
@@ -1049,6 +1119,7 @@ def run_local_cluster(
         RedisError,
         EtcdError,
         HAProxyError,
+        PodmanError,
         Timeout,
     ) as exc:
         cluster.console.print(f"[red]runnerhub up: {exc}[/red]")

@@ -12,6 +12,7 @@ packages (`mmdebstrap`: python3 and the stdlib-only runner simulator), imported 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -83,10 +84,14 @@ class LocalPodman(ManagedProcess):
         self.base_dir = self.base_dir.resolve()
         self.log_file = self.base_dir / "podman.log"
         self.conf = self.base_dir / "containers.conf"
+        # Podman refuses a run directory longer than 50 characters: a short one, named
+        # after the state directory's path (so the same cluster finds it again).
+        tag = hashlib.sha256(str(self.base_dir).encode()).hexdigest()[:12]
+        self.run_dir = Path("/tmp") / f"rh-podman-{tag}"
 
     @property
     def socket(self) -> Path:
-        return self.base_dir / "run" / "podman.sock"
+        return self.run_dir / "podman.sock"
 
     @property
     def endpoint(self) -> str:
@@ -96,7 +101,7 @@ class LocalPodman(ManagedProcess):
         return [
             str(find_podman()),
             f"--root={self.base_dir / 'storage'}",
-            f"--runroot={self.base_dir / 'run'}",
+            f"--runroot={self.run_dir}",
             "--runtime=runc",
             "--cgroup-manager=cgroupfs",
             *args,
@@ -119,7 +124,8 @@ class LocalPodman(ManagedProcess):
         return r.stdout
 
     def start(self, timeout_s: float = 30.0) -> None:
-        (self.base_dir / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.run_dir.mkdir(exist_ok=True, mode=0o700)
         self.conf.write_text(CONTAINERS_CONF)
         self.socket.unlink(missing_ok=True)
         self.spawn(self._argv("system", "service", "--time=0", self.endpoint), env=self._env())
@@ -145,15 +151,27 @@ class LocalPodman(ManagedProcess):
             image,
         ).strip()
 
-    def destroy(self) -> None:
-        """Stop the service, every container it ran, and remove its storage."""
+    def has_image(self, image: str) -> bool:
+        try:
+            self.podman("image", "exists", image, timeout_s=30)
+        except PodmanError:
+            return False
+        return True
+
+    def stop_containers(self) -> None:
+        """Stop and remove every container it runs (the runners)."""
         if self.alive():
             with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
-                self.podman("rm", "--all", "--force", "--time=0", timeout_s=60)
+                self.podman("rm", "--all", "--force", "--time=5", timeout_s=60)
+
+    def destroy(self) -> None:
+        """Stop the service, every container it ran, and remove its storage."""
+        self.stop_containers()
         self.stop()
         with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
             self.podman("system", "reset", "--force", timeout_s=60)
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":  # `make runner-image`
