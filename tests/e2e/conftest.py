@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from runnerhub.dev.cluster.etcd import LocalEtcd
 from tests.e2e.harness import Cluster
 
 
@@ -15,3 +16,12 @@ def cluster(tmp_path: Path, dsn: str) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
+    """Three etcd members, for nodes electing a leader."""
+    members = LocalEtcd(tmp_path / "etcd", members=3)
+    members.start()
+    yield members
+    members.destroy()

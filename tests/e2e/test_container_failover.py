@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +18,6 @@ from tests.e2e.test_end_to_end import LINUX, assert_each_ran_once
 from tests.e2e.test_failover import move_leadership_off, wait_leader
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    cluster = LocalEtcd(tmp_path / "etcd", members=3)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 def containers(engine: LocalPodman) -> dict[str, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,14 +18,6 @@ from tests.e2e.harness import Cluster
 from tests.e2e.test_end_to_end import LINUX, assert_each_ran_once
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    cluster = LocalEtcd(tmp_path / "etcd", members=3)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 def leadership(c: Cluster, via: Service) -> dict[str, Any]:

@@ -488,17 +488,7 @@ async def test_after_a_restore_github_brings_back_every_job_queued_since(
         config = node_config("node-pitr", backed_up_dsn, gh, tmp_path, port=port)
         node = start_node(config, tmp_path / "node.yaml")
         try:
-            before = gh.enqueue(LINUX, 4)
-            await wait_until(lambda: completed_in(gh, before), 60, "the jobs before")
-            await wait_until(lambda: recorded(db, before), 30, "them recorded completed")
-            async with db.connection() as conn:
-                cur = await conn.execute(
-                    "INSERT INTO events (node, kind, subject, detail) "
-                    "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
-                )
-                mistake = (await cur.fetchone() or {})["id"]
-                await conn.execute("DELETE FROM jobs")
-                at = await events.at_of(conn, mistake)
+            before, _, at = await jobs_then_a_mistake(gh, db, 4)
         finally:
             node.stop()  # the operator stops the nodes
         assert at is not None
@@ -529,6 +519,24 @@ async def test_after_a_restore_github_brings_back_every_job_queued_since(
             restored.destroy()
 
 
+async def jobs_then_a_mistake(
+    gh: GitHub, db: Pool, count: int
+) -> tuple[list[int], int, datetime | None]:
+    """`count` jobs run and are recorded; then an operator's mistake, marked by an event,
+    deletes every job. The jobs, the event's id and when it was written."""
+    before = gh.enqueue(LINUX, count)
+    await wait_until(lambda: completed_in(gh, before), 60, "the jobs before")
+    await wait_until(lambda: recorded(db, before), 30, "them recorded completed")
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO events (node, kind, subject, detail) "
+            "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
+        )
+        mistake = int((await cur.fetchone() or {})["id"])
+        await conn.execute("DELETE FROM jobs")
+        return before, mistake, await events.at_of(conn, mistake)
+
+
 def completed_in(gh: GitHub, ids: list[int]) -> bool:
     jobs = gh.jobs()
     return all(jobs[i]["status"] == "completed" for i in ids)
@@ -556,18 +564,9 @@ async def test_an_in_place_restore_replaces_the_database_under_a_running_node(
         config = node_config("node-in-place", backed_up_dsn, gh, tmp_path, port=port)
         node = start_node(config, tmp_path / "node.yaml")
         try:
-            before = gh.enqueue(LINUX, 3)
-            await wait_until(lambda: completed_in(gh, before), 60, "the jobs before")
-            await wait_until(lambda: recorded(db, before), 30, "them recorded completed")
             async with db.connection() as conn:
                 timeline = await timeline_of(conn)
-                cur = await conn.execute(
-                    "INSERT INTO events (node, kind, subject, detail) "
-                    "VALUES ('operator', 'operator.mistake', 'jobs', '{}') RETURNING id"
-                )
-                mistake = (await cur.fetchone() or {})["id"]
-                await conn.execute("DELETE FROM jobs")
-                at = await events.at_of(conn, mistake)
+            before, mistake, at = await jobs_then_a_mistake(gh, db, 3)
             assert at is not None
             clear = functools.partial(etcd.delete_prefix, cluster.namespace)
             restoring = asyncio.create_task(
