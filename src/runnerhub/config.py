@@ -237,6 +237,28 @@ class ProcessBackendSettings(_Strict):
         return user
 
 
+class EngineHostSettings(_Strict):
+    """One runner host: a container engine's API, and how many runners it takes."""
+
+    # unix:///path/to/docker.sock, or tcp://host:port (with the TLS client certificates).
+    # An engine reached over SSH: forward its socket (`ssh -nNT -L /run/rh/h1.sock:...`)
+    # and name the forwarded socket here.
+    endpoint: str = Field(pattern=r"^(unix|tcp)://.+")
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_runners: int | None = Field(default=None, ge=1)  # unset: the pool's limit only
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> EngineHostSettings:
+        given = [x is not None for x in (self.tls_ca, self.tls_cert, self.tls_key)]
+        if any(given) and not all(given):
+            raise ValueError("tls_ca, tls_cert and tls_key go together")
+        if all(given) and not self.endpoint.startswith("tcp://"):
+            raise ValueError("TLS client certificates are for a tcp:// endpoint")
+        return self
+
+
 class ContainerBackendSettings(_Strict):
     """One ephemeral container per runner, through the Docker Engine API (Docker, or
     Podman's `podman system service`): docs/backends.md."""
@@ -248,6 +270,9 @@ class ContainerBackendSettings(_Strict):
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Several runner hosts (instead of `endpoint`): each runner goes to the one with the
+    # most room; one that stops answering is left alone until it answers again.
+    hosts: list[EngineHostSettings] = Field(default_factory=list)
     # The runner command (default: the image's). The JIT config reaches it in the
     # environment (ACTIONS_RUNNER_INPUT_JITCONFIG), never in the command or the labels.
     command: list[str] | None = None
@@ -277,13 +302,25 @@ class ContainerBackendSettings(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _tls_whole(self) -> ContainerBackendSettings:
-        given = [x is not None for x in (self.tls_ca, self.tls_cert, self.tls_key)]
-        if any(given) and not all(given):
-            raise ValueError("tls_ca, tls_cert and tls_key go together")
-        if all(given) and not self.endpoint.startswith("tcp://"):
-            raise ValueError("TLS client certificates are for a tcp:// endpoint")
+    def _hosts(self) -> ContainerBackendSettings:
+        self.engines()  # the single endpoint's TLS settings are checked there
+        endpoints = [h.endpoint for h in self.hosts]
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError("each runner host's endpoint once")
         return self
+
+    def engines(self) -> list[EngineHostSettings]:
+        """The runner hosts: `hosts`, or the one `endpoint`."""
+        if self.hosts:
+            return list(self.hosts)
+        return [
+            EngineHostSettings(
+                endpoint=self.endpoint,
+                tls_ca=self.tls_ca,
+                tls_cert=self.tls_cert,
+                tls_key=self.tls_key,
+            )
+        ]
 
 
 class PoolSettings(_Strict):

@@ -75,11 +75,14 @@ def make_backends(
     backends: dict[str, RunnerBackend] = {}
     if process_pools:
         backends["process"] = ProcessBackend(runner_state_dir(settings), process_pools)
+    cb = settings.circuit_breaker
     if container_pools:
-        backends["container"] = ContainerBackend(container_pools)
+        # A breaker per runner host (an engine that stops answering), beside the backend's.
+        backends["container"] = ContainerBackend(
+            container_pools, cb.failure_threshold, cb.open_s, breakers
+        )
     if breakers is None:
         return backends
-    cb = settings.circuit_breaker
     for kind in list(backends):
         breaker = CircuitBreaker(
             f"backend:{kind}", cb.failure_threshold, cb.open_s, on_change=on_change

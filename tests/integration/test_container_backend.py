@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from runnerhub.config import ContainerBackendSettings
 from runnerhub.dev.cluster.podman import RUNNER_IMAGE, RUNNER_SCRIPT, LocalPodman
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.waiting import wait_until
+from tests.checks import assert_each_ran_once
 from tests.github_process import LINUX, github_sim, node_config, start_node
 
 RUNNER = ["python3", RUNNER_SCRIPT, "--idle-timeout", "60"]
@@ -157,10 +158,12 @@ async def test_an_engine_that_does_not_answer_is_a_clear_error(tmp_path: Path) -
     gone = ContainerBackendSettings(image=RUNNER_IMAGE, endpoint=f"unix://{tmp_path}/none.sock")
     b = ContainerBackend({"linux": gone})
     try:
-        with pytest.raises(BackendError, match=r"none\.sock does not answer"):
+        with pytest.raises(
+            BackendError, match=r"can take rh-903-1: .*none\.sock .* did not answer"
+        ):
             await b.provision(spec("rh-903-1", 903))
-        with pytest.raises(BackendError, match="does not answer"):
-            await b.list()
+        assert await b.list() == []  # nothing seen there: its runners may run, unseen
+        assert b.unreachable(f"0123456789ab@unix://{tmp_path}/none.sock")
     finally:
         await b.close()
     with pytest.raises(BackendError, match="has no container backend settings"):
@@ -229,3 +232,146 @@ async def test_an_image_that_does_not_exist_is_a_clear_error_and_starts_nothing(
         assert "rh-907-1" in str(failed.value) and ours(podman) == []
     finally:
         await b.close()
+
+
+@pytest.fixture(scope="module")
+def second_host(
+    podman: LocalPodman, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPodman]:
+    """A second runner host: another Podman API service, storage of its own, same image."""
+    engine = LocalPodman(tmp_path_factory.mktemp("podman-b") / "engine")
+    engine.start()
+    try:
+        engine.podman("image", "load", "--input", str(saved_image(podman)))
+        yield engine
+    finally:
+        engine.destroy()
+
+
+def saved_image(engine: LocalPodman) -> Path:
+    out = engine.base_dir / "runner-image.tar"
+    if not out.exists():
+        engine.podman("image", "save", "--output", str(out), RUNNER_IMAGE)
+    return out
+
+
+async def test_runners_go_where_there_is_room_and_a_silent_host_is_left_alone(
+    podman: LocalPodman, second_host: LocalPodman
+) -> None:
+    """Two runner hosts (2 and 3 runners): each runner goes to the one with the most room,
+    none past them. Host B's engine is killed (its containers run on): its runners are
+    unreachable, not gone; none of them is started elsewhere, new ones go to A; when B
+    answers again its runners are seen again, each the same container."""
+    a, b_ = podman, second_host
+    s = pool(
+        a,
+        command=["sleep", "300"],
+        stop_timeout_s=1,
+        hosts=[
+            {"endpoint": a.endpoint, "max_runners": 2},
+            {"endpoint": b_.endpoint, "max_runners": 3},
+        ],
+    )
+    backend = ContainerBackend({"linux": s}, failure_threshold=1, open_s=1)
+    try:
+        refs = {
+            f"rh-91{i}-1": await backend.provision(spec(f"rh-91{i}-1", 910 + i)) for i in range(5)
+        }
+        on_a, on_b = ours(a), ours(b_)
+        assert len(on_a) == 2 and len(on_b) == 3, (on_a, on_b)
+        with pytest.raises(BackendError, match="every one is full"):
+            await backend.provision(spec("rh-920-1", 920))
+        ids_b = {n: inspect(b_, n)["Id"] for n in on_b}
+
+        b_.kill()  # host B's engine stops answering; its containers run on
+        listed = {r.name for r in await backend.list()}
+        assert listed == set(on_a)
+        assert all(backend.unreachable(refs[n]) for n in on_b)
+        assert not any(backend.unreachable(refs[n]) for n in on_a)
+        with pytest.raises(BackendError, match="may run there"):
+            await backend.provision(spec(on_b[0], 0))
+        await backend.terminate(on_a[0])
+        moved = await backend.provision(spec("rh-921-1", 921))
+        assert moved.endswith(f"@{a.endpoint}")
+
+        b_.start()  # it answers again: the same containers, none started twice
+
+        async def seen_again() -> bool:
+            return set(on_b) <= {r.name for r in await backend.list()}
+
+        await wait_until(seen_again, 30, "host B's runners seen again")
+        assert {n: inspect(b_, n)["Id"] for n in on_b} == ids_b
+        assert not any(backend.unreachable(refs[n]) for n in on_b)
+    finally:
+        for r in await backend.list():
+            await backend.terminate(r.name)
+        await backend.close()
+
+
+async def test_a_runner_host_killed_mid_load_loses_no_job_and_runs_none_twice(
+    podman: LocalPodman, second_host: LocalPodman, dsn: str, tmp_path: Path
+) -> None:
+    """A node's pool on two runner hosts. With jobs running on both, host B's engine is
+    killed: the jobs queued from then on get runners on host A, while the ones running on
+    B are left alone (unseen, not marked gone, not started again). B answers again before
+    they end: they are seen again and not stopped as strays; their exited containers are
+    removed. Every job ran exactly once, and succeeded."""
+    a, b_ = podman, second_host
+    port = free_port()
+    with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
+        config = node_config("node-hosts", dsn, gh, tmp_path, port=port)
+        settings = pool(
+            a,
+            command=RUNNER,
+            stop_timeout_s=1,
+            hosts=[{"endpoint": a.endpoint}, {"endpoint": b_.endpoint}],
+        )
+        config["pools"] = [
+            {
+                "name": "linux",
+                "labels": LINUX,
+                "max_runners": 10,
+                "backend": "container",
+                "container": settings.model_dump(mode="json"),
+            }
+        ]
+        config["circuit_breaker"] = {"failure_threshold": 1, "open_s": 2}
+        node = start_node(config, tmp_path / "node.yaml")
+        try:
+            first = gh.call(
+                "POST",
+                "/_sim/jobs",
+                json={"repository": "acme/web", "labels": LINUX, "count": 4, "duration_s": 8},
+            )["jobs"]
+            ids = [j["id"] for j in first]
+
+            def running_on_both() -> bool:
+                jobs = gh.jobs()
+                busy = sum(jobs[i]["status"] == "in_progress" for i in ids)
+                return busy == 4 and bool(ours(a)) and bool(ours(b_))
+
+            await wait_until(lambda: asyncio.to_thread(running_on_both), 60, "jobs on both")
+            b_.kill()
+            later = gh.enqueue(LINUX, 3)
+
+            def later_running() -> bool:
+                jobs = gh.jobs()
+                return all(jobs[i]["status"] != "queued" for i in later)
+
+            await wait_until(lambda: asyncio.to_thread(later_running), 60, "runners on host A")
+            assert any(gh.jobs()[i]["status"] == "in_progress" for i in ids)  # B's still run
+            b_.start()
+
+            def completed() -> bool:
+                jobs = gh.jobs()
+                return all(jobs[i]["status"] == "completed" for i in ids + later)
+
+            await wait_until(lambda: asyncio.to_thread(completed), 90, "every job to complete")
+            assert_each_ran_once(gh.url, dsn, ids + later)
+            await wait_until(
+                lambda: asyncio.to_thread(lambda: not ours(a) and not ours(b_)),
+                60,
+                "every exited container removed, on both hosts",
+            )
+        finally:
+            node.stop()

@@ -61,8 +61,27 @@ def test_the_pool_says_what_goes_in_limits_mounts_and_the_engine_socket() -> Non
             {"tls_ca": "/ca", "tls_cert": "/c", "tls_key": "/k"},
             "TLS client certificates are for a tcp:// endpoint",
         ),
+        (
+            {"hosts": [{"endpoint": "unix:///a.sock"}, {"endpoint": "unix:///a.sock"}]},
+            "each runner host's endpoint once",
+        ),
+        ({"hosts": [{"endpoint": "tcp://h:2376", "tls_ca": "/ca"}]}, "go together"),
+        ({"hosts": [{"endpoint": "unix:///a.sock", "max_runners": 0}]}, "greater than or equal"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ContainerBackendSettings(image="runner:1", **change)  # type: ignore[arg-type]
+
+
+def test_one_endpoint_is_one_runner_host_and_hosts_replace_it() -> None:
+    one = ContainerBackendSettings(image="runner:1", endpoint="unix:///a.sock")
+    assert [h.endpoint for h in one.engines()] == ["unix:///a.sock"]
+    two = ContainerBackendSettings(
+        image="runner:1",
+        hosts=[{"endpoint": "unix:///a.sock", "max_runners": 2}, {"endpoint": "tcp://b:2375"}],
+    )
+    assert [(h.endpoint, h.max_runners) for h in two.engines()] == [
+        ("unix:///a.sock", 2),
+        ("tcp://b:2375", None),
+    ]

@@ -60,3 +60,8 @@ class RunnerBackend(Protocol):
     async def close(self) -> None:
         """Let go of connections (at the node's stop)."""
         ...
+
+    def unreachable(self, ref: str | None) -> bool:
+        """The runner `ref` names is where the last `list` could not look (a runner host
+        that did not answer): it may be running there, unseen."""
+        ...

@@ -15,10 +15,12 @@ unless the pool says so.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
@@ -26,11 +28,14 @@ import structlog
 from aiodocker.containers import DockerContainer
 
 from runnerhub.backends.base import BackendError, BackendRunner, RunnerSpec
-from runnerhub.config import ContainerBackendSettings
+from runnerhub.breakers import CircuitBreaker, CircuitOpen
+from runnerhub.config import ContainerBackendSettings, EngineHostSettings
 from runnerhub.domain.naming import is_valid_name
+from runnerhub.domain.placement import HostLoad, placement_order
 
 log = structlog.get_logger("runnerhub.backends.container")
 
+T = TypeVar("T")
 JIT_ENV = "ACTIONS_RUNNER_INPUT_JITCONFIG"
 LABEL = "io.runnerhub"
 RUNNER_LABEL = f"{LABEL}.runner"  # its value: the runner's name (what marks ours)
@@ -79,24 +84,59 @@ def container_config(spec: RunnerSpec, s: ContainerBackendSettings) -> dict[str,
     return config
 
 
-class ContainerBackend:
-    kind = "container"
+class _Host:
+    """One runner host: its engine's client (made on first use) and its circuit breaker."""
 
-    def __init__(self, pools: Mapping[str, ContainerBackendSettings]) -> None:
-        self._pools = dict(pools)
-        self._engines: dict[str, aiodocker.Docker] = {}  # by endpoint, made on first use
+    def __init__(self, settings: EngineHostSettings, breaker: CircuitBreaker) -> None:
+        self.settings = settings
+        self.endpoint = settings.endpoint
+        self.breaker = breaker
+        self._engine: aiodocker.Docker | None = None
 
-    def _engine(self, s: ContainerBackendSettings) -> aiodocker.Docker:
-        engine = self._engines.get(s.endpoint)
-        if engine is None:
+    @property
+    def engine(self) -> aiodocker.Docker:
+        if self._engine is None:
+            s = self.settings
             context = None
             if s.tls_ca is not None and s.tls_cert is not None and s.tls_key is not None:
                 context = ssl.create_default_context(cafile=str(s.tls_ca))
                 context.load_cert_chain(str(s.tls_cert), str(s.tls_key))
             url = s.endpoint.replace("tcp://", "https://" if context else "http://", 1)
-            engine = aiodocker.Docker(url=url, ssl_context=context)
-            self._engines[s.endpoint] = engine
-        return engine
+            self._engine = aiodocker.Docker(url=url, ssl_context=context)
+        return self._engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
+            self._engine = None
+
+
+class ContainerBackend:
+    """Runners as containers on a pool's runner hosts (one or several engines). A host that
+    does not answer trips a circuit breaker of its own: no runner is placed there meanwhile,
+    its runners are reported unreachable (`unreachable`), and it is tried again after
+    `open_s`."""
+
+    kind = "container"
+
+    def __init__(
+        self,
+        pools: Mapping[str, ContainerBackendSettings],
+        failure_threshold: int = 2,
+        open_s: float = 15.0,
+        breakers: dict[str, CircuitBreaker] | None = None,
+    ) -> None:
+        self._pools = dict(pools)
+        self._hosts: dict[str, _Host] = {}
+        for s in self._pools.values():
+            for h in s.engines():
+                if h.endpoint not in self._hosts:
+                    breaker = CircuitBreaker(f"engine:{h.endpoint}", failure_threshold, open_s)
+                    self._hosts[h.endpoint] = _Host(h, breaker)
+                    if breakers is not None:
+                        breakers[breaker.name] = breaker
+        self._unreachable: set[str] = set()  # hosts that did not answer the last listing
+        self._placed: dict[str, str] = {}  # runner → the host it was last seen on
 
     def _settings(self, pool: str) -> ContainerBackendSettings:
         s = self._pools.get(pool)
@@ -104,78 +144,160 @@ class ContainerBackend:
             raise BackendError(f"pool {pool!r} has no container backend settings")
         return s
 
+    def _hosts_of(self, s: ContainerBackendSettings) -> list[_Host]:
+        return [self._hosts[h.endpoint] for h in s.engines()]
+
     async def provision(self, spec: RunnerSpec) -> str:
+        """Adopt the runner where it runs; else start it on the host with the most room
+        among those that answer. A host that does not answer is skipped — unless the
+        runner was last seen there: it may run there still, so it is not started twice."""
         if not is_valid_name(spec.name):
             raise BackendError(f"{spec.name!r} is not a runner name")
         s = self._settings(spec.pool)
-        engine = self._engine(s)
-        try:
-            existing = await _get(engine, spec.name)
-            if existing is not None:
-                if existing["State"].get("Running"):
-                    return _ref(existing)  # already running: adopt, never start a second
-                await existing.delete(force=True)  # it ran and exited: a new one
+        loads: list[HostLoad] = []
+        silent: list[str] = []
+        for host in self._hosts_of(s):
             try:
-                container = await engine.containers.create(
-                    container_config(spec, s), name=spec.name
-                )
-            except aiodocker.DockerError as exc:
-                if exc.status != 409:
-                    raise
-                # Another leader created it a moment ago: it is the runner.
-                adopted = await _get(engine, spec.name)
-                if adopted is None:
-                    raise
-                return _ref(adopted)
-            await container.start()
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-            raise engine_error(s.endpoint, exc, spec.name) from None
-        log.info("runner container started", runner=spec.name, pool=spec.pool, image=s.image)
-        return _ref(container)
+                found = await _ask(host, functools.partial(self._look, host, spec), spec.name)
+            except _Unreachable as exc:
+                silent.append(f"{host.endpoint} ({exc})")
+                if self._placed.get(spec.name) == host.endpoint:
+                    raise BackendError(
+                        f"runner {spec.name} was started on {host.endpoint}, which does not "
+                        f"answer ({exc}): not started elsewhere while it may run there"
+                    ) from None
+                continue
+            if isinstance(found, str):
+                return found  # it runs there: adopted
+            loads.append(HostLoad(host.endpoint, found, host.settings.max_runners))
+        for endpoint in placement_order(loads):
+            host = self._hosts[endpoint]
+            try:
+                return await _ask(host, functools.partial(self._start, host, spec, s), spec.name)
+            except _Unreachable as exc:
+                silent.append(f"{endpoint} ({exc})")
+        why = f"{', '.join(silent)} did not answer" if silent else "every one is full"
+        raise BackendError(f"no runner host of pool {spec.pool!r} can take {spec.name}: {why}")
+
+    async def _look(self, host: _Host, spec: RunnerSpec) -> str | int:
+        """The runner's ref if it runs on `host` (an exited one is removed); else how many
+        of its pool's runners run there."""
+        existing = await _get(host.engine, spec.name)
+        if existing is not None:
+            if existing["State"].get("Running"):
+                self._placed[spec.name] = host.endpoint
+                return _ref(existing, host)
+            await existing.delete(force=True)  # it ran and exited: a new one
+        running = await host.engine.containers.list(
+            filters={"label": [f"{LABEL}.pool={spec.pool}"], "status": ["running"]}
+        )
+        return len(running)
+
+    async def _start(self, host: _Host, spec: RunnerSpec, s: ContainerBackendSettings) -> str:
+        engine = host.engine
+        try:
+            container = await engine.containers.create(container_config(spec, s), name=spec.name)
+        except aiodocker.DockerError as exc:
+            if exc.status != 409:
+                raise
+            adopted = await _get(engine, spec.name)  # another leader made it just now
+            if adopted is None:
+                raise
+            self._placed[spec.name] = host.endpoint
+            return _ref(adopted, host)
+        self._placed[spec.name] = host.endpoint
+        await container.start()
+        log.info(
+            "runner container started",
+            runner=spec.name,
+            pool=spec.pool,
+            image=s.image,
+            host=host.endpoint,
+        )
+        return _ref(container, host)
 
     async def list(self) -> list[BackendRunner]:
+        """The runners on every host that answers; the hosts that do not are remembered
+        (`unreachable`): their runners may run, unseen."""
         found = []
-        for endpoint, pools in self._by_endpoint().items():
-            engine = self._engine(self._pools[pools[0]])
+        for endpoint, host in self._hosts.items():
+            pools = {p for p, s in self._pools.items() if host in self._hosts_of(s)}
             try:
-                listed = await engine.containers.list(all=True, filters={"label": [RUNNER_LABEL]})
-            except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-                raise engine_error(endpoint, exc) from None
+                listed = await _ask(host, functools.partial(_runners_on, host))
+            except _Unreachable:
+                self._unreachable.add(endpoint)
+                continue
+            self._unreachable.discard(endpoint)
             for c in listed:
-                row = _summary(c)
+                row = _summary(c, host)
                 if row.pool in pools and is_valid_name(row.name):
                     found.append(row)
+                    self._placed[row.name] = endpoint
         return found
+
+    def unreachable(self, ref: str | None) -> bool:
+        """The runner `ref` names is on a host that did not answer the last listing."""
+        return bool(ref) and ref.partition("@")[2] in self._unreachable  # type: ignore[union-attr]
 
     async def terminate(self, name: str, grace_s: float | None = None) -> None:
         if not is_valid_name(name):
             return
-        for endpoint, pools in self._by_endpoint().items():
-            s = self._pools[pools[0]]
+        for host in self._hosts.values():
             try:
-                container = await _get(self._engine(s), name)
-                if container is None or container["Config"]["Labels"].get(RUNNER_LABEL) != name:
-                    continue  # not ours: never stopped
-                if container["State"].get("Running"):
-                    grace = s.stop_timeout_s if grace_s is None else grace_s
-                    await container.stop(t=int(grace))
-                    log.info("runner container stopped", runner=name)
-                await container.delete(force=True)
-            except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-                if not isinstance(exc, aiodocker.DockerError) or exc.status != 404:
-                    raise engine_error(endpoint, exc, name) from None
+                await _ask(host, functools.partial(self._stop, host, name, grace_s), name)
+            except _Unreachable:
+                continue  # nothing to stop there now; the janitor sees it when it answers
+        self._placed.pop(name, None)
+
+    async def _stop(self, host: _Host, name: str, grace_s: float | None) -> None:
+        container = await _get(host.engine, name)
+        if container is None or container["Config"]["Labels"].get(RUNNER_LABEL) != name:
+            return  # not ours: never stopped
+        if container["State"].get("Running"):
+            pool = container["Config"]["Labels"].get(f"{LABEL}.pool", "")
+            default = self._pools[pool].stop_timeout_s if pool in self._pools else 10.0
+            await container.stop(t=int(default if grace_s is None else grace_s))
+            log.info("runner container stopped", runner=name, host=host.endpoint)
+        try:
+            await container.delete(force=True)
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
 
     async def forget(self, name: str) -> None:
         """The runner exited and was recorded: its container (and its log) go."""
         await self.terminate(name, grace_s=0)
 
     async def close(self) -> None:
-        for engine in self._engines.values():
-            await engine.close()
-        self._engines.clear()
+        for host in self._hosts.values():
+            await host.close()
 
-    def _by_endpoint(self) -> dict[str, tuple[str, ...]]:
-        return by_endpoint(self._pools)
+
+class _Unreachable(Exception):
+    """The host did not answer, or its circuit is open: nothing was done there."""
+
+
+async def _ask(host: _Host, call: Callable[[], Awaitable[T]], runner: str | None = None) -> T:
+    """`call` on `host`, through its circuit breaker. A host that does not answer (or whose
+    circuit is open) is _Unreachable; what the engine refuses is a BackendError."""
+    try:
+        host.breaker.before()
+    except CircuitOpen as exc:
+        raise _Unreachable(str(exc)) from None
+    try:
+        result = await call()
+    except asyncio.CancelledError:
+        host.breaker.release()
+        raise
+    except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+        error = engine_error(host.endpoint, exc, runner)
+        if isinstance(exc, aiodocker.DockerError) and exc.status != UNREACHABLE:
+            host.breaker.succeeded()  # it answered: the host is up, the request was refused
+            raise error from None
+        host.breaker.failed(str(error)[:200])
+        raise _Unreachable(str(exc)[:200]) from None
+    host.breaker.succeeded()
+    return result
 
 
 # aiodocker's status for "could not connect" (no HTTP status: the engine never answered).
@@ -191,12 +313,8 @@ def engine_error(endpoint: str, exc: Exception, runner: str | None = None) -> Ba
     return BackendError(f"the container engine at {endpoint} does not answer: {reason}{about}")
 
 
-def by_endpoint(pools: Mapping[str, ContainerBackendSettings]) -> dict[str, tuple[str, ...]]:
-    """The pools of each engine."""
-    out: dict[str, tuple[str, ...]] = {}
-    for pool, s in pools.items():
-        out[s.endpoint] = (*out.get(s.endpoint, ()), pool)
-    return out
+async def _runners_on(host: _Host) -> list[DockerContainer]:
+    return list(await host.engine.containers.list(all=True, filters={"label": [RUNNER_LABEL]}))
 
 
 async def _get(engine: aiodocker.Docker, name: str) -> DockerContainer | None:
@@ -208,11 +326,12 @@ async def _get(engine: aiodocker.Docker, name: str) -> DockerContainer | None:
         raise
 
 
-def _ref(c: DockerContainer) -> str:
-    return str(c.id)[:12]
+def _ref(c: DockerContainer, host: _Host) -> str:
+    """The container's id and its host: `unreachable` reads the host back from it."""
+    return f"{str(c.id)[:12]}@{host.endpoint}"
 
 
-def _summary(c: DockerContainer) -> BackendRunner:
+def _summary(c: DockerContainer, host: _Host) -> BackendRunner:
     """A runner from the engine's list entry (no inspect: one call for every container)."""
     raw: dict[str, Any] = c._container  # the list entry aiodocker keeps
     labels = raw.get("Labels") or {}
@@ -234,7 +353,7 @@ def _summary(c: DockerContainer) -> BackendRunner:
     return BackendRunner(
         name=str(labels.get(RUNNER_LABEL, "")),
         pool=str(labels.get(f"{LABEL}.pool", "")),
-        ref=_ref(c),
+        ref=_ref(c, host),
         alive=str(raw.get("State", "")).lower() == "running",
         started_at=started,
         exit_code=code,

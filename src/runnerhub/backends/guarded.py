@@ -59,3 +59,6 @@ class GuardedBackend:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def unreachable(self, ref: str | None) -> bool:
+        return self.inner.unreachable(ref)

@@ -316,6 +316,9 @@ class ProcessBackend:
     async def close(self) -> None:
         """Nothing to let go of: the runners outlive the node, on purpose."""
 
+    def unreachable(self, ref: str | None) -> bool:
+        return False  # this host's processes: always seen
+
     async def forget(self, name: str) -> None:
         if not is_valid_name(name):
             return

@@ -48,14 +48,17 @@ class Janitor(ControlLoop):
             if row.state not in ("running", "busy"):
                 continue  # still being provisioned: the scheduler owns it
             found = seen.get(row.name)
+            if found is None and row.state == "busy" and self._unseen(row):
+                continue  # its job runs on a runner host that does not answer: let it be
             if found is None or not found[1].alive:
+                # Gone — or, unseen on a host that does not answer, it never took its job:
+                # its registration goes (the fence), and its job gets a runner elsewhere.
                 await self._mark_exited(row, found[1] if found else None)
                 exited.append(row)
-        for row in exited:
-            await self._clean_up(row)
+        pending = {row.name for row in exited if not await self._clean_up(row)}
         for name, (backend, b) in seen.items():
-            if name in live:
-                continue
+            if name in live or name in pending:
+                continue  # pending: GitHub says it runs a job (its host came back)
             if b.alive:
                 self.ctx.ensure_may_act()
                 log.warning("stopping a runner process no live runner claims", runner=name)
@@ -76,15 +79,21 @@ class Janitor(ControlLoop):
             )
         log.info("runner exited", runner=row.name, was_busy=row.state == "busy")
 
-    async def _clean_up(self, row: RunnerRow) -> None:
-        """Remove what is left of an exited runner: its registration, the backend record."""
+    def _unseen(self, row: RunnerRow) -> bool:
+        backend = self.backends.get(row.backend)
+        return backend is not None and backend.unreachable(row.backend_ref)
+
+    async def _clean_up(self, row: RunnerRow) -> bool:
+        """Remove what is left of an exited runner: its registration, the backend record.
+        False while GitHub still has it (it says the runner is busy)."""
         if not await self._remove_registration(row):
-            return
+            return False
         async with self.ctx.control_tx() as conn:
             await runner_store.set_state(conn, row.name, "removed", self.node, expect=("exited",))
         backend = self.backends.get(row.backend)
         if backend is not None:
             await backend.forget(row.name)
+        return True
 
     async def _remove_registration(self, row: RunnerRow) -> bool:
         """True once GitHub no longer has the runner (deleted now or already gone).
