@@ -79,7 +79,7 @@ def make_backends(
     if container_pools:
         # A breaker per runner host (an engine that stops answering), beside the backend's.
         backends["container"] = ContainerBackend(
-            container_pools, cb.failure_threshold, cb.open_s, breakers
+            container_pools, cb.failure_threshold, cb.open_s, breakers, on_change
         )
     if breakers is None:
         return backends

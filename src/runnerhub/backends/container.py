@@ -28,7 +28,7 @@ import structlog
 from aiodocker.containers import DockerContainer
 
 from runnerhub.backends.base import BackendError, BackendRunner, RunnerSpec
-from runnerhub.breakers import CircuitBreaker, CircuitOpen
+from runnerhub.breakers import BreakerListener, CircuitBreaker, CircuitOpen
 from runnerhub.config import ContainerBackendSettings, EngineHostSettings
 from runnerhub.domain.naming import is_valid_name
 from runnerhub.domain.placement import HostLoad, placement_order
@@ -125,13 +125,16 @@ class ContainerBackend:
         failure_threshold: int = 2,
         open_s: float = 15.0,
         breakers: dict[str, CircuitBreaker] | None = None,
+        on_change: BreakerListener | None = None,
     ) -> None:
         self._pools = dict(pools)
         self._hosts: dict[str, _Host] = {}
         for s in self._pools.values():
             for h in s.engines():
                 if h.endpoint not in self._hosts:
-                    breaker = CircuitBreaker(f"engine:{h.endpoint}", failure_threshold, open_s)
+                    breaker = CircuitBreaker(
+                        f"engine:{h.endpoint}", failure_threshold, open_s, on_change=on_change
+                    )
                     self._hosts[h.endpoint] = _Host(h, breaker)
                     if breakers is not None:
                         breakers[breaker.name] = breaker
