@@ -78,7 +78,7 @@ def test_up_with_the_container_backend_runs_each_demo_job_in_a_container(state: 
     runner image from Debian's packages, each demo job in a container, run once; on the
     way out, no container and no Podman service is left."""
     done = subprocess.run(
-        [*up_command(state, demo_jobs=6), "--backend", "container"],
+        [*up_command(state, demo_jobs=4), "--backend", "container"],
         capture_output=True,
         text=True,
         timeout=300,

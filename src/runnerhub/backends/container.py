@@ -140,6 +140,7 @@ class ContainerBackend:
                         breakers[breaker.name] = breaker
         self._unreachable: set[str] = set()  # hosts that did not answer the last listing
         self._placed: dict[str, str] = {}  # runner → the host it was last seen on
+        self._placing = asyncio.Lock()
 
     def _settings(self, pool: str) -> ContainerBackendSettings:
         s = self._pools.get(pool)
@@ -153,10 +154,30 @@ class ContainerBackend:
     async def provision(self, spec: RunnerSpec) -> str:
         """Adopt the runner where it runs; else start it on the host with the most room
         among those that answer. A host that does not answer is skipped — unless the
-        runner was last seen there: it may run there still, so it is not started twice."""
+        runner was last seen there: it may run there still, so it is not started twice.
+        One placement at a time: each counts the containers the ones before it made."""
         if not is_valid_name(spec.name):
             raise BackendError(f"{spec.name!r} is not a runner name")
         s = self._settings(spec.pool)
+        async with self._placing:
+            placed = await self._place(spec, s)
+        if isinstance(placed, str):
+            return placed  # it runs already: adopted
+        host, container = placed
+        await _ask(host, container.start, spec.name)
+        log.info(
+            "runner container started",
+            runner=spec.name,
+            pool=spec.pool,
+            image=s.image,
+            host=host.endpoint,
+        )
+        return _ref(container, host)
+
+    async def _place(
+        self, spec: RunnerSpec, s: ContainerBackendSettings
+    ) -> str | tuple[_Host, DockerContainer]:
+        """The runner's ref where it runs, or the host it is now created on (not started)."""
         loads: list[HostLoad] = []
         silent: list[str] = []
         for host in self._hosts_of(s):
@@ -171,53 +192,52 @@ class ContainerBackend:
                     ) from None
                 continue
             if isinstance(found, str):
-                return found  # it runs there: adopted
+                return found
             loads.append(HostLoad(host.endpoint, found, host.settings.max_runners))
         for endpoint in placement_order(loads):
             host = self._hosts[endpoint]
             try:
-                return await _ask(host, functools.partial(self._start, host, spec, s), spec.name)
+                made = await _ask(host, functools.partial(self._create, host, spec, s), spec.name)
             except _Unreachable as exc:
                 silent.append(f"{endpoint} ({exc})")
+                continue
+            return made if isinstance(made, str) else (host, made)
         why = f"{', '.join(silent)} did not answer" if silent else "every one is full"
         raise BackendError(f"no runner host of pool {spec.pool!r} can take {spec.name}: {why}")
 
     async def _look(self, host: _Host, spec: RunnerSpec) -> str | int:
         """The runner's ref if it runs on `host` (an exited one is removed); else how many
-        of its pool's runners run there."""
+        of its pool's runners are there, created or running."""
         existing = await _get(host.engine, spec.name)
         if existing is not None:
             if existing["State"].get("Running"):
                 self._placed[spec.name] = host.endpoint
                 return _ref(existing, host)
-            await existing.delete(force=True)  # it ran and exited: a new one
-        running = await host.engine.containers.list(
-            filters={"label": [f"{LABEL}.pool={spec.pool}"], "status": ["running"]}
+            await existing.delete(force=True)  # it ran and exited, or never started: anew
+        there = await host.engine.containers.list(
+            all=True,
+            filters={"label": [f"{LABEL}.pool={spec.pool}"], "status": ["created", "running"]},
         )
-        return len(running)
+        return len(there)
 
-    async def _start(self, host: _Host, spec: RunnerSpec, s: ContainerBackendSettings) -> str:
+    async def _create(
+        self, host: _Host, spec: RunnerSpec, s: ContainerBackendSettings
+    ) -> str | DockerContainer:
+        """The runner's container on `host`, created; or, made meanwhile by another
+        leader, the ref of that one (adopted)."""
         engine = host.engine
         try:
             container = await engine.containers.create(container_config(spec, s), name=spec.name)
         except aiodocker.DockerError as exc:
             if exc.status != 409:
                 raise
-            adopted = await _get(engine, spec.name)  # another leader made it just now
+            adopted = await _get(engine, spec.name)
             if adopted is None:
                 raise
             self._placed[spec.name] = host.endpoint
             return _ref(adopted, host)
         self._placed[spec.name] = host.endpoint
-        await container.start()
-        log.info(
-            "runner container started",
-            runner=spec.name,
-            pool=spec.pool,
-            image=s.image,
-            host=host.endpoint,
-        )
-        return _ref(container, host)
+        return container
 
     async def list(self) -> list[BackendRunner]:
         """The runners on every host that answers; the hosts that do not are remembered

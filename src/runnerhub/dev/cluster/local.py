@@ -645,34 +645,14 @@ class LocalCluster:
                 }
                 for m in (self.pg_cluster.members if self.pg_cluster else [])
             },
-            "backups": {
-                "config_path": str(b.config_path),
-                "log_path": str(b.log_path),
-                "repos": {r.name: {"index": r.index, "path": str(r.path)} for r in b.repos},
-                "cipher_pass_file": str(b.secrets_file),  # the path only, never the pass
-            }
-            if (b := self.pg_cluster and self.pg_cluster.pgbackrest)
-            else None,
+            "backups": self._backups_info(),
             "container_engine": self.podman.endpoint if self.podman else None,
             "region_b": (
                 self.region_b.describe(self.standby_urls, self._region_b_backup())
                 if self.region_b
                 else None
             ),
-            "redis": {
-                "master_name": self.redis.master_name,
-                "password": self.redis.password,
-                "sentinels": self.redis.sentinels,
-                "processes": {
-                    name: {
-                        "address": f"{p.address[0]}:{p.address[1]}",
-                        "config": str(p.config_file),
-                    }
-                    for name, p in self.redis.processes.items()
-                },
-            }
-            if self.redis
-            else None,
+            "redis": self._redis_info(),
             "pids": {
                 **({"postgres": self.pg.pid()} if not self.pg_cluster else {}),
                 **(
@@ -693,6 +673,30 @@ class LocalCluster:
             "started_at": time.time(),
         }
         write_private(self.state_dir / "cluster.json", json.dumps(info, indent=2))
+
+    def _redis_info(self) -> dict[str, Any] | None:
+        if self.redis is None:
+            return None
+        return {
+            "master_name": self.redis.master_name,
+            "password": self.redis.password,
+            "sentinels": self.redis.sentinels,
+            "processes": {
+                name: {"address": f"{p.address[0]}:{p.address[1]}", "config": str(p.config_file)}
+                for name, p in self.redis.processes.items()
+            },
+        }
+
+    def _backups_info(self) -> dict[str, Any] | None:
+        b = self.pg_cluster.pgbackrest if self.pg_cluster else None
+        if b is None:
+            return None
+        return {
+            "config_path": str(b.config_path),
+            "log_path": str(b.log_path),
+            "repos": {r.name: {"index": r.index, "path": str(r.path)} for r in b.repos},
+            "cipher_pass_file": str(b.secrets_file),  # the path only, never the pass
+        }
 
     def _region_b_pids(self) -> dict[str, int | None]:
         assert self.region_b is not None

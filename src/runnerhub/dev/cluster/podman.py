@@ -32,6 +32,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+# Locks in files under this engine's own directories, not in the host-wide shared memory
+# segment that every rootful Podman shares (two engines here would take each other's).
+lock_type = "file"
 """
 
 
@@ -102,6 +105,7 @@ class LocalPodman(ManagedProcess):
             str(find_podman()),
             f"--root={self.base_dir / 'storage'}",
             f"--runroot={self.run_dir}",
+            f"--tmpdir={self.run_dir / 'libpod'}",  # not /run/libpod, which all share
             "--runtime=runc",
             "--cgroup-manager=cgroupfs",
             *args,
