@@ -155,12 +155,17 @@ class ContainerBackend:
         """Adopt the runner where it runs; else start it on the host with the most room
         among those that answer. A host that does not answer is skipped — unless the
         runner was last seen there: it may run there still, so it is not started twice.
-        One placement at a time: each counts the containers the ones before it made."""
+        Where there is a choice or a limit, one placement at a time: each counts the
+        containers the ones before it made."""
         if not is_valid_name(spec.name):
             raise BackendError(f"{spec.name!r} is not a runner name")
         s = self._settings(spec.pool)
-        async with self._placing:
-            placed = await self._place(spec, s)
+        engines = s.engines()
+        if len(engines) == 1 and engines[0].max_runners is None:
+            placed = await self._place(spec, s)  # nowhere else to go: no count to keep
+        else:
+            async with self._placing:
+                placed = await self._place(spec, s)
         if isinstance(placed, str):
             return placed  # it runs already: adopted
         host, container = placed
