@@ -31,10 +31,16 @@ bench: deps
 deps: system venv $(BIN)/promtool $(RUNNER_ROOTFS)
 
 # The container backend's runner image, from Debian's packages (no registry): a root file
-# system tar that `podman import` (or `docker import`) turns into an image.
+# system tar that `podman import` (or `docker import`) turns into an image. Kept in the
+# user's cache under a hash of what makes it, so a fresh checkout need not make it again
+# (delete ~/.cache/runnerhub to take Debian's newest packages).
 runner-image: $(RUNNER_ROOTFS)
 $(RUNNER_ROOTFS): src/runnerhub/dev/sim/runner.py src/runnerhub/dev/cluster/podman.py | system venv
-	$(BIN)/python -m runnerhub.dev.cluster.podman $@
+	@key=$$(cat $^ | sha256sum | cut -c1-16); \
+	cache="$${XDG_CACHE_HOME:-$$HOME/.cache}/runnerhub/runner-rootfs-$$key.tar"; \
+	mkdir -p $(@D) "$$(dirname "$$cache")"; \
+	if [ -f "$$cache" ]; then cp "$$cache" $@ && echo "runner image's root file system from $$cache"; \
+	else $(BIN)/python -m runnerhub.dev.cluster.podman $@ && cp $@ "$$cache"; fi
 
 # System packages: installed only when a command they provide is missing.
 system: $(STAMPS)/system

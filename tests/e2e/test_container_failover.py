@@ -49,7 +49,7 @@ def test_a_leader_killed_while_containers_run_is_replaced_and_none_starts_twice(
     }
     nodes = cluster.start_ha_nodes(2, etcd.endpoints, pools=[pool])
     leader, epoch = move_leadership_off(cluster, nodes, nodes[0])
-    ids = cluster.enqueue("acme/web", LINUX, count=4, duration_s=6)
+    ids = cluster.enqueue("acme/web", LINUX, count=4, duration_s=4)
 
     seen: dict[str, set[str]] = {}  # every container id each runner name ever had
     done = threading.Event()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runnerhub.dev.cluster.podman import LocalPodman
+from runnerhub.dev.cluster.podman import LocalPodman, PodmanError
 from runnerhub.dev.cluster.postgres import LocalPostgres
 
 pytestmark = pytest.mark.e2e
@@ -73,32 +73,30 @@ def test_up_runs_the_demo_and_resumes(state: Path) -> None:
     assert re.search(r"demo complete: (\d+) jobs, each run once", again.stdout)
 
 
-def test_up_with_the_container_backend_runs_each_demo_job_in_a_container(state: Path) -> None:
-    """`runnerhub up --backend container`: a Podman API service of the cluster's own, the
-    runner image from Debian's packages, each demo job in a container, run once; on the
-    way out, no container and no Podman service is left."""
+def test_up_with_the_container_backend_says_what_is_missing(tmp_path: Path) -> None:
+    """No container engine on this PATH: `up --backend container` says which and how to
+    install it, before starting anything."""
+    state = tmp_path / "state"
     done = subprocess.run(
-        [*up_command(state, demo_jobs=4), "--backend", "container"],
+        [*up_command(state, demo_jobs=1), "--backend", "container"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=60,
         check=False,
+        env={"PATH": str(tmp_path), "HOME": str(tmp_path)},
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "each run once" in done.stdout and "Podman at unix://" in done.stdout
-    info = json.loads((state / "cluster.json").read_text())
-    engine = LocalPodman(state / "podman")
-    assert info["container_engine"] == engine.endpoint
-    assert (
-        not engine.socket.exists()
-        or subprocess.run(
-            ["fuser", str(engine.socket)], capture_output=True, check=False
-        ).returncode
-        != 0
-    )  # nothing listens on it any more
-    listed = engine.podman("ps", "--all", "--format", "{{.Names}}")
-    assert listed.strip() == ""  # every runner container removed
-    engine.destroy()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "podman not found: apt-get install podman runc" in done.stdout
+    assert not (state / "postgres").exists()  # nothing was started
+
+
+def containers_running(engine: LocalPodman) -> bool:
+    if not engine.socket.exists():
+        return False  # its service is not up yet
+    try:
+        return bool(engine.podman("ps", "--quiet").strip())
+    except PodmanError:
+        return False  # its storage is being made
 
 
 def running_with(arg: str) -> list[Path]:
@@ -150,13 +148,18 @@ def test_ctrl_c_stops_every_process(state: Path) -> None:
 
 
 def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: Path) -> None:
+    """With the container backend (`up --backend container`: a Podman API service of the
+    cluster's own, the runner image from Debian's packages): node-1 is SIGKILLed while
+    runner containers run; `up` starts it again, the new node adopts the containers, and
+    every demo job runs once. On the way out no container and no Podman service is left."""
     import os
     import signal
 
     from runnerhub.dev.waiting import wait_until_sync
 
+    engine = LocalPodman(state / "podman")
     proc = subprocess.Popen(
-        up_command(state, demo_jobs=12),
+        [*up_command(state, demo_jobs=8), "--backend", "container"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -165,8 +168,7 @@ def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: P
         cluster_file = state / "cluster.json"
         wait_until_sync(cluster_file.exists, 60, "the cluster to come up")
         first = json.loads(cluster_file.read_text())["pids"]["node-1"]
-        runner_dir = state / "runners" / "runners"
-        wait_until_sync(lambda: any(runner_dir.glob("*.json")), 60, "a runner to start")
+        wait_until_sync(lambda: containers_running(engine), 60, "a runner container to start")
         os.kill(first, signal.SIGKILL)  # what `runnerhub chaos kill node-1` does
 
         def restarted() -> int | None:
@@ -182,3 +184,9 @@ def test_a_node_killed_mid_demo_is_started_again_and_the_demo_completes(state: P
     assert proc.returncode == 0, out[-3000:]
     assert "node-1 exited; started again (1 time(s) in the last minute)" in out
     assert re.search(r"demo complete: \d+ jobs, each run once", out), out[-3000:]
+    assert "Podman at unix://" in out
+    info = json.loads((state / "cluster.json").read_text())
+    assert info["container_engine"] == engine.endpoint
+    assert not running_with(str(engine.socket))  # Podman's service stopped with the cluster
+    assert engine.podman("ps", "--all", "--quiet").strip() == ""  # every runner removed
+    engine.destroy()

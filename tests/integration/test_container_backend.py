@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from runnerhub.backends.container import JIT_ENV, RUNNER_LABEL, ContainerBackend
 from runnerhub.config import ContainerBackendSettings
 from runnerhub.dev.cluster.podman import RUNNER_IMAGE, RUNNER_SCRIPT, LocalPodman
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.workload import query
 from runnerhub.dev.waiting import wait_until
 from tests.checks import assert_each_ran_once
 from tests.github_process import LINUX, github_sim, node_config, start_node
@@ -346,7 +348,7 @@ async def test_a_runner_host_killed_mid_load_loses_no_job_and_runs_none_twice(
             first = gh.call(
                 "POST",
                 "/_sim/jobs",
-                json={"repository": "acme/web", "labels": LINUX, "count": 4, "duration_s": 8},
+                json={"repository": "acme/web", "labels": LINUX, "count": 4, "duration_s": 6},
             )["jobs"]
             ids = [j["id"] for j in first]
 
@@ -378,5 +380,61 @@ async def test_a_runner_host_killed_mid_load_loses_no_job_and_runs_none_twice(
                 60,
                 "every exited container removed, on both hosts",
             )
+        finally:
+            node.stop()
+
+
+async def test_a_pool_whose_image_is_missing_backs_off_says_why_and_recovers(
+    podman: LocalPodman, dsn: str, tmp_path: Path
+) -> None:
+    """A pool names an image the engine does not have: the job's runner is not started,
+    its record says why, and it is tried again after a growing delay, not in a loop;
+    once the image is there, the job runs, once."""
+    missing = "localhost/runnerhub-runner:not-yet"
+    port = free_port()
+    with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
+        config = node_config("node-image", dsn, gh, tmp_path, port=port)
+        config["pools"] = [
+            {
+                "name": "linux",
+                "labels": LINUX,
+                "max_runners": 2,
+                "backend": "container",
+                "container": pool(podman, image=missing, command=RUNNER).model_dump(mode="json"),
+            }
+        ]
+        config["scheduler"] = {"tick_s": 1, "retry_base_s": 0.3, "retry_max_s": 2}
+        config["circuit_breaker"] = {"failure_threshold": 3, "open_s": 1}
+        node = start_node(config, tmp_path / "node.yaml")
+        try:
+            [job] = gh.enqueue(LINUX, 1)
+
+            def failing() -> dict[str, object] | None:
+                rows = query(dsn, "SELECT attempts, last_error FROM runners WHERE job_id = %s", job)
+                return rows[0] if rows and rows[0]["attempts"] >= 3 else None
+
+            row = await wait_until(lambda: asyncio.to_thread(failing), 30, "attempts to fail")
+            assert "not-yet" in str(row["last_error"]) and "image" in str(row["last_error"])
+            began, first = time.monotonic(), int(str(row["attempts"]))
+
+            def two_more() -> bool:
+                rows = query(dsn, "SELECT attempts FROM runners WHERE job_id = %s", job)
+                return int(rows[0]["attempts"]) >= first + 2
+
+            await wait_until(lambda: asyncio.to_thread(two_more), 30, "two more attempts")
+            # Backed off: two more tries took seconds (a loop would take milliseconds).
+            assert time.monotonic() - began >= 1.5
+            assert ours(podman) == [] and gh.jobs()[job]["status"] == "queued"
+
+            podman.podman("tag", RUNNER_IMAGE, missing)  # the image arrives
+            try:
+                await wait_until(
+                    lambda: asyncio.to_thread(lambda: gh.jobs()[job]["status"] == "completed"),
+                    60,
+                    "the job to run once the image is there",
+                )
+                assert len(gh.jobs()[job]["executions"]) == 1
+            finally:
+                podman.podman("rmi", missing)  # the tag only: the image keeps its own
         finally:
             node.stop()

@@ -58,7 +58,7 @@ class Janitor(ControlLoop):
         pending = {row.name for row in exited if not await self._clean_up(row)}
         for name, (backend, b) in seen.items():
             if name in live or name in pending:
-                continue  # pending: GitHub says it runs a job (its host came back)
+                continue  # pending: GitHub still has it (busy, or did not answer)
             if b.alive:
                 self.ctx.ensure_may_act()
                 log.warning("stopping a runner process no live runner claims", runner=name)

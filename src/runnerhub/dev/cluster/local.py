@@ -48,6 +48,7 @@ from runnerhub.dev.cluster.podman import (
     LocalPodman,
     PodmanError,
     build_runner_rootfs,
+    find_podman,
 )
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
@@ -252,6 +253,8 @@ class LocalCluster:
                 f"region B took over {self.state_dir} in a DR drill; a cluster is not resumed "
                 "after a region failover: start a new one in another --state-dir"
             )
+        if self.backend == "container":
+            find_podman()  # before anything starts: say at once what is missing
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the database's service user must reach inside
         self.logs.mkdir(mode=0o700, exist_ok=True)
