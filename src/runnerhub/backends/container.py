@@ -185,7 +185,8 @@ class ContainerBackend:
         """The runner's ref where it runs, or the host it is now created on (not started)."""
         loads: list[HostLoad] = []
         silent: list[str] = []
-        for host in self._hosts_of(s):
+        for wanted in s.engines():  # this pool's view of each host: its own limit there
+            host = self._hosts[wanted.endpoint]
             try:
                 found = await _ask(host, functools.partial(self._look, host, spec), spec.name)
             except _Unreachable as exc:
@@ -198,7 +199,7 @@ class ContainerBackend:
                 continue
             if isinstance(found, str):
                 return found
-            loads.append(HostLoad(host.endpoint, found, host.settings.max_runners))
+            loads.append(HostLoad(host.endpoint, found, wanted.max_runners))
         for endpoint in placement_order(loads):
             host = self._hosts[endpoint]
             try:
