@@ -10,9 +10,10 @@ answer (the service works; the request was refused) and counts as a success.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -20,6 +21,8 @@ from prometheus_client import Counter, Gauge
 from runnerhub.domain.breaker import Breaker, BreakerState
 
 log = structlog.get_logger("runnerhub.breakers")
+
+T = TypeVar("T")
 
 STATE_CODE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -101,6 +104,30 @@ class CircuitBreaker:
     def release(self) -> None:
         """The call ended without a verdict (cancelled, or failed on our side)."""
         self.machine.trial_in_flight = False
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        failure: Callable[[Exception], str | None] = lambda exc: f"{type(exc).__name__}: {exc}",
+    ) -> T:
+        """`fn` through this breaker: CircuitOpen, not called, while it is open. What `fn`
+        raises is raised again, counted a failure when `failure` names one, or a success
+        when it returns None (the service answered; the request was refused)."""
+        self.before()
+        try:
+            result = await fn()
+        except asyncio.CancelledError:
+            self.release()
+            raise
+        except Exception as exc:
+            reason = failure(exc)
+            if reason is None:
+                self.succeeded()
+            else:
+                self.failed(reason[:200])
+            raise
+        self.succeeded()
+        return result
 
     def status(self) -> dict[str, Any]:
         m = self.machine

@@ -34,6 +34,17 @@ def pool(engine: LocalPodman, **kw: object) -> ContainerBackendSettings:
     return ContainerBackendSettings(endpoint=engine.endpoint, **settings)  # type: ignore[arg-type]
 
 
+def container_pool(settings: ContainerBackendSettings, max_runners: int) -> dict[str, object]:
+    """A node's pool `linux` whose runners are containers with `settings`."""
+    return {
+        "name": "linux",
+        "labels": LINUX,
+        "max_runners": max_runners,
+        "backend": "container",
+        "container": settings.model_dump(mode="json"),
+    }
+
+
 def inspect(engine: LocalPodman, name: str) -> dict[str, object]:
     return dict(json.loads(engine.podman("container", "inspect", name))[0])
 
@@ -63,15 +74,7 @@ async def test_a_node_runs_each_job_once_in_a_container_of_its_own(
         settings = pool(
             podman, command=RUNNER, cpus=0.5, memory_mb=256, pids_limit=128, read_only=True
         )
-        config["pools"] = [
-            {
-                "name": "linux",
-                "labels": LINUX,
-                "max_runners": 4,
-                "backend": "container",
-                "container": settings.model_dump(mode="json"),
-            }
-        ]
+        config["pools"] = [container_pool(settings, 4)]
         node = start_node(config, tmp_path / "node.yaml")
         try:
             ids = gh.enqueue(LINUX, 3)
@@ -333,15 +336,7 @@ async def test_a_runner_host_killed_mid_load_loses_no_job_and_runs_none_twice(
                 {"endpoint": b_.endpoint, "max_runners": 3},
             ],
         )
-        config["pools"] = [
-            {
-                "name": "linux",
-                "labels": LINUX,
-                "max_runners": 10,
-                "backend": "container",
-                "container": settings.model_dump(mode="json"),
-            }
-        ]
+        config["pools"] = [container_pool(settings, 10)]
         config["circuit_breaker"] = {"failure_threshold": 1, "open_s": 2}
         node = start_node(config, tmp_path / "node.yaml")
         try:
@@ -394,15 +389,7 @@ async def test_a_pool_whose_image_is_missing_backs_off_says_why_and_recovers(
     port = free_port()
     with github_sim(tmp_path / "github", f"http://127.0.0.1:{port}/webhooks/github") as gh:
         config = node_config("node-image", dsn, gh, tmp_path, port=port)
-        config["pools"] = [
-            {
-                "name": "linux",
-                "labels": LINUX,
-                "max_runners": 2,
-                "backend": "container",
-                "container": pool(podman, image=missing, command=RUNNER).model_dump(mode="json"),
-            }
-        ]
+        config["pools"] = [container_pool(pool(podman, image=missing, command=RUNNER), 2)]
         config["scheduler"] = {"tick_s": 1, "retry_base_s": 0.3, "retry_max_s": 2}
         config["circuit_breaker"] = {"failure_threshold": 3, "open_s": 1}
         node = start_node(config, tmp_path / "node.yaml")

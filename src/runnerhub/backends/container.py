@@ -129,8 +129,10 @@ class ContainerBackend:
     ) -> None:
         self._pools = dict(pools)
         self._hosts: dict[str, _Host] = {}
-        for s in self._pools.values():
+        self._pools_on: dict[str, set[str]] = {}  # host → the pools that run there
+        for pool, s in self._pools.items():
             for h in s.engines():
+                self._pools_on.setdefault(h.endpoint, set()).add(pool)
                 if h.endpoint not in self._hosts:
                     breaker = CircuitBreaker(
                         f"engine:{h.endpoint}", failure_threshold, open_s, on_change=on_change
@@ -147,9 +149,6 @@ class ContainerBackend:
         if s is None:
             raise BackendError(f"pool {pool!r} has no container backend settings")
         return s
-
-    def _hosts_of(self, s: ContainerBackendSettings) -> list[_Host]:
-        return [self._hosts[h.endpoint] for h in s.engines()]
 
     async def provision(self, spec: RunnerSpec) -> str:
         """Adopt the runner where it runs; else start it on the host with the most room
@@ -250,7 +249,7 @@ class ContainerBackend:
         (`unreachable`): their runners may run, unseen."""
         found = []
         for endpoint, host in self._hosts.items():
-            pools = {p for p, s in self._pools.items() if host in self._hosts_of(s)}
+            pools = self._pools_on[endpoint]
             try:
                 listed = await _ask(host, functools.partial(_runners_on, host))
             except _Unreachable:
@@ -266,7 +265,7 @@ class ContainerBackend:
 
     def unreachable(self, ref: str | None) -> bool:
         """The runner `ref` names is on a host that did not answer the last listing."""
-        return bool(ref) and ref.partition("@")[2] in self._unreachable  # type: ignore[union-attr]
+        return ref is not None and ref.partition("@")[2] in self._unreachable
 
     async def terminate(self, name: str, grace_s: float | None = None) -> None:
         if not is_valid_name(name):
@@ -310,23 +309,20 @@ async def _ask(host: _Host, call: Callable[[], Awaitable[T]], runner: str | None
     """`call` on `host`, through its circuit breaker. A host that does not answer (or whose
     circuit is open) is _Unreachable; what the engine refuses is a BackendError."""
     try:
-        host.breaker.before()
+        return await host.breaker.call(call, _silence)
     except CircuitOpen as exc:
         raise _Unreachable(str(exc)) from None
-    try:
-        result = await call()
-    except asyncio.CancelledError:
-        host.breaker.release()
-        raise
     except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-        error = engine_error(host.endpoint, exc, runner)
-        if isinstance(exc, aiodocker.DockerError) and exc.status != UNREACHABLE:
-            host.breaker.succeeded()  # it answered: the host is up, the request was refused
-            raise error from None
-        host.breaker.failed(str(error)[:200])
+        if _silence(exc) is None:  # it answered: the host is up, the request was refused
+            raise engine_error(host.endpoint, exc, runner) from None
         raise _Unreachable(str(exc)[:200]) from None
-    host.breaker.succeeded()
-    return result
+
+
+def _silence(exc: Exception) -> str | None:
+    """Why the engine did not answer; None when it did (an HTTP status of its own)."""
+    if isinstance(exc, aiodocker.DockerError) and exc.status != UNREACHABLE:
+        return None
+    return f"does not answer: {exc}"
 
 
 # aiodocker's status for "could not connect" (no HTTP status: the engine never answered).

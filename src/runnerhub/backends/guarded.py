@@ -9,7 +9,6 @@ missing image or binary, a quota), and that is what the circuit is about."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -30,20 +29,10 @@ class GuardedBackend:
         self.breaker = breaker
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            self.breaker.before()
+        try:  # whatever the backend raises, it did not work: a failure
+            return await self.breaker.call(call)
         except CircuitOpen as exc:
             raise BackendCircuitOpen(str(exc)) from None
-        try:
-            result = await call()
-        except asyncio.CancelledError:
-            self.breaker.release()
-            raise
-        except Exception as exc:  # whatever the backend raised, it did not work
-            self.breaker.failed(f"{type(exc).__name__}: {exc}"[:200])
-            raise
-        self.breaker.succeeded()
-        return result
 
     async def provision(self, spec: RunnerSpec) -> str:
         return await self._guard(lambda: self.inner.provision(spec))
