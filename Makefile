@@ -30,17 +30,19 @@ bench: deps
 
 deps: system venv $(BIN)/promtool $(RUNNER_ROOTFS)
 
-# The container backend's runner image, from Debian's packages (no registry): a root file
-# system tar that `podman import` (or `docker import`) turns into an image. Kept in the
-# user's cache under a hash of what makes it, so a fresh checkout need not make it again
-# (delete ~/.cache/runnerhub to take Debian's newest packages).
+# The container backend's runner image, from Debian's packages (no registry): the base's
+# root file system tar, which `podman import` (or `docker import`) turns into the base that
+# src/runnerhub/dev/sim/Containerfile builds on (docs/backends.md). Kept in the user's cache
+# under a hash of what makes it, so a fresh checkout need not make it again (delete
+# ~/.cache/runnerhub to take Debian's newest packages).
 runner-image: $(RUNNER_ROOTFS)
-$(RUNNER_ROOTFS): src/runnerhub/dev/sim/runner.py src/runnerhub/dev/cluster/podman.py | system venv
+$(RUNNER_ROOTFS): src/runnerhub/dev/cluster/podman.py | system venv
 	@key=$$(cat $^ | sha256sum | cut -c1-16); \
 	cache="$${XDG_CACHE_HOME:-$$HOME/.cache}/runnerhub/runner-rootfs-$$key.tar"; \
 	mkdir -p $(@D) "$$(dirname "$$cache")"; \
 	if [ -f "$$cache" ]; then cp "$$cache" $@ && echo "runner image's root file system from $$cache"; \
-	else $(BIN)/python -m runnerhub.dev.cluster.podman $@ && cp $@ "$$cache"; fi
+	else $(BIN)/python -m runnerhub.dev.cluster.podman $@ && \
+	  rm -f "$$(dirname "$$cache")"/runner-rootfs-*.tar && cp $@ "$$cache"; fi
 
 # System packages: installed only when a command they provide is missing.
 system: $(STAMPS)/system
@@ -59,6 +61,8 @@ $(STAMPS)/system:
 	command -v podman >/dev/null || missing="$$missing podman"; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

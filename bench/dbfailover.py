@@ -7,9 +7,18 @@ Starts `runnerhub up --ha` without the demo (3 etcd members, 3 Patroni/PostgreSQ
 in synchronous mode, HAProxy, 3 RunnerHub nodes, the GitHub simulator and its runners),
 keeps a steady job load flowing through HAProxy, and in each round SIGKILLs the PostgreSQL
 primary's machine (Patroni and its postmaster together), then restarts it once a new
-primary is up so that it rejoins as a replica (pg_rewind) before the next round. Then it
-SIGKILLs the Redis primary `--redis-rounds` times: Sentinel promotes the replica, every node
-must follow by itself, and the old primary comes back as a replica.
+primary is up so that it rejoins as a replica (pg_rewind) before the next round. Then
+`--freeze-rounds` times it freezes the primary's machine (SIGSTOP of Patroni, the postmaster
+and every backend: a hung host, whose TCP connections stay open and answer nothing) until a
+new primary is writable, and wakes it (SIGCONT: Patroni demotes it, it rejoins); and
+`--standby-rounds` times it SIGKILLs the synchronous standby (commits wait for it until
+Patroni names another) and restarts it. Then it SIGKILLs the Redis primary `--redis-rounds`
+times: Sentinel promotes the replica, every node must follow by itself, and the old primary
+comes back as a replica.
+
+For each kind of fault it prints how long GitHub's deliveries waited for their answer
+(p50/p99/max, and how many took over 1 s) from the fault until the cluster was whole again,
+beside the same figures for a quiet window before the first fault (the baseline).
 
 Per round it prints the time from the kill to a writable new primary and to the first job
 provisioned afterwards; at the end p50/p99/max of both, deliveries answered other than 2xx,
@@ -26,7 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
+import signal
 import sys
 import tempfile
 import threading
@@ -38,9 +47,19 @@ from typing import Any
 import httpx
 import psycopg
 
+from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.local import LocalCluster
-from runnerhub.dev.cluster.patroni import LocalPatroni
-from runnerhub.dev.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniMember
+from runnerhub.dev.cluster.workload import (
+    Load,
+    delivery_waits,
+    pct,
+    query,
+    sim_jobs,
+    verify,
+    wait_row,
+    waits_within,
+)
 from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.store.db import connect
 from runnerhub.store.replication import read_status
@@ -54,6 +73,8 @@ class Round:
     victim: str
     writable_s: float
     first_provision_s: float | None
+    kind: str = "kill"
+    window: tuple[float, float] = (0.0, 0.0)  # wall clock: the fault, the cluster whole again
 
 
 @dataclass
@@ -104,12 +125,52 @@ def writable(pg: LocalPatroni) -> bool:
         return False
 
 
-def one_round(c: LocalCluster, pg: LocalPatroni) -> Round:
+def freeze(m: PatroniMember) -> list[int]:
+    """The member's machine hangs: Patroni, the postmaster and every backend stopped."""
+    pids = [p for p in [m.pid, *chaos.postgres_tree(str(m.data_dir))] if p]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def wake(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def sync_standby(pg: LocalPatroni) -> PatroniMember:
+    def named() -> str | None:
+        topo = pg.topology() or {}
+        return next(
+            (x["name"] for x in topo.get("members", []) if x.get("role") == "sync_standby"), None
+        )
+
+    return pg.member(str(wait_until_sync(named, 60, "a synchronous standby", interval_s=0.2)))
+
+
+def standby_round(c: LocalCluster, pg: LocalPatroni) -> Round:
+    """SIGKILL the synchronous standby; restart it once writes go on without it."""
+    pg.wait_healthy(120)
+    victim = sync_standby(pg)
+    fault_wall = time.time()
+    t0 = time.monotonic()
+    pg.kill_member(victim)
+    wait_until_sync(lambda: writable(pg), 90, "writes again", interval_s=0.1)
+    writable_s = time.monotonic() - t0
+    pg.start_member(victim)
+    pg.wait_healthy(120)
+    return Round(victim.name, writable_s, None, "standby", (fault_wall, time.time()))
+
+
+def one_round(c: LocalCluster, pg: LocalPatroni, kind: str = "kill") -> Round:
     pg.wait_healthy(120)
     old = pg.wait_primary()
     fault_wall = time.time()
     t0 = time.monotonic()
-    pg.kill_member(old)
+    frozen = freeze(old) if kind == "freeze" else []
+    if not frozen:
+        pg.kill_member(old)
     # A write that succeeds on another member: the new primary is in office.
     wait_until_sync(lambda: writable(pg), 90, "a writable primary", interval_s=0.1)
     writable_s = time.monotonic() - t0
@@ -128,8 +189,12 @@ def one_round(c: LocalCluster, pg: LocalPatroni) -> Round:
         first = wait_until_sync(provisioned, 60, "the first provisioning", interval_s=0.1)
     except AssertionError:
         first = None
-    pg.start_member(old)  # it comes back and rejoins as a replica
-    return Round(old.name, writable_s, first)
+    if frozen:
+        wake(frozen)  # Patroni wakes, finds its leader key gone, and demotes it
+    else:
+        pg.start_member(old)  # it comes back and rejoins as a replica
+    pg.wait_healthy(120)
+    return Round(old.name, writable_s, first, kind, (fault_wall, time.time()))
 
 
 @dataclass
@@ -173,19 +238,14 @@ def redis_round(c: LocalCluster) -> RedisRound:
     return RedisRound(name, promoted, followed)
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--rate", type=float, default=2.0, help="jobs a second")
+    ap.add_argument("--freeze-rounds", type=int, default=3, help="primary freezes (SIGSTOP)")
+    ap.add_argument("--standby-rounds", type=int, default=3, help="sync-standby SIGKILLs")
     ap.add_argument("--redis-rounds", type=int, default=10, help="Redis-primary SIGKILLs")
+    ap.add_argument("--quiet-s", type=float, default=20.0, help="the baseline's window")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rounds: list[Round] = []
@@ -205,13 +265,22 @@ def main() -> int:
                 f"synchronous mode), {len(c.node_services)} nodes, load {args.rate:g} jobs/s"
             )
             with Load(c.sim_url, args.rate) as load, LagSampler(c.dsn) as lag:
-                for n in range(args.rounds):
-                    r = one_round(c, pg)
+                quiet = time.time()
+                time.sleep(args.quiet_s)  # the baseline: the same load, no fault
+                baseline = (quiet, time.time())
+                plan = (
+                    ["kill"] * args.rounds
+                    + ["freeze"] * args.freeze_rounds
+                    + ["standby"] * args.standby_rounds
+                )
+                for n, kind in enumerate(plan):
+                    r = standby_round(c, pg) if kind == "standby" else one_round(c, pg, kind)
                     rounds.append(r)
-                    fp = f"{r.first_provision_s:.2f}" if r.first_provision_s else "-"
+                    first = f"{r.first_provision_s:.2f}" if r.first_provision_s else "-"
+                    done = {"kill": "killed", "freeze": "froze", "standby": "killed standby"}
                     print(
-                        f"  round {n + 1:>2}: killed {r.victim} → writable primary in "
-                        f"{r.writable_s:.2f} s, first provisioning {fp} s",
+                        f"  round {n + 1:>2}: {done[kind]} {r.victim} → writable in "
+                        f"{r.writable_s:.2f} s, first provisioning {first} s",
                         flush=True,
                     )
                 pg.wait_healthy(120)
@@ -232,6 +301,7 @@ def main() -> int:
             with contextlib.suppress(AssertionError):  # what never completes counts as lost
                 wait_until_sync(settled, 240, "every job to complete", interval_s=0.5)
             v = verify(c.sim_url, c.dsn, ids)
+            waits = delivery_waits(c.sim_url)
             recorded = query(
                 c.dsn, "SELECT id FROM jobs WHERE id = ANY(%s) AND state = 'completed'", ids
             )
@@ -241,24 +311,41 @@ def main() -> int:
             if c.pg_cluster is not None:
                 c.pg_cluster.destroy()
 
-    ws = [r.writable_s for r in rounds]
-    fp = [r.first_provision_s for r in rounds if r.first_provision_s is not None]
+    kills = [r for r in rounds if r.kind != "standby"]
+    ws = [r.writable_s for r in kills]
+    fp = [r.first_provision_s for r in kills if r.first_provision_s is not None]
     print()
     print(f"{'':<34} {'p50':>8} {'p99':>8} {'max':>8}")
     print(
-        f"{'kill → writable primary (s)':<34} {pct(ws, 50):8.2f} {pct(ws, 99):8.2f} "
+        f"{'kill/freeze → writable primary (s)':<34} {pct(ws, 50):8.2f} {pct(ws, 99):8.2f} "
         f"{max(ws, default=float('nan')):8.2f}"
     )
     print(
-        f"{'kill → first provisioning (s)':<34} {pct(fp, 50):8.2f} {pct(fp, 99):8.2f} "
+        f"{'kill/freeze → first provisioning':<34} {pct(fp, 50):8.2f} {pct(fp, 99):8.2f} "
         f"{max(fp, default=float('nan')):8.2f}"
-        f"{'' if len(fp) == len(rounds) else f'  ({len(rounds) - len(fp)} unmeasured)'}"
+        f"{'' if len(fp) == len(kills) else f'  ({len(kills) - len(fp)} unmeasured)'}"
     )
     print(
         f"{'replication replay lag (s)':<34} {pct(lag.samples, 50):8.3f} "
         f"{pct(lag.samples, 99):8.3f} {max(lag.samples, default=float('nan')):8.3f}"
         f"  ({len(lag.samples)} samples)"
     )
+    print()
+    print(
+        f"{'delivery answered in (ms)':<34} {'p50':>8} {'p99':>8} {'max':>8}  "
+        f"{'count':>6} {'> 1 s':>6}"
+    )
+    base_waits = waits_within(waits, [baseline])
+    base = pct(base_waits, 99)
+    print(wait_row("no fault (baseline)", base_waits, base))
+    for kind, label in (
+        ("kill", "primary SIGKILLed"),
+        ("freeze", "primary frozen (SIGSTOP)"),
+        ("standby", "sync standby SIGKILLed"),
+    ):
+        windows = [r.window for r in rounds if r.kind == kind]
+        if windows:
+            print(wait_row(label, waits_within(waits, windows), base))
     if redis_rounds:
         rp = [r.promoted_s for r in redis_rounds]
         rf = [r.followed_s for r in redis_rounds]
@@ -288,6 +375,11 @@ def main() -> int:
             "missing": missing,
             "deliveries": v.deliveries,
             "deliveries_failed": len(v.deliveries_failed),
+            "delivery_wait_s": {
+                kind: waits_within(waits, [r.window for r in rounds if r.kind == kind])
+                for kind in ("kill", "freeze", "standby")
+            }
+            | {"baseline": base_waits},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))

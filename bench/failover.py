@@ -10,7 +10,9 @@ injects each fault repeatedly into whichever node leads: SIGKILL, SIGTERM, or SI
 twice the lease followed by SIGCONT. A killed or stopped node is restarted between rounds.
 
 Per fault it prints the time from the fault to a new leader being elected and to the new
-leader's first runner provisioning (p50, p99, max), and at the end the deliveries answered
+leader's first runner provisioning (p50, p99, max), how long GitHub's deliveries waited for
+their answer from the fault until the node was back (beside a quiet window before the first
+fault, the baseline), and at the end the deliveries answered
 other than 2xx, jobs lost (never completed), and jobs provisioned twice or run twice. The
 baselines printed beside them are the plan's 30 s re-election target and the 15 s lease of
 Kubernetes-style controllers.
@@ -23,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +35,16 @@ from typing import Any
 import httpx
 
 from runnerhub.dev.cluster.local import LocalCluster, Service
-from runnerhub.dev.cluster.workload import Load, query, sim_jobs, verify
+from runnerhub.dev.cluster.workload import (
+    Load,
+    delivery_waits,
+    pct,
+    query,
+    sim_jobs,
+    verify,
+    wait_row,
+    waits_within,
+)
 from runnerhub.dev.waiting import wait_until_sync
 
 PLAN_TARGET_S = 30.0
@@ -47,6 +57,7 @@ class Round:
     victim: str
     elected_s: float
     first_provision_s: float | None
+    window: tuple[float, float] = (0.0, 0.0)  # wall clock: the fault, the node back
 
 
 @dataclass
@@ -142,15 +153,7 @@ def one_round(c: LocalCluster, fault: str, lease_s: float) -> Round:
         svc.popen.send_signal(signal.SIGCONT)
     else:
         restart(c, svc)
-    return Round(fault, leader, elected_s, first)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+    return Round(fault, leader, elected_s, first, (fault_wall, time.time()))
 
 
 def main() -> int:
@@ -164,6 +167,7 @@ def main() -> int:
         help="jobs a second (runner processes are Python: ~2/s is what 2 cores sustain)",
     )
     ap.add_argument("--lease", type=float, default=2.0, help="leader lease TTL, seconds")
+    ap.add_argument("--quiet-s", type=float, default=20.0, help="the baseline's window")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     faults = [f.strip() for f in args.faults.split(",")]
@@ -179,14 +183,17 @@ def main() -> int:
                 f"lease {args.lease:g} s, load {args.rate:g} jobs/s"
             )
             with Load(c.sim_url, args.rate) as load:
+                quiet = time.time()
+                time.sleep(args.quiet_s)  # the baseline: the same load, no fault
+                baseline = (quiet, time.time())
                 for fault in faults:
                     for n in range(args.rounds):
                         r = one_round(c, fault, args.lease)
                         results.rounds.append(r)
-                        fp = f"{r.first_provision_s:.2f}" if r.first_provision_s else "-"
+                        first = f"{r.first_provision_s:.2f}" if r.first_provision_s else "-"
                         print(
                             f"  {fault} #{n + 1:>2}: leader {r.victim} → elected in "
-                            f"{r.elected_s:.2f} s, first provisioning {fp} s",
+                            f"{r.elected_s:.2f} s, first provisioning {first} s",
                             flush=True,
                         )
             ids = list(load.ids)
@@ -198,6 +205,7 @@ def main() -> int:
             with contextlib.suppress(AssertionError):  # what never completes counts as lost
                 wait_until_sync(settled, 180, "every job to complete", interval_s=0.5)
             v = verify(c.sim_url, c.dsn, ids)
+            waits = delivery_waits(c.sim_url)
         finally:
             c.stop()
 
@@ -217,6 +225,17 @@ def main() -> int:
             f"{pct(fp, 50):11.2f} {pct(fp, 99):11.2f} {max(fp, default=float('nan')):11.2f}"
             f"{'' if len(fp) == len(rs) else f'  ({len(rs) - len(fp)} rounds unmeasured)'}"
         )
+    print()
+    print(
+        f"{'delivery answered in (ms)':<34} {'p50':>8} {'p99':>8} {'max':>8}  "
+        f"{'count':>6} {'> 1 s':>6}"
+    )
+    base_waits = waits_within(waits, [baseline])
+    print(wait_row("no fault (baseline)", base_waits, pct(base_waits, 99)))
+    for fault in faults:
+        during = waits_within(waits, [r.window for r in results.of(fault)])
+        summary[fault]["delivery_wait_s"] = during
+        print(wait_row(f"leader {fault}", during, pct(base_waits, 99)))
     worst = max((r.first_provision_s or 0.0) for r in results.rounds)
     print()
     print(

@@ -79,7 +79,7 @@ async def main(runners: int, concurrency: int) -> int:
         engine = LocalPodman(base / "podman")
         engine.start()
         try:
-            engine.import_image(rootfs)
+            engine.build_runner_image(rootfs)
             process = ProcessBackend(
                 base / "process",
                 {"p": ProcessBackendSettings(command=["sleep", "300"], stop_grace_s=1)},

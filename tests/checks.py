@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from runnerhub.dev.cluster.workload import query, sim_jobs, verify
+from runnerhub.dev.cluster.workload import Verdict, query, sim_jobs, verify
 
 __all__ = [
     "EventWatcher",
@@ -24,7 +24,7 @@ __all__ = [
 
 def assert_each_ran_once(
     sim_url: str, dsn: str, ids: Sequence[int], deliveries_ok: bool = False
-) -> None:
+) -> Verdict:
     v = verify(sim_url, dsn, ids)
     assert not v.not_completed, f"{len(v.not_completed)} jobs not completed: {v.not_completed[:10]}"
     assert not v.ran_twice, f"jobs run twice: {v.ran_twice}"
@@ -36,6 +36,7 @@ def assert_each_ran_once(
             f"{len(v.deliveries_failed)} deliveries not answered 2xx, e.g. "
             f"{v.deliveries_failed[:3]}"
         )
+    return v
 
 
 def assert_all_recorded(dsn: str, ids: Sequence[int]) -> None:

@@ -51,7 +51,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPodman]:
     engine = LocalPodman(base / "engine")
     engine.start()
     try:
-        engine.import_image(rootfs)
+        engine.build_runner_image(rootfs)
         yield engine
     finally:
         engine.destroy()

@@ -11,8 +11,10 @@ import os
 import pwd
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -100,6 +102,11 @@ class WebhookSettings(_Strict):
     # bigger batches (less CPU per delivery); more overlap round trips.
     batch_writers: int = Field(default=1, ge=1, le=32)
     max_batch: int = Field(default=100, ge=1, le=1000)
+    # How long a delivery waits for PostgreSQL before it is answered from the spool instead
+    # (503 without a spool). A hung primary, a frozen host or a lost synchronous standby then
+    # costs a delivery this much, not GitHub's 10 s timeout; a slow commit that lands after
+    # all is a duplicate of the spooled copy, recognised by its GUID when it is replayed.
+    db_wait_s: float = Field(default=0.25, gt=0, le=10)
 
     @field_validator("secrets")
     @classmethod
@@ -237,39 +244,88 @@ class ProcessBackendSettings(_Strict):
         return user
 
 
-class EngineHostSettings(_Strict):
-    """One runner host: a container engine's API, and how many runners it takes."""
+ENGINE_ENDPOINT = r"^(unix|tcp|ssh)://.+"
 
-    # unix:///path/to/docker.sock, or tcp://host:port (with the TLS client certificates).
-    # An engine reached over SSH: forward its socket (`ssh -nNT -L /run/rh/h1.sock:...`)
-    # and name the forwarded socket here.
-    endpoint: str = Field(pattern=r"^(unix|tcp)://.+")
+
+class EngineAccess(_Strict):
+    """How to reach a container engine besides its endpoint: TLS client certificates for a
+    tcp:// endpoint, an SSH key and known hosts for an ssh:// one."""
+
+    # Client certificates for tcp://host:port: (ca, cert, key) file paths, all three.
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    max_runners: int | None = Field(default=None, ge=1)  # unset: the pool's limit only
+    # For ssh://[user@]host[:port][/path/to/engine.sock] (default /var/run/docker.sock): the
+    # key to log in with and the file of the hosts' keys (default: ssh's own, ~/.ssh). A
+    # host whose key is not known is refused, never trusted on first use.
+    ssh_identity: Path | None = None
+    ssh_known_hosts: Path | None = None
 
-    @model_validator(mode="after")
-    def _tls_whole(self) -> EngineHostSettings:
+    def _check_access(self, endpoint: str) -> None:
         given = [x is not None for x in (self.tls_ca, self.tls_cert, self.tls_key)]
         if any(given) and not all(given):
             raise ValueError("tls_ca, tls_cert and tls_key go together")
-        if all(given) and not self.endpoint.startswith("tcp://"):
+        if all(given) and not endpoint.startswith("tcp://"):
             raise ValueError("TLS client certificates are for a tcp:// endpoint")
+        ssh = self.ssh_identity is not None or self.ssh_known_hosts is not None
+        if ssh and not endpoint.startswith("ssh://"):
+            raise ValueError("ssh_identity and ssh_known_hosts are for an ssh:// endpoint")
+        if endpoint.startswith("ssh://"):
+            ssh_target(endpoint)  # raises with what is wrong
+
+    def access(self) -> dict[str, Path | None]:
+        return {
+            "tls_ca": self.tls_ca,
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+            "ssh_identity": self.ssh_identity,
+            "ssh_known_hosts": self.ssh_known_hosts,
+        }
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """An ssh:// endpoint's parts: who logs in where, and the engine's socket there."""
+
+    host: str
+    port: int | None
+    user: str | None
+    socket: str
+
+
+def ssh_target(endpoint: str) -> SshTarget:
+    """ssh://[user@]host[:port][/path/to/engine.sock] in parts (ValueError if malformed)."""
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{endpoint!r}: the port is not a number") from None
+    if not parts.hostname or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"{endpoint!r}: an ssh endpoint is ssh://[user@]host[:port][/socket]")
+    return SshTarget(parts.hostname, port, parts.username, parts.path or "/var/run/docker.sock")
+
+
+class EngineHostSettings(EngineAccess):
+    """One runner host: a container engine's API, and how many runners it takes."""
+
+    # unix:///path/to/docker.sock; tcp://host:port (with the TLS client certificates);
+    # ssh://[user@]host[:port][/path/to/engine.sock] (the socket forwarded by OpenSSH).
+    endpoint: str = Field(pattern=ENGINE_ENDPOINT)
+    max_runners: int | None = Field(default=None, ge=1)  # unset: the pool's limit only
+
+    @model_validator(mode="after")
+    def _access_fits(self) -> EngineHostSettings:
+        self._check_access(self.endpoint)
         return self
 
 
-class ContainerBackendSettings(_Strict):
+class ContainerBackendSettings(EngineAccess):
     """One ephemeral container per runner, through the Docker Engine API (Docker, or
     Podman's `podman system service`): docs/backends.md."""
 
     image: str = Field(min_length=1)
-    # The engine: unix:///path/to/docker.sock, or tcp://host:port (with `tls`).
-    endpoint: str = Field(default="unix:///var/run/docker.sock", pattern=r"^(unix|tcp)://.+")
-    # Client certificates for a tcp:// endpoint: (ca, cert, key) file paths.
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    # The engine, as for a host (below) with the access settings above.
+    endpoint: str = Field(default="unix:///var/run/docker.sock", pattern=ENGINE_ENDPOINT)
     # Several runner hosts (instead of `endpoint`): each runner goes to the one with the
     # most room; one that stops answering is left alone until it answers again.
     hosts: list[EngineHostSettings] = Field(default_factory=list)
@@ -303,7 +359,11 @@ class ContainerBackendSettings(_Strict):
 
     @model_validator(mode="after")
     def _hosts(self) -> ContainerBackendSettings:
-        self.engines()  # the single endpoint's TLS settings are checked there
+        if self.hosts and any(v is not None for v in self.access().values()):
+            raise ValueError("with hosts, each host's tls_* and ssh_* settings are its own")
+        engines = self.engines()  # the single endpoint's access settings are checked there
+        if self.engine_socket and any(e.endpoint.startswith("tcp://") for e in engines):
+            raise ValueError("engine_socket: a tcp:// engine's socket is not on its host's path")
         endpoints = [h.endpoint for h in self.hosts]
         if len(set(endpoints)) != len(endpoints):
             raise ValueError("each runner host's endpoint once")
@@ -313,14 +373,7 @@ class ContainerBackendSettings(_Strict):
         """The runner hosts: `hosts`, or the one `endpoint`."""
         if self.hosts:
             return list(self.hosts)
-        return [
-            EngineHostSettings(
-                endpoint=self.endpoint,
-                tls_ca=self.tls_ca,
-                tls_cert=self.tls_cert,
-                tls_key=self.tls_key,
-            )
-        ]
+        return [EngineHostSettings(endpoint=self.endpoint, **self.access())]
 
 
 class PoolSettings(_Strict):
@@ -508,11 +561,14 @@ class PredictSettings(_Strict):
 
 
 class ApiSettings(_Strict):
-    """Who may read what without a token."""
+    """Who may read what without a token, and how long an answer may take."""
 
     # /docs, /redoc and /openapi.json for anyone; otherwise /openapi.json needs a read token
     # and the browsable pages are off (a map of every operation helps an attacker too).
     public_docs: bool = False
+    # An API request whose answer has not started by then gets a 503 (a hung database must
+    # not hold clients); a stream, once started, runs on.
+    answer_within_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class BackupRepoSettings(_Strict):

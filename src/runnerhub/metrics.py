@@ -25,6 +25,10 @@ WEBHOOK_LATENCY = Histogram(
     "Time from request to answer for webhook deliveries.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+WEBHOOK_DB_WAITS = Counter(
+    "runnerhub_webhook_db_wait_exceeded_total",
+    "Deliveries PostgreSQL did not record within webhook.db_wait_s (answered from the spool).",
+)
 JOBS = Gauge("runnerhub_jobs", "Jobs known to RunnerHub, by state.", ["state"])
 OLDEST_QUEUED = Gauge(
     "runnerhub_oldest_queued_job_age_seconds",

@@ -27,7 +27,7 @@ from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.local import LocalCluster
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniMember
 from runnerhub.dev.cluster.redis import LocalRedis
-from runnerhub.dev.cluster.workload import Load
+from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from tests import checks
 
@@ -77,7 +77,7 @@ def database_view(c: LocalCluster) -> dict[str, Any] | None:
         return None
 
 
-def settle_and_check(c: LocalCluster, load: Load) -> None:
+def settle_and_check(c: LocalCluster, load: Load) -> Verdict:
     ids = list(load.ids)
     assert len(ids) >= 10 and not load.errors, load.errors[:3]
 
@@ -86,12 +86,21 @@ def settle_and_check(c: LocalCluster, load: Load) -> None:
         return all(jobs[i]["status"] == "completed" for i in ids)
 
     wait_until_sync(all_done, 180, "every job under load to complete", interval_s=0.25)
-    checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
+    v = checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
     c_dsn = c.dsn
     wait_until_sync(  # the last completions may still be in a node's spool
         lambda: _recorded(c_dsn, ids), 30, "every job completed in PostgreSQL"
     )
     checks.assert_all_recorded(c.dsn, ids)
+    return v
+
+
+def answered_within_a_second_or_so(v: Verdict, fault: str) -> None:
+    """Every delivery answered while the fault lasted: within webhook.db_wait_s and a spool
+    write when PostgreSQL does not answer (2 s here: a loaded machine's margin, where
+    GitHub's timeout is 10 s)."""
+    print(f"deliveries with {fault}: {percentiles(v.delivery_s)}")
+    assert max(v.delivery_s) < 2.0, percentiles(v.delivery_s)
 
 
 def _recorded(dsn: str, ids: list[int]) -> bool:
@@ -210,7 +219,7 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
             20,
             "the API to report the new primary and its replicas",
         )
-    settle_and_check(dbha, load)
+    answered_within_a_second_or_so(settle_and_check(dbha, load), "the primary killed")
 
 
 def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
@@ -247,7 +256,8 @@ def test_a_primary_cut_off_from_etcd_demotes_instead_of_splitting_the_brain(
         before = len(load.ids)
         wait_until_sync(lambda: len(load.ids) >= before + 15, 30, "load after the outage")
         pg.wait_healthy(60)
-    settle_and_check(dbha, load)
+    # Writes stalled for about 15 s: the deliveries did not.
+    answered_within_a_second_or_so(settle_and_check(dbha, load), "the primary cut off")
 
 
 def cache_view(c: LocalCluster, node: str) -> dict[str, Any] | None:

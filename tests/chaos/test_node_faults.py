@@ -21,7 +21,7 @@ import pytest
 from runnerhub.cli.incidents import show_incidents
 from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.local import LocalCluster, Service
-from runnerhub.dev.cluster.workload import Load
+from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import wait_until_sync
 from tests import checks
 
@@ -77,7 +77,7 @@ def new_leader(c: LocalCluster, old_epoch: int, timeout_s: float = 15) -> tuple[
     return wait_until_sync(elected, timeout_s, "a new leader", interval_s=0.05)
 
 
-def settle_and_check(c: LocalCluster, load: Load) -> None:
+def settle_and_check(c: LocalCluster, load: Load) -> Verdict:
     ids = list(load.ids)
     assert len(ids) >= 10 and not load.errors, load.errors[:3]
 
@@ -86,7 +86,7 @@ def settle_and_check(c: LocalCluster, load: Load) -> None:
         return all(jobs[i]["status"] == "completed" for i in ids)
 
     wait_until_sync(all_done, 120, "every job under load to complete", interval_s=0.25)
-    checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
+    return checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
 
 
 def current(c: LocalCluster) -> tuple[str, int]:
@@ -150,7 +150,10 @@ def test_sigstop_the_leader_past_its_lease_then_sigcont(ha: LocalCluster) -> Non
         finally:
             frozen.popen.send_signal(signal.SIGCONT)
         wait_until_sync(lambda: len(load.ids) >= 50, 30, "load after the wake-up")
-    settle_and_check(ha, load)
+    v = settle_and_check(ha, load)
+    # HAProxy gave up on the frozen node after 600 ms and replayed its deliveries elsewhere.
+    print(f"deliveries with a node frozen: {percentiles(v.delivery_s)}")
+    assert max(v.delivery_s) < 2.0, percentiles(v.delivery_s)
     # The woken leader wrote nothing after its successor took office but the record that it
     # stepped down, and its fencing refused whatever its loops still tried.
     since = checks.query(
@@ -170,6 +173,43 @@ def test_sigstop_the_leader_past_its_lease_then_sigcont(ha: LocalCluster) -> Non
     assert {w["kind"] for w in writes} <= {"leader.stepped_down"}, writes
     metrics = httpx.get(f"{ha.node_urls[leader]}/metrics", timeout=5).text
     assert "runnerhub_leader 0.0" in metrics
+
+
+def test_a_hung_database_holds_up_no_delivery_and_no_api_call(ha: LocalCluster) -> None:
+    """PostgreSQL hung (SIGSTOP of the postmaster and every backend: the nodes' TCP
+    connections stay open and nothing answers) under load. Every delivery is still answered
+    within about a second (after webhook.db_wait_s, from the spool), the API answers 503
+    within api.answer_within_s (1 s) on a node and through HAProxy, and once the database
+    wakes every job runs once. Before the bounded wait, deliveries waited for the database
+    until GitHub's 10 s timeout."""
+    token = {"Authorization": f"Bearer {ha.secrets.admin_token}"}
+    node_url = next(iter(ha.node_urls.values()))
+    with Load(ha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 10, "some load")
+        hung = chaos.postgres_tree(str(ha.pg.data_dir))
+        assert hung, "no PostgreSQL process to hang"
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            queued = len(load.ids)
+            wait_until_sync(lambda: len(load.ids) >= queued + 20, 15, "jobs while it hangs")
+            answers = {}
+            for where in (node_url, ha.api_url):
+                began = time.monotonic()
+                r = httpx.get(f"{where}/api/v1/jobs", headers=token, timeout=10)
+                answers[where] = (r.status_code, time.monotonic() - began, r.json())
+        finally:
+            for pid in hung:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        wait_until_sync(lambda: len(load.ids) >= queued + 30, 15, "load after the wake-up")
+    v = settle_and_check(ha, load)
+    print(f"deliveries with the database hung for a while: {percentiles(v.delivery_s)}")
+    print(f"API answers while it hung: {[(s, round(t, 2)) for s, t, _ in answers.values()]}")
+    for status, took, body in answers.values():
+        assert status == 503 and "no answer within 1s" in body["detail"], body
+        assert took < 2.0  # 1 s and the answer's way: not 4 attempts, not GitHub's 10 s
+    assert max(v.delivery_s) < 2.0, percentiles(v.delivery_s)
 
 
 def test_sigkill_a_follower_under_load(ha: LocalCluster) -> None:

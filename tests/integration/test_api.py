@@ -3,6 +3,7 @@ metrics and OpenAPI; nothing secret in any response."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -209,6 +210,23 @@ async def test_no_secret_in_any_response(client: httpx.AsyncClient) -> None:
         "password",
     ):
         assert not any(secret in b for b in bodies), secret
+
+
+async def test_an_answer_the_database_holds_up_is_a_503_within_a_second(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    """A query that waits (the jobs table locked elsewhere; a hung primary answers nothing
+    the same way) does not hold the caller: 503 after api.answer_within_s (1 s), saying
+    why. Once the lock goes, the same request answers."""
+    async with db.connection() as blocker:
+        await blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        began = time.monotonic()
+        r = await client.get("/api/v1/jobs", headers=READ)
+        took = time.monotonic() - began
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["detail"].startswith("no answer within 1s"), r.json()
+    assert 1.0 <= took < 2.0, took
+    assert (await client.get("/api/v1/jobs", headers=READ)).status_code == 200
 
 
 async def test_webhook_path_answers_only_post(client: httpx.AsyncClient) -> None:

@@ -261,7 +261,12 @@ def test_the_production_example_passes_haproxy_check_and_matches_the_generated_o
     check_config(example)
     ours = sections(render_config([], 8080, 8404))
     theirs = sections(example.read_text())
-    for name in ["defaults", "backend runnerhub_nodes", "frontend stats"]:
+    for name in [
+        "defaults",
+        "backend runnerhub_webhooks",
+        "backend runnerhub_nodes",
+        "frontend stats",
+    ]:
         assert ours[name] == theirs[name], name
     assert ours["frontend runnerhub"] <= theirs["frontend runnerhub"]
     assert ours["global"] <= theirs["global"]

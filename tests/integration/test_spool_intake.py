@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.waiting import wait_until
 from runnerhub.intake import webhook
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.spool import VerifiedDelivery, iter_segment
@@ -45,7 +47,7 @@ def unreachable() -> str:
 
 
 @asynccontextmanager
-async def node_without_database(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process_node(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     pool = await open_pool(settings.database)
     app = node_app(NodeContext(settings, pool))
     try:
@@ -117,7 +119,7 @@ async def test_spooled_deliveries_arrive_in_order_exactly_once(
         "invalid": signed(invalid),
     }
     spool_dir = tmp_path / "spool"
-    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+    async with in_process_node(settings_for(unreachable(), tmp_path)) as client:
         for request in life:  # one after the other: the journal keeps their order
             r = await deliver(client, request)
             assert (r.status_code, r.json()["outcome"]) == (202, "spooled")
@@ -157,7 +159,7 @@ async def test_a_spooled_delivery_that_cannot_be_classified_is_quarantined_not_b
     # malformed like any other bad JSON, and whatever else raises is set aside.
     deep = signed(None, raw=b"[" * 100_000 + b"]" * 100_000)
     poison, after = signed(workflow_job(561)), signed(workflow_job(562))
-    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+    async with in_process_node(settings_for(unreachable(), tmp_path)) as client:
         for request in (deep, poison, after):
             assert (await deliver(client, request)).json()["outcome"] == "spooled"
     classify = webhook.classify
@@ -183,7 +185,7 @@ async def test_an_interrupted_drain_completes_without_duplicates(
     tmp_path: Path, dsn: str, db: Pool
 ) -> None:
     requests = [signed(workflow_job(700 + i)) for i in range(250)]
-    async with node_without_database(settings_for(unreachable(), tmp_path)) as client:
+    async with in_process_node(settings_for(unreachable(), tmp_path)) as client:
         answers = await asyncio.gather(*(deliver(client, q) for q in requests))
         assert {a.status_code for a in answers} == {202}
 
@@ -227,7 +229,7 @@ async def test_a_full_spool_refuses_with_503_and_keeps_what_it_accepted(
     requests = [big(801 + i) for i in range(4)]
     rejected = REGISTRY.get_sample_value("runnerhub_spool_rejected_total") or 0.0
     settings = settings_for(unreachable(), tmp_path, max_bytes=1024 * 1024)
-    async with node_without_database(settings) as client:
+    async with in_process_node(settings) as client:
         answers = [await deliver(client, q) for q in requests]
         assert [(a.status_code, a.json()["outcome"]) for a in answers] == [
             (202, "spooled"),
@@ -241,3 +243,41 @@ async def test_a_full_spool_refuses_with_503_and_keeps_what_it_accepted(
     assert await drain(settings_for(dsn, tmp_path), db) == 3
     jobs = await rows(db, "SELECT id FROM jobs ORDER BY id")
     assert [j["id"] for j in jobs] == [801, 802, 803]
+
+
+async def test_a_commit_slower_than_the_bounded_wait_is_answered_from_the_spool_and_lands_once(
+    tmp_path: Path, dsn: str, db: Pool
+) -> None:
+    """A commit that waits (a table lock held elsewhere, standing in for a hung primary or a
+    lost synchronous standby: the server takes the statement and answers nothing) holds the
+    delivery for webhook.db_wait_s only: it is answered 202 `spooled`. The slow recording
+    lands once the lock goes; the replay of the spooled copy then finds its GUID recorded:
+    one delivery, one job, recorded once."""
+    request = signed(workflow_job(871))
+    waited = REGISTRY.get_sample_value("runnerhub_webhook_db_wait_exceeded_total") or 0.0
+    settings = settings_for(dsn, tmp_path)
+    assert settings.webhook.db_wait_s == 0.25
+    async with in_process_node(settings) as client:
+        async with db.connection() as blocker:  # the lock lasts until this transaction ends
+            await blocker.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+            began = time.monotonic()
+            r = await deliver(client, request)
+            took = time.monotonic() - began
+            assert (r.status_code, r.json()["outcome"]) == (202, "spooled"), r.json()
+            assert journal(tmp_path / "spool") == [guid(request)]
+            sql = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            assert await scalar(db, sql) >= 1  # the recording still waits on the lock
+        assert took < 1.0, took  # the bounded wait, not the lock's time
+        assert REGISTRY.get_sample_value("runnerhub_webhook_db_wait_exceeded_total") == waited + 1
+
+        async def landed() -> bool:
+            sql = "SELECT count(*) FROM webhook_deliveries WHERE delivery_guid = %s"
+            return bool(await scalar(db, sql, guid(request)))
+
+        await wait_until(landed, 10, "the slow recording to land")
+        assert await client.intake.drainer.drain() == 1  # type: ignore[attr-defined]
+    stored = await rows(db, "SELECT outcome, job_id FROM webhook_deliveries")
+    assert stored == [{"outcome": "created", "job_id": 871}]
+    assert [j["state"] for j in await rows(db, "SELECT state FROM jobs")] == ["queued"]
+    events = await rows(db, "SELECT kind, subject FROM events")
+    assert events == [{"kind": "job.created", "subject": "job:871"}]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from runnerhub.backends.base import RunnerSpec
 from runnerhub.backends.container import ENGINE_SOCKET, JIT_ENV, container_config
-from runnerhub.config import ContainerBackendSettings
+from runnerhub.backends.ssh_tunnel import ssh_argv
+from runnerhub.config import ContainerBackendSettings, SshTarget, ssh_target
 
 SPEC = RunnerSpec("rh-42-1", "linux", ("self-hosted",), 42, "SECRET-JIT", 2, 99)
 
@@ -55,7 +58,16 @@ def test_the_pool_says_what_goes_in_limits_mounts_and_the_engine_socket() -> Non
     [
         ({"mounts": ["/srv"]}, "a mount is source:/target"),
         ({"mounts": ["/srv:/x:rx"]}, "the mode is ro or rw"),
-        ({"endpoint": "ssh://host"}, "String should match pattern"),
+        ({"endpoint": "http://host"}, "String should match pattern"),
+        ({"endpoint": "ssh://host:22x"}, "the port is not a number"),
+        ({"endpoint": "ssh://:22/sock"}, r"ssh://\[user@\]host"),
+        ({"endpoint": "ssh://u:pw@host"}, r"ssh://\[user@\]host"),
+        ({"ssh_identity": "/id"}, "for an ssh:// endpoint"),
+        ({"endpoint": "tcp://h:2376", "engine_socket": True}, "engine_socket"),
+        (
+            {"hosts": [{"endpoint": "unix:///a.sock"}], "ssh_identity": "/id"},
+            r"each host's tls_\* and ssh_\* settings are its own",
+        ),
         ({"tls_ca": "/ca.pem"}, "go together"),
         (
             {"tls_ca": "/ca", "tls_cert": "/c", "tls_key": "/k"},
@@ -84,4 +96,31 @@ def test_one_endpoint_is_one_runner_host_and_hosts_replace_it() -> None:
     assert [(h.endpoint, h.max_runners) for h in two.engines()] == [
         ("unix:///a.sock", 2),
         ("tcp://b:2375", None),
+    ]
+
+
+def test_an_ssh_endpoint_is_forwarded_by_openssh_with_the_hosts_key_required() -> None:
+    target = ssh_target("ssh://ops@runners-3:2222/run/podman/podman.sock")
+    assert target == SshTarget("runners-3", 2222, "ops", "/run/podman/podman.sock")
+    assert ssh_target("ssh://runners-3") == SshTarget(
+        "runners-3", None, None, "/var/run/docker.sock"
+    )
+    argv = ssh_argv(
+        "/usr/bin/ssh", target, Path("/tmp/rh-ssh-x/engine.sock"), Path("/id"), Path("/kh")
+    )
+    assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+    assert argv[argv.index("-i") + 1] == "/id" and "UserKnownHostsFile=/kh" in argv
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "ops"
+    assert argv[-4:] == [
+        "-L",
+        "/tmp/rh-ssh-x/engine.sock:/run/podman/podman.sock",
+        "--",
+        "runners-3",
+    ]
+    # The engine's socket inside a runner is the remote host's own path.
+    s = ContainerBackendSettings(
+        image="runner:1", endpoint="ssh://runners-3/run/podman/podman.sock", engine_socket=True
+    )
+    assert container_config(SPEC, s)["HostConfig"]["Binds"] == [
+        f"/run/podman/podman.sock:{ENGINE_SOCKET}"
     ]

@@ -6,6 +6,8 @@ route is a plain Starlette endpoint because it must see the raw bytes (and is th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from runnerhub import __version__
 from runnerhub.api import probes
@@ -27,6 +29,14 @@ from runnerhub.store.db import UNAVAILABLE
 log = structlog.get_logger("runnerhub.api")
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+FIRST = asyncio.FIRST_COMPLETED
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """A request given up on: its end is of no interest (but must be retrieved)."""
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()
 
 
 class RunnerHubApp:
@@ -34,14 +44,26 @@ class RunnerHubApp:
 
     Deliveries are the hot path; FastAPI's middleware stack and router cost a good share
     of the CPU per request on a small machine, and the endpoint needs none of it.
+
+    Every other request starts its answer within `answer_within_s` or gets a 503 saying so:
+    a hung database (a frozen primary answers nothing, and its TCP connections stay open)
+    must not hold a client for longer. The request itself is cancelled in the background,
+    which makes psycopg drop its connection to the hung server.
     """
 
     WEBHOOK_PATH = "/webhooks/github"
 
-    def __init__(self, api: FastAPI, intake: WebhookIntake, standby: bool = False) -> None:
+    def __init__(
+        self,
+        api: FastAPI,
+        intake: WebhookIntake,
+        standby: bool = False,
+        answer_within_s: float = 1.0,
+    ) -> None:
         self.api = api
         self.intake = intake
         self.standby = standby  # a standby region's node takes no webhooks
+        self.answer_within_s = answer_within_s
 
     @property
     def state(self) -> Any:
@@ -70,7 +92,44 @@ class RunnerHubApp:
                     )
             await response(scope, receive, send)
             return
+        if scope["type"] == "http":
+            await self._within_deadline(scope, receive, send)
+            return
         await self.api(scope, receive, send)
+
+    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The API's answer, if it starts within `answer_within_s`; else a 503 (a stream,
+        once started, runs on)."""
+        started = asyncio.Event()
+        gave_up = False
+
+        async def watched(message: Message) -> None:
+            if gave_up:
+                return  # the 503 went out: nothing of the late answer follows it
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        answering = asyncio.ensure_future(self.api(scope, receive, watched))
+        start = asyncio.ensure_future(started.wait())
+        await asyncio.wait({answering, start}, timeout=self.answer_within_s, return_when=FIRST)
+        start.cancel()
+        if started.is_set() or answering.done():
+            await answering
+            return
+        gave_up = True
+        answering.cancel()
+        answering.add_done_callback(_retrieve)
+        log.warning("no answer in time", path=scope["path"], within_s=self.answer_within_s)
+        late = JSONResponse(
+            {
+                "detail": f"no answer within {self.answer_within_s:g}s: the database is slow "
+                "or unreachable; try again"
+            },
+            503,
+            headers={"Retry-After": "1"},
+        )
+        await late(scope, receive, send)
 
 
 def create_app(
@@ -111,4 +170,9 @@ def create_app(
         # Starlette logs the traceback; the client gets no stack trace.
         return JSONResponse({"detail": "internal error; see the node's log"}, 500)
 
-    return RunnerHubApp(app, intake, standby=ctx.settings.node.standby)
+    return RunnerHubApp(
+        app,
+        intake,
+        standby=ctx.settings.node.standby,
+        answer_within_s=ctx.settings.api.answer_within_s,
+    )

@@ -28,8 +28,9 @@ import structlog
 from aiodocker.containers import DockerContainer
 
 from runnerhub.backends.base import BackendError, BackendRunner, RunnerSpec
+from runnerhub.backends.ssh_tunnel import SshTunnel
 from runnerhub.breakers import BreakerListener, CircuitBreaker, CircuitOpen
-from runnerhub.config import ContainerBackendSettings, EngineHostSettings
+from runnerhub.config import ContainerBackendSettings, EngineHostSettings, ssh_target
 from runnerhub.domain.naming import is_valid_name
 from runnerhub.domain.placement import HostLoad, placement_order
 
@@ -42,8 +43,11 @@ RUNNER_LABEL = f"{LABEL}.runner"  # its value: the runner's name (what marks our
 ENGINE_SOCKET = "/var/run/docker.sock"
 
 
-def container_config(spec: RunnerSpec, s: ContainerBackendSettings) -> dict[str, Any]:
-    """The Engine API's create body for one runner (pure: the tests read it)."""
+def container_config(
+    spec: RunnerSpec, s: ContainerBackendSettings, endpoint: str | None = None
+) -> dict[str, Any]:
+    """The Engine API's create body for one runner on the host at `endpoint` (default: the
+    pool's one endpoint). Pure: the tests read it."""
     env = {**s.env, "RUNNERHUB_RUNNER_NAME": spec.name, JIT_ENV: spec.jit_config}
     labels = {
         RUNNER_LABEL: spec.name,
@@ -53,8 +57,8 @@ def container_config(spec: RunnerSpec, s: ContainerBackendSettings) -> dict[str,
         f"{LABEL}.epoch": "" if spec.epoch is None else str(spec.epoch),
     }
     binds = list(s.mounts)
-    if s.engine_socket and s.endpoint.startswith("unix://"):
-        binds.append(f"{s.endpoint.removeprefix('unix://')}:{ENGINE_SOCKET}")
+    if s.engine_socket:
+        binds.append(f"{engine_socket_path(endpoint or s.endpoint)}:{ENGINE_SOCKET}")
     host: dict[str, Any] = {
         "NetworkMode": s.network,
         "ReadonlyRootfs": s.read_only,
@@ -84,14 +88,37 @@ def container_config(spec: RunnerSpec, s: ContainerBackendSettings) -> dict[str,
     return config
 
 
+def engine_socket_path(endpoint: str) -> str:
+    """The engine's socket on its own host, for `engine_socket`."""
+    if endpoint.startswith("unix://"):
+        return endpoint.removeprefix("unix://")
+    if endpoint.startswith("ssh://"):
+        return ssh_target(endpoint).socket
+    raise BackendError(f"{endpoint}: engine_socket needs a unix:// or ssh:// endpoint")
+
+
 class _Host:
-    """One runner host: its engine's client (made on first use) and its circuit breaker."""
+    """One runner host: its engine's client (made on first use), its circuit breaker, and
+    for an ssh:// endpoint the forward of its engine's socket."""
 
     def __init__(self, settings: EngineHostSettings, breaker: CircuitBreaker) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint
         self.breaker = breaker
         self._engine: aiodocker.Docker | None = None
+        self.tunnel: SshTunnel | None = None
+        if self.endpoint.startswith("ssh://"):
+            self.tunnel = SshTunnel(
+                self.endpoint,
+                ssh_target(self.endpoint),
+                settings.ssh_identity,
+                settings.ssh_known_hosts,
+            )
+
+    async def ready(self) -> None:
+        """Anything the engine's client needs first: the ssh forward, up."""
+        if self.tunnel is not None:
+            await self.tunnel.ensure()
 
     @property
     def engine(self) -> aiodocker.Docker:
@@ -101,7 +128,10 @@ class _Host:
             if s.tls_ca is not None and s.tls_cert is not None and s.tls_key is not None:
                 context = ssl.create_default_context(cafile=str(s.tls_ca))
                 context.load_cert_chain(str(s.tls_cert), str(s.tls_key))
-            url = s.endpoint.replace("tcp://", "https://" if context else "http://", 1)
+            if self.tunnel is not None:
+                url = f"unix://{self.tunnel.socket}"
+            else:
+                url = s.endpoint.replace("tcp://", "https://" if context else "http://", 1)
             self._engine = aiodocker.Docker(url=url, ssl_context=context)
         return self._engine
 
@@ -109,6 +139,8 @@ class _Host:
         if self._engine is not None:
             await self._engine.close()
             self._engine = None
+        if self.tunnel is not None:
+            await self.tunnel.close()
 
 
 class ContainerBackend:
@@ -232,7 +264,8 @@ class ContainerBackend:
         leader, the ref of that one (adopted)."""
         engine = host.engine
         try:
-            container = await engine.containers.create(container_config(spec, s), name=spec.name)
+            body = container_config(spec, s, host.endpoint)
+            container = await engine.containers.create(body, name=spec.name)
         except aiodocker.DockerError as exc:
             if exc.status != 409:
                 raise
@@ -308,8 +341,13 @@ class _Unreachable(Exception):
 async def _ask(host: _Host, call: Callable[[], Awaitable[T]], runner: str | None = None) -> T:
     """`call` on `host`, through its circuit breaker. A host that does not answer (or whose
     circuit is open) is _Unreachable; what the engine refuses is a BackendError."""
+
+    async def there() -> T:
+        await host.ready()
+        return await call()
+
     try:
-        return await host.breaker.call(call, _silence)
+        return await host.breaker.call(there, _silence)
     except CircuitOpen as exc:
         raise _Unreachable(str(exc)) from None
     except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:

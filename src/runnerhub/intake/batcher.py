@@ -3,6 +3,8 @@
 Deliveries that arrive together are recorded together: one transaction, a handful of
 round trips and one WAL flush for a whole batch, instead of each delivery paying for its
 own. Each request still gets its answer only after its batch has committed (I1). A batch
+with no answer by `deadline_s` is given up (a hung or frozen server never answers; psycopg
+then cancels the query and drops the connection) and counts as the database being away. A batch
 that fails for a reason other than the database being unreachable is retried one delivery
 at a time, so one bad delivery cannot take its neighbours down with it. The spool's drainer
 records its batches through the same `record_jobs`.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 import psycopg
 import structlog
 
-from runnerhub.store.db import UNAVAILABLE, Pool
+from runnerhub.store.db import UNAVAILABLE, UNAVAILABLE_OR_SLOW, Pool
 from runnerhub.store.deliveries import (
     UNSTORABLE,
     Delivery,
@@ -37,9 +39,17 @@ class _Pending:
 
 
 class IntakeBatcher:
-    def __init__(self, db: Pool, node: str, max_batch: int = 100, workers: int = 1) -> None:
+    def __init__(
+        self,
+        db: Pool,
+        node: str,
+        max_batch: int = 100,
+        workers: int = 1,
+        deadline_s: float = 10.0,
+    ) -> None:
         self._db = db
         self._node = node
+        self._deadline_s = deadline_s
         self._max_batch = max_batch
         self._workers = workers
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -68,8 +78,10 @@ class IntakeBatcher:
 
     async def _commit(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
         try:
-            results = await record_jobs(self._db, [p.item for p in batch], self._node)
-        except UNAVAILABLE as exc:
+            results = await asyncio.wait_for(
+                record_jobs(self._db, [p.item for p in batch], self._node), self._deadline_s
+            )
+        except UNAVAILABLE_OR_SLOW as exc:
             # Those still queued would only wait out the same timeout: fail them now too,
             # so that the endpoint spools them at once.
             for p in batch:

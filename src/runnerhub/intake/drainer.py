@@ -21,22 +21,28 @@ import structlog
 
 from runnerhub import metrics
 from runnerhub.intake.spool import Entry, Spool, SpoolError, VerifiedDelivery
-from runnerhub.store.db import UNAVAILABLE
+from runnerhub.store.db import UNAVAILABLE_OR_SLOW
 from runnerhub.store.deliveries import Recorded
 
 log = structlog.get_logger("runnerhub.intake.drainer")
 
-# One result or exception per delivery, in order; UNAVAILABLE errors mean "try later".
+# One result or exception per delivery, in order; UNAVAILABLE_OR_SLOW errors: "try later".
 Replay = Callable[[Sequence[VerifiedDelivery]], Awaitable[list[Recorded | Exception]]]
 
 
 class SpoolDrainer:
     def __init__(
-        self, spool: Spool, replay: Replay, interval_s: float = 1.0, batch_size: int = 100
+        self,
+        spool: Spool,
+        replay: Replay,
+        interval_s: float = 1.0,
+        batch_size: int = 100,
+        deadline_s: float = 10.0,
     ) -> None:
         self.spool = spool
         self._replay = replay
         self.interval_s = interval_s
+        self.deadline_s = deadline_s  # a batch with no answer by then is tried again later
         self.batch_size = batch_size
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -100,8 +106,10 @@ class SpoolDrainer:
         records = await self.spool.read(entries)
         readable = [(e, d) for e, d in zip(entries, records, strict=True) if d is not None]
         try:
-            results = await self._replay([d for _, d in readable])
-        except UNAVAILABLE as exc:
+            results = await asyncio.wait_for(
+                self._replay([d for _, d in readable]), self.deadline_s
+            )
+        except UNAVAILABLE_OR_SLOW as exc:  # a hung server: the same batch again later
             results = [exc] * len(readable)
         outcome = dict(zip((e for e, _ in readable), results, strict=True))
         taken: list[Entry] = []
@@ -113,7 +121,7 @@ class SpoolDrainer:
                 log.error(
                     "spool record failed its checksum; skipped", segment=e.segment, at=e.offset
                 )
-            elif isinstance(r, UNAVAILABLE):
+            elif isinstance(r, UNAVAILABLE_OR_SLOW):
                 break
             elif isinstance(r, Exception):
                 # Not the database being away: retrying would block the drain for good.

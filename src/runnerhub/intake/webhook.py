@@ -3,13 +3,16 @@
 The checks run cheapest and least revealing first: size (413) before reading, signature
 (401) before anything about the content is said, then headers and JSON (400).
 
-While PostgreSQL is unreachable a verified delivery goes to the node's spool (fsync'd)
-and is answered 202 `spooled`; the spool's drainer replays it later through the same
-`classify` and recording functions as live intake.
+While PostgreSQL is unreachable, or does not record a delivery within `webhook.db_wait_s`
+(a hung primary, a frozen host, a synchronous standby lost), a verified delivery goes to the
+node's spool (fsync'd) and is answered 202 `spooled`; the spool's drainer replays it later
+through the same `classify` and recording functions as live intake. A recording that was
+only slow goes on and may land after all: the replay then finds its GUID recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -30,7 +33,7 @@ from runnerhub.intake.batcher import IntakeBatcher, record_jobs, record_plain
 from runnerhub.intake.drainer import SpoolDrainer
 from runnerhub.intake.signature import verify
 from runnerhub.intake.spool import Spool, SpoolError, SpoolFull, VerifiedDelivery
-from runnerhub.store.db import UNAVAILABLE, Pool
+from runnerhub.store.db import UNAVAILABLE, UNAVAILABLE_OR_SLOW, Pool
 from runnerhub.store.deliveries import UNSTORABLE, Delivery, JobDelivery, Recorded
 
 log = structlog.get_logger("runnerhub.intake")
@@ -160,17 +163,30 @@ class WebhookIntake:
         ]
         self._scope = Scope(settings.github.repositories, settings.github.organizations)
         self._db = pool
+        # A server that answers nothing in a statement's time, and a second more, is hung:
+        # its commit is given up (the delivery is in the spool by then).
+        statement_s = settings.database.statement_timeout_ms / 1000 or 30.0
+        self._deadline_s = statement_s + 1
         self.batcher = IntakeBatcher(
-            pool, self._node, settings.webhook.max_batch, settings.webhook.batch_writers
+            pool,
+            self._node,
+            settings.webhook.max_batch,
+            settings.webhook.batch_writers,
+            deadline_s=self._deadline_s,
         )
         self.spool = Spool.from_settings(settings)
         self.drainer = SpoolDrainer(
-            self.spool, self.replay, settings.spool.drain_interval_s, settings.webhook.max_batch
+            self.spool,
+            self.replay,
+            settings.spool.drain_interval_s,
+            settings.webhook.max_batch,
+            deadline_s=self._deadline_s,
         )
         # After the database failed, deliveries go straight to the spool for this long
         # instead of each waiting out the pool's timeout first (the drainer replays them).
         self._spool_for_s = settings.spool.drain_interval_s
         self._spool_until = 0.0
+        self._db_wait_s = settings.webhook.db_wait_s
 
     def start(self) -> None:
         """Start the spool's drainer (the node calls this once its event loop runs)."""
@@ -238,17 +254,30 @@ class WebhookIntake:
         try:
             # Recorded at once even while older spooled deliveries of the same job wait for
             # the drainer: safe because job state only moves forward (I3; see drainer.py).
-            return await self._record(v)
-        except UNAVAILABLE as exc:
-            log.warning("database unavailable", delivery=guid, error=type(exc).__name__)
+            return await self._record_within(v)
+        except UNAVAILABLE_OR_SLOW as exc:
+            slow = isinstance(exc, TimeoutError)
+            why = f"no answer within {self._db_wait_s:g}s" if slow else type(exc).__name__
+            log.warning("database unavailable", delivery=v.guid[:40], error=why)
             if not self.spool.enabled:
                 return Answer(
                     503,
                     "db_unavailable",
-                    "the database is unavailable; the delivery was not accepted",
+                    f"the database is unavailable ({why}); the delivery was not accepted",
                 )
             self._spool_until = time.monotonic() + self._spool_for_s
             return await self._spool(v)
+
+    async def _record_within(self, v: VerifiedDelivery) -> Answer:
+        """`_record`, waited for `db_wait_s` at most (TimeoutError). The recording itself
+        goes on: cut off mid-commit it would leave nothing more certain behind."""
+        recording = asyncio.ensure_future(self._record(v))
+        try:
+            return await asyncio.wait_for(asyncio.shield(recording), self._db_wait_s)
+        except TimeoutError:
+            metrics.WEBHOOK_DB_WAITS.inc()
+            recording.add_done_callback(_late)
+            raise
 
     async def _spool(self, v: VerifiedDelivery) -> Answer:
         try:
@@ -275,7 +304,8 @@ class WebhookIntake:
     async def _record(self, v: VerifiedDelivery) -> Answer:
         c = classify(v, self._pools, self._scope)
         if isinstance(c, Plain):
-            return c.answer(await record_plain(self._db, c.delivery, c.outcome, c.detail))
+            recording = record_plain(self._db, c.delivery, c.outcome, c.detail)
+            return c.answer(await asyncio.wait_for(recording, self._deadline_s))
         return job_answer(c, await self.batcher.record(c))
 
     async def replay(self, batch: Sequence[VerifiedDelivery]) -> list[Recorded | Exception]:
@@ -321,3 +351,14 @@ class WebhookIntake:
 
 def _unavailable(results: list[Recorded | Exception]) -> int | None:
     return next((i for i, r in enumerate(results) if isinstance(r, UNAVAILABLE)), None)
+
+
+def _late(recording: asyncio.Future[Answer]) -> None:
+    """A recording the delivery's answer did not wait for: how it ended, for the log."""
+    if recording.cancelled():
+        return
+    exc = recording.exception()
+    if exc is None:
+        log.info("a slow recording landed after its delivery was spooled")
+    else:
+        log.warning("a slow recording failed; its spooled copy stands", error=type(exc).__name__)

@@ -2,7 +2,9 @@
 
 Webhook deliveries and API calls go round-robin to the nodes that answer `/readyz`. A
 request that fails because its node died (refused connection, connection closed before any
-answer, no answer in time, or a 502/503/504) is replayed on another node: GitHub does not
+answer, no answer in time, or a 502/503/504) is replayed on another node. Deliveries have a
+backend of their own (the same nodes) with a short answer timeout, so one that meets a hung
+node is replayed within a second: GitHub does not
 retry a failed delivery by itself, and RunnerHub deduplicates deliveries by their GUID, so a
 replay is safe. `deploy/haproxy.cfg` is the production version of what `render_config`
 writes; keep the two in step.
@@ -32,6 +34,7 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 
 BACKEND = "runnerhub_nodes"
+WEBHOOKS = "runnerhub_webhooks"  # the same nodes, with a short answer timeout for deliveries
 Backend = tuple[str, str, int]  # (server name, host, port)
 PatroniMember = tuple[str, str, int, int]  # (server name, host, PostgreSQL port, REST port)
 
@@ -95,7 +98,28 @@ def render_config(
         # On reload, the old worker answers a kept-alive client's next request with
         # "Connection: close" instead of closing the idle connection as the request comes in.
         "    option idle-close-on-response",
+        f"    use_backend {WEBHOOKS} if {{ path /webhooks/github }}",
         f"    default_backend {BACKEND}",
+        "",
+        f"backend {WEBHOOKS}",
+        "    balance roundrobin",
+        "    option httpchk GET /readyz",
+        "    http-check expect status 200",
+        "    option http-buffer-request",
+        # A node answers a delivery within webhook.db_wait_s (0.25 s) and a spool write:
+        # one that has not by 600 ms is hung, and the delivery is replayed on another node.
+        "    timeout server 600ms",
+        # /readyz answers at once from the node's background checks: a hung node is out
+        # of this backend after two checks of 500 ms.
+        "    timeout check 500ms",
+        "    retries 3",
+        "    retry-on conn-failure empty-response response-timeout 502 503 504",
+        "    option redispatch 1",
+        "    http-reuse safe",
+        "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
+    ]
+    out += [f"    server {name} {host}:{port}" for name, host, port in backends]
+    out += [
         "",
         f"backend {BACKEND}",
         "    balance roundrobin",
@@ -105,7 +129,9 @@ def render_config(
         # sends it; without this, a POST whose body arrives after its headers is never retried.
         "    option http-buffer-request",
         "    retries 3",
-        "    retry-on conn-failure empty-response response-timeout 502 503 504",
+        # Not on 503: the API says 503 when the database does not answer in time, and every
+        # node would say the same.
+        "    retry-on conn-failure empty-response response-timeout 502 504",
         "    option redispatch 1",
         "    http-reuse safe",
         "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
@@ -357,20 +383,21 @@ class LocalHAProxy(ManagedProcess):
             interval_s=0.02,
         )
 
-    def server_states(self) -> dict[str, str]:
-        """Each RunnerHub node's state as the stats page shows it ("UP", "DOWN", "UP 1/2"…)."""
-        rows = self._stats_rows()
+    def server_states(self, backend: str = WEBHOOKS) -> dict[str, str]:
+        """Each RunnerHub node's state in `backend` (default: the deliveries') as the stats
+        page shows it ("UP", "DOWN", "UP 1/2"…)."""
+        rows = self._stats_rows(backend)
         return {r["svname"]: r["status"] for r in rows if r["svname"] not in ("BACKEND", "")}
 
-    def backend_counters(self) -> dict[str, int]:
-        """The backend's retry (`wretr`) and redispatch (`wredis`) counters, among others."""
-        for row in self._stats_rows():
+    def backend_counters(self, backend: str = WEBHOOKS) -> dict[str, int]:
+        """`backend`'s retry (`wretr`) and redispatch (`wredis`) counters, among others."""
+        for row in self._stats_rows(backend):
             if row["svname"] == "BACKEND":
                 return {k: int(v) for k, v in row.items() if k and v and v.isdigit()}
         return {}
 
-    def _stats_rows(self) -> list[dict[str, str]]:
+    def _stats_rows(self, backend: str) -> list[dict[str, str]]:
         if self.stats_url is None:
             raise HAProxyError("this HAProxy has no stats page (stats_port=None)")
         text = httpx.get(f"{self.stats_url};csv", timeout=2).text.lstrip("# ")
-        return [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == BACKEND]
+        return [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == backend]

@@ -366,7 +366,7 @@ class LocalCluster:
             if not rootfs.exists():
                 with self.console.status("making the runner image from Debian's packages…"):
                     build_runner_rootfs(rootfs)
-            self.podman.import_image(rootfs)
+            self.podman.build_runner_image(rootfs)
         self.console.print(f"[green]✓[/green] Podman at {self.podman.endpoint}: {RUNNER_IMAGE}")
 
     def _runs_on(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@ service (`podman system service`) with its own storage, run directory and socket
 `nproc` limits.
 
 The runner image is made without any registry: a Debian root file system from Debian's
-packages (`mmdebstrap`: python3 and the stdlib-only runner simulator), imported with
-`podman import` (`build_runner_rootfs`, `make runner-image`).
+packages (`mmdebstrap`: python3; `build_runner_rootfs`, `make runner-image`), imported with
+`podman import` as the base, then built with the runner simulator's Containerfile
+(`dev/sim/Containerfile`, `build_runner_image`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import httpx
 from runnerhub.dev.cluster.process import ManagedProcess, find_binary, wait_ready
 
 RUNNER_IMAGE = "localhost/runnerhub-runner:latest"
+RUNNER_BASE_IMAGE = "localhost/runnerhub-runner-base:latest"
 RUNNER_SCRIPT = "/opt/runnerhub/runner.py"  # the runner simulator, inside the image
+# The image's recipe; its directory (the simulator's) is the build context.
+CONTAINERFILE = Path(__file__).resolve().parents[1] / "sim" / "Containerfile"
 CONTAINERS_CONF = """\
 # written by RunnerHub's local cluster
 [containers]
@@ -47,10 +51,9 @@ def find_podman() -> Path:
 
 
 def build_runner_rootfs(out: Path) -> Path:
-    """A Debian root file system as a tar (python3 and the runner simulator at
-    RUNNER_SCRIPT), made from Debian's packages with mmdebstrap: no registry needed."""
+    """The runner image's base: a Debian root file system with python3, as a tar, made
+    from Debian's packages with mmdebstrap (no registry needed)."""
     mmdebstrap = find_binary("mmdebstrap", PodmanError, "apt-get install mmdebstrap")
-    script = Path(__file__).resolve().parents[1] / "sim" / "runner.py"
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     r = subprocess.run(
@@ -59,8 +62,6 @@ def build_runner_rootfs(out: Path) -> Path:
             "--variant=essential",
             "--format=tar",
             "--include=python3,ca-certificates",
-            '--customize-hook=mkdir -p "$1/opt/runnerhub"',
-            f"--customize-hook=upload {script} {RUNNER_SCRIPT}",
             "bookworm",
             str(partial),
         ],
@@ -144,16 +145,18 @@ class LocalPodman(ManagedProcess):
 
         wait_ready(answers, timeout_s, "podman's API service", error=PodmanError, watch=[self])
 
-    def import_image(self, rootfs: Path, image: str = RUNNER_IMAGE) -> str:
-        """The image from a root file system tar (`build_runner_rootfs`)."""
-        return self.podman(
-            "import",
-            f'--change=CMD ["python3", "{RUNNER_SCRIPT}"]',
-            "--change=USER 65534:65534",
-            "--change=WORKDIR /tmp",
-            str(rootfs),
-            image,
-        ).strip()
+    def build_runner_image(self, rootfs: Path, image: str = RUNNER_IMAGE) -> None:
+        """The runner image: `rootfs` (`build_runner_rootfs`) imported as its base, then
+        the Containerfile built on it (no step runs a container: COPY and settings)."""
+        self.podman("import", str(rootfs), RUNNER_BASE_IMAGE)
+        self.podman(
+            "build",
+            "--quiet",
+            f"--build-arg=BASE={RUNNER_BASE_IMAGE}",
+            f"--file={CONTAINERFILE}",
+            f"--tag={image}",
+            str(CONTAINERFILE.parent),
+        )
 
     def has_image(self, image: str) -> bool:
         try:

@@ -4,10 +4,12 @@ the failover benchmark and the demo."""
 from __future__ import annotations
 
 import itertools
+import statistics
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -88,6 +90,8 @@ class Verdict:
     names_reused: list[str] = field(default_factory=list)
     deliveries: int = 0
     deliveries_failed: list[dict[str, Any]] = field(default_factory=list)
+    # How long each delivery waited for its answer (seconds, as GitHub's simulator saw it).
+    delivery_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -136,9 +140,55 @@ def verify(sim_url: str, dsn: str, ids: Sequence[int]) -> Verdict:
     mine = [d for d in deliveries if _job_of(d) in wanted]
     v.deliveries = len(mine)
     v.deliveries_failed = [d for d in mine if d["status"] != "OK"]
+    v.delivery_s = sorted(float(d["duration"]) for d in mine)
     return v
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """The `p`th percentile of `values` (NaN for none)."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def percentiles(values: Sequence[float]) -> str:
+    """p50, p99 and the slowest of `values` (seconds), for people."""
+    if not values:
+        return "none"
+    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
+    return f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(values):.2f} s"
 
 
 def _job_of(delivery: dict[str, Any]) -> int | None:
     job = ((delivery.get("request") or {}).get("payload") or {}).get("workflow_job") or {}
     return job.get("id")
+
+
+def delivery_waits(sim_url: str) -> list[tuple[float, float]]:
+    """(when, seconds to its answer) of every delivery GitHub's simulator made (benches)."""
+    r = httpx.get(f"{sim_url}/_sim/deliveries", timeout=30)
+    r.raise_for_status()
+    return [
+        (datetime.fromisoformat(d["delivered_at"]).timestamp(), float(d["duration"]))
+        for d in r.json()["deliveries"]
+    ]
+
+
+def waits_within(
+    waits: list[tuple[float, float]], windows: list[tuple[float, float]]
+) -> list[float]:
+    """The waits of the deliveries made within one of `windows` (wall clock)."""
+    return [w for t, w in waits if any(a <= t <= b for a, b in windows)]
+
+
+def wait_row(label: str, waits: list[float], base: float) -> str:
+    """A bench's table row: p50/p99/max in ms, how many, how many over 1 s, p99 / `base`."""
+    slow = sum(w > 1.0 for w in waits)
+    p99 = pct(waits, 99)
+    return (
+        f"{label:<34} {pct(waits, 50) * 1000:8.0f} {p99 * 1000:8.0f} "
+        f"{max(waits, default=float('nan')) * 1000:8.0f}  {len(waits):>6} {slow:>6}  "
+        f"p99 {p99 / base:.1f}x the baseline"
+    )
