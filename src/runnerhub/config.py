@@ -57,6 +57,9 @@ class NodeSettings(_Strict):
     # read-only from the standby region's database, takes no webhooks, runs no control
     # loops and takes no part in any election, until `runnerhub dr promote`.
     role: Literal["active", "standby"] = "active"
+    # Connections and requests served at once; past it uvicorn answers 503 at once, so a
+    # flood of slow clients cannot exhaust memory and file descriptors.
+    max_connections: int = Field(default=1000, ge=10)
 
     @property
     def standby(self) -> bool:
@@ -107,6 +110,8 @@ class WebhookSettings(_Strict):
     # costs a delivery this much, not GitHub's 10 s timeout; a slow commit that lands after
     # all is a duplicate of the spooled copy, recognised by its GUID when it is replayed.
     db_wait_s: float = Field(default=0.25, gt=0, le=10)
+    # A body not received whole by then is refused (408): slow uploads hold nothing for long.
+    body_timeout_s: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("secrets")
     @classmethod

@@ -105,3 +105,27 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, ScrubFilter) for f in handler.filters):
             handler.addFilter(ScrubFilter())
+
+
+class Throttle:
+    """At most `limit` log lines per `window_s` for something an outsider can trigger at
+    will (refused deliveries): beyond that, lines are counted and the count is given with
+    the next line let through. Pure: the caller passes the time."""
+
+    def __init__(self, limit: int = 10, window_s: float = 10.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._window_start = float("-inf")
+        self._let_through = 0
+        self._held_back = 0
+
+    def admit(self, now: float) -> int | None:
+        """None: do not log this one. Else log it, with this many held back before it."""
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._let_through = now, 0
+        if self._let_through >= self.limit:
+            self._held_back += 1
+            return None
+        self._let_through += 1
+        held, self._held_back = self._held_back, 0
+        return held

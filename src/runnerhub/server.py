@@ -31,6 +31,8 @@ def uvicorn_config(node: Node, settings: Settings) -> uvicorn.Config:
         date_header=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
+        limit_concurrency=settings.node.max_connections,
+        timeout_keep_alive=5,
     )
 
 

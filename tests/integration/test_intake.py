@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -118,6 +119,44 @@ async def test_body_over_5_mib_is_413(client: httpx.AsyncClient, db: Pool) -> No
     assert await count(db, "SELECT count(*) FROM webhook_deliveries") == 0
 
 
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_stores_nothing(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    """A client that sends its headers and part of a body, then nothing: answered 408 after
+    webhook.body_timeout_s, not held for as long as it likes."""
+    settings = settings_factory(webhook={"secrets": ["s3cret-current"], "body_timeout_s": 0.3})
+    app = node_app(NodeContext(settings, db))
+    body, headers = signed(workflow_job(4081))
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield body[:100]
+        await never.wait()  # the rest never comes
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        began = time.monotonic()
+        r = await client.post("/webhooks/github", content=stalls(), headers=headers)
+        took = time.monotonic() - began
+    await app.state.intake.batcher.close()
+    assert (r.status_code, r.json()["outcome"]) == (408, "body_timeout"), r.text
+    assert took < 2.0
+    assert await count(db, "SELECT count(*) FROM webhook_deliveries") == 0
+
+
+async def test_refusals_are_logged_a_few_at_a_time(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone can send bad deliveries: 30 in a row log 10 lines, not 30 (the next line let
+    through says how many were held back)."""
+    capsys.readouterr()
+    for _ in range(30):
+        r = await post(client, workflow_job(4082), secret="not-the-secret")
+        assert r.status_code == 401
+    lines = [line for line in capsys.readouterr().out.splitlines() if "webhook refused" in line]
+    assert len(lines) == 10, lines
+
+
 async def test_malformed_json_is_400_and_recorded(client: httpx.AsyncClient, db: Pool) -> None:
     body, headers = signed(None, raw=b'{"action": "queued", ')
     r = await client.post("/webhooks/github", content=body, headers=headers)
@@ -147,8 +186,8 @@ async def test_a_hook_id_that_is_no_ascii_number_is_ignored_not_a_500(
 ) -> None:
     # Header bytes arrive as latin-1: "²".isdigit() is True and int("²") raises; a number
     # past bigint would fail to store.
-    for hook in (b"\xb2", b"1\xb9", b"99999999999999999999999"):
-        body, headers = signed(workflow_job(130))
+    for n, hook in enumerate((b"\xb2", b"1\xb9", b"99999999999999999999999")):
+        body, headers = signed(workflow_job(130 + n))  # three bodies: three deliveries
         r = await client.post(
             "/webhooks/github", content=body, headers={**headers, "X-GitHub-Hook-ID": hook}
         )
@@ -227,9 +266,42 @@ async def test_the_same_job_event_under_a_new_guid_changes_no_job(
     payload = workflow_job(203)
     await post(client, payload)
     before = await job(db, 203)
-    r = await post(client, payload)
+    r = await post(client, {**payload, "sender": {"login": "someone-else"}})  # another body
     assert r.json()["outcome"] == "duplicate_event"
     assert await job(db, 203) == before
+
+
+async def test_a_signed_body_replayed_under_new_guids_is_stored_once(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    """The GUID is not signed: a captured delivery sent again under fresh GUIDs is a
+    duplicate by its body, not a new row each time (storage an attacker could fill)."""
+    body, headers = signed(workflow_job(209))
+    answers = []
+    for n in range(5):
+        headers = {**headers, "X-GitHub-Delivery": f"00000000-0000-0000-0000-00000000020{n}"}
+        r = await client.post("/webhooks/github", content=body, headers=headers)
+        answers.append((r.status_code, r.json()["outcome"]))
+    assert answers == [(202, "created")] + [(200, "duplicate_delivery")] * 4
+    assert await count(db, "SELECT count(*) FROM webhook_deliveries") == 1
+    # Concurrent copies too (one transaction each, racing on the unique body hash).
+    body, headers = signed(workflow_job(210))
+    copies = [
+        {**headers, "X-GitHub-Delivery": f"00000000-0000-0000-0000-00000000021{n}"}
+        for n in range(6)
+    ]
+    rs = await asyncio.gather(
+        *(client.post("/webhooks/github", content=body, headers=h) for h in copies)
+    )
+    assert sorted(r.json()["outcome"] for r in rs) == ["created"] + ["duplicate_delivery"] * 5
+    assert await count(db, "SELECT count(*) FROM webhook_deliveries WHERE job_id = 210") == 1
+    # A ping replayed the same way (no job: the plain path).
+    body, headers = signed({"zen": "Keep it logically awesome.", "hook_id": 1}, event="ping")
+    again = {**headers, "X-GitHub-Delivery": "00000000-0000-0000-0000-000000000299"}
+    assert (await client.post("/webhooks/github", content=body, headers=headers)).status_code == 200
+    r = await client.post("/webhooks/github", content=body, headers=again)
+    assert r.status_code == 200
+    assert await count(db, "SELECT count(*) FROM webhook_deliveries WHERE event = 'ping'") == 1
 
 
 async def test_late_events_never_move_a_job_backwards(client: httpx.AsyncClient, db: Pool) -> None:

@@ -3,14 +3,18 @@ provisioning, adoption by a restarted node, pid-reuse guard, graceful then force
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from runnerhub.backends.base import RunnerSpec
+from runnerhub.backends.base import BackendError, RunnerSpec
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.config import ProcessBackendSettings
 from runnerhub.dev.waiting import wait_until
@@ -136,3 +140,36 @@ async def test_a_missing_command_is_a_clear_backend_error(tmp_path: Path) -> Non
     b = ProcessBackend(tmp_path / "state", {"linux": settings})
     with pytest.raises(BackendError, match=r"cannot start '/nonexistent/run\.sh'"):
         await b.provision(spec())
+
+
+async def test_a_start_frozen_before_its_process_leaves_the_name_spent_for_a_successor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader frozen between claiming a runner's name and starting its process (stood in
+    for by holding its Popen): the successor on the same runner directory sees the name
+    taken by a runner that is not known to run, and starts no second one under it; when the
+    frozen start goes on, its runner is recorded and the successor adopts it."""
+    frozen = backend(tmp_path)
+    successor = backend(tmp_path)
+    held, go = threading.Event(), threading.Event()
+    popen = subprocess.Popen
+
+    def freezes(*args: Any, **kw: Any) -> subprocess.Popen[bytes]:
+        held.set()
+        go.wait(30)
+        return popen(*args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", freezes)
+    starting = asyncio.ensure_future(frozen.provision(spec()))
+    await wait_until(held.is_set, 10, "the first start to claim the name")
+    [claimed] = await successor.list()
+    assert (claimed.name, claimed.alive, claimed.exit_code) == ("rh-1-1", False, None)
+    with pytest.raises(BackendError, match="claimed by an earlier start; its name is spent"):
+        await successor.provision(spec())
+    go.set()
+    ref = await starting
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    assert [(r.name, r.ref, r.alive) for r in await successor.list()] == [("rh-1-1", ref, True)]
+    assert await successor.provision(spec()) == ref  # adopted
+    await successor.terminate("rh-1-1")
+    assert await successor.list() == []

@@ -8,7 +8,7 @@ import hmac
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runnerhub.intake.signature import sign, verify
+from runnerhub.intake.signature import Verifier, sign, verify
 
 SECRETS = [b"new-secret", b"old-secret"]
 
@@ -37,3 +37,15 @@ def test_missing_malformed_or_sha1_headers_fail() -> None:
     sha1 = "sha1=" + hmac.new(b"new-secret", body, hashlib.sha1).hexdigest()
     for header in (None, "", "sha256=", sha1, "sha256=zz", "sha256=\u00e9\u00e9"):
         assert not verify(SECRETS, body, header)
+
+
+@given(st.binary(max_size=4096), st.lists(st.integers(1, 512), max_size=8))
+def test_a_body_verified_as_it_streams_in_is_verified_alike(body: bytes, cuts: list[int]) -> None:
+    verifier = Verifier(SECRETS)
+    at = 0
+    for size in cuts:  # chunks as the network happens to cut them, then the rest
+        verifier.update(body[at : at + size])
+        at += size
+    verifier.update(body[at:])
+    assert verifier.matches(github_signature(b"old-secret", body))
+    assert not Verifier(SECRETS).matches(github_signature(b"old-secret", body + b"x"))

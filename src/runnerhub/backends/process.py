@@ -4,7 +4,10 @@ runner's `./run.sh`, which reads --jitconfig from ACTIONS_RUNNER_INPUT_JITCONFIG
 What it starts is recorded on disk, one JSON file per runner with the pid, the process's
 start time and its owner, so a node that restarts (or another node on the same host) finds
 and adopts its runners; start time and owner guard against a recycled pid, so nothing is
-ever signalled that this backend did not start.
+ever signalled that this backend did not start. The file is created (exclusively) before the
+process starts, as a claim on the runner's name: a leader frozen between the two leaves the
+claim for its successor to find, which then treats the name as spent rather than start a
+second runner under it.
 
 A runner gets an environment built from scratch (`runner_env`), never RunnerHub's own, and
 runs as the pool's `user` when one is set. It is not an isolation boundary: a runner shares
@@ -125,14 +128,19 @@ class _Record:
     @classmethod
     def load(cls, path: Path) -> _Record | None:
         """The record in `path`, if it is one of ours: a file named after the runner it
-        describes, with a real pid."""
+        describes, with a real pid (never init's), or 0 for a claim."""
         try:
             rec = cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        if rec.name != path.stem or not isinstance(rec.pid, int) or rec.pid <= 1:
+        if rec.name != path.stem or not isinstance(rec.pid, int) or rec.pid < 0 or rec.pid == 1:
             return None
         return rec
+
+    @property
+    def claim(self) -> bool:
+        """Written before its process started (pid 0): the name is taken, the pid unknown."""
+        return self.pid == 0
 
     def is_running(self) -> bool:
         """The process that has this pid now is the one we started: same start time, same
@@ -167,6 +175,8 @@ class ProcessBackend:
         return (directory or self._dir) / f"{name}{suffix}"
 
     def _alive(self, rec: _Record) -> tuple[bool, int | None]:
+        if rec.claim:
+            return False, None  # its process, if it started, is not known: never signalled
         child = self._children.get(rec.name)
         if child is not None and child.pid == rec.pid:
             code = child.poll()  # also reaps it
@@ -192,6 +202,8 @@ class ProcessBackend:
         ]
         cwd = self._workspace(spec.name, settings, run_as)
         switch = run_as.switches
+        now = datetime.now(UTC).isoformat()
+        self._claim(record_path, _Record(spec.name, spec.pool, 0, -1, now, str(log_path)))
         try:
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with open(fd, "ab") as out:
@@ -210,6 +222,7 @@ class ProcessBackend:
                     extra_groups=list(run_as.groups) if switch else None,
                 )
         except OSError as exc:
+            record_path.unlink(missing_ok=True)  # nothing started: the name is free again
             where = f" as {run_as.name} in {cwd}" if cwd else ""
             raise BackendError(f"cannot start {argv[0]!r}{where}: {exc.strerror}") from None
         ticks = _start_ticks(child.pid)
@@ -218,11 +231,13 @@ class ProcessBackend:
             spec.pool,
             child.pid,
             ticks if ticks is not None else -1,
-            datetime.now(UTC).isoformat(),
+            now,
             str(log_path),
             run_as.uid,
         )
-        tmp = record_path.with_suffix(".tmp")
+        # A temporary file of this process's own: another node on the same runner directory
+        # never writes (nor renames) the same one.
+        tmp = record_path.with_name(f".{spec.name}.{os.getpid()}.tmp")
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(rec.to_json())
             f.flush()
@@ -231,6 +246,22 @@ class ProcessBackend:
         self._children[spec.name] = child
         log.info("runner process started", runner=spec.name, pid=child.pid, pool=spec.pool)
         return str(child.pid)
+
+    @staticmethod
+    def _claim(record_path: Path, claim: _Record) -> None:
+        """Create the runner's record before its process: whoever creates it owns the name.
+        It exists already: another start (this leader's before a crash, or a leader before
+        this one, frozen mid-start) took the name, and its runner may run unseen."""
+        try:
+            fd = os.open(record_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise BackendError(
+                f"runner {claim.name} was claimed by an earlier start; its name is spent"
+            ) from None
+        with open(fd, "w") as f:
+            f.write(claim.to_json())
+            f.flush()
+            os.fsync(f.fileno())
 
     def _workspace_root(self, settings: ProcessBackendSettings, run_as: RunAs) -> Path | None:
         """Where a pool's runners get a directory each: `work_dir`, or for another user its

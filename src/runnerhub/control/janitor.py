@@ -26,6 +26,7 @@ log = structlog.get_logger("runnerhub.janitor")
 
 class Janitor(ControlLoop):
     name = "janitor"
+    cycle_deadline_s = 30.0
 
     def __init__(
         self, ctx: NodeContext, github: GitHubClient, backends: Mapping[str, RunnerBackend]

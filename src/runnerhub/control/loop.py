@@ -15,6 +15,10 @@ log = structlog.get_logger("runnerhub.control")
 
 class ControlLoop(ABC):
     name: str = "loop"
+    # A cycle not done by then is cancelled and counts as failed (None: no limit). A hung
+    # database answers nothing and keeps its TCP connections open: without a limit a cycle
+    # would wait for ever; cancelled, psycopg drops the connection it waited on.
+    cycle_deadline_s: float | None = None
 
     def __init__(self, interval_s: float, min_gap_s: float = 0.0) -> None:
         self.interval_s = interval_s
@@ -37,11 +41,15 @@ class ControlLoop(ABC):
         while not stop.is_set():
             self.wakeup.clear()
             try:
-                await self.cycle()
+                await asyncio.wait_for(self.cycle(), self.cycle_deadline_s)
                 self.last_error = None
                 metrics.LOOP_RUNS.labels(self.name, "ok").inc()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                self.last_error = f"no end within {self.cycle_deadline_s:g} s (a hung database?)"
+                metrics.LOOP_RUNS.labels(self.name, "error").inc()
+                log.error("control loop cycle cut short", loop=self.name, error=self.last_error)
             except Exception as exc:  # a bad cycle must not end the loop
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.LOOP_RUNS.labels(self.name, "error").inc()

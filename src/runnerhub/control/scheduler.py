@@ -45,6 +45,7 @@ log = structlog.get_logger("runnerhub.scheduler")
 
 class Scheduler(ControlLoop):
     name = "scheduler"
+    cycle_deadline_s = 30.0  # and each runner's provisioning too: see _guarded
 
     def __init__(
         self, ctx: NodeContext, github: GitHubClient, backends: Mapping[str, RunnerBackend]
@@ -208,7 +209,8 @@ class Scheduler(ControlLoop):
     async def _guarded(self, name: str, work: Any) -> None:
         try:
             async with self._slots:
-                await work
+                # A hung database must not hold a provisioning slot for ever.
+                await asyncio.wait_for(work, self.cycle_deadline_s)
         except Exception as exc:  # log and let the next cycle retry
             log.error("runner work failed", runner=name, error=f"{type(exc).__name__}: {exc}")
         finally:

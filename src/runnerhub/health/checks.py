@@ -30,7 +30,7 @@ from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckFn
 from runnerhub.intake.spool import Spool
 from runnerhub.store import backups as backup_store
-from runnerhub.store.db import Pool
+from runnerhub.store.db import HungServerGuard, Pool
 from runnerhub.store.replication import read_server
 
 # GitHub's remaining budget below this share of the window: degraded.
@@ -46,13 +46,21 @@ class LoopStatus(Protocol):
     last_error: str | None
 
 
-def database(db: Pool, timeout_s: float, standby: bool = False) -> CheckFn:
+def database(
+    db: Pool, timeout_s: float, standby: bool = False, guard: HungServerGuard | None = None
+) -> CheckFn:
     """The primary answers a query, and it is the primary (writable); on a node of a
-    standby region, the region's database answers, read-only."""
+    standby region, the region's database answers, read-only. No answer in time: the
+    pool's idle connections are dropped (they may all lead to a hung server)."""
+    guard = guard or HungServerGuard(db)
 
     async def check() -> Outcome:
-        async with db.connection(timeout_s) as conn:
-            server = await read_server(conn)
+        try:
+            async with asyncio.timeout(timeout_s * 0.9), db.connection(timeout_s) as conn:
+                server = await read_server(conn)
+        except TimeoutError:
+            await guard.hung()
+            raise
         stats = db.get_stats()
         detail = {
             "server": server.address,

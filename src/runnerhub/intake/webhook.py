@@ -13,6 +13,7 @@ only slow goes on and may land after all: the replay then finds its GUID recorde
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -31,8 +32,9 @@ from runnerhub.domain.pools import match
 from runnerhub.domain.scope import Scope
 from runnerhub.intake.batcher import IntakeBatcher, record_jobs, record_plain
 from runnerhub.intake.drainer import SpoolDrainer
-from runnerhub.intake.signature import verify
+from runnerhub.intake.signature import Verifier
 from runnerhub.intake.spool import Spool, SpoolError, SpoolFull, VerifiedDelivery
+from runnerhub.logs import Throttle
 from runnerhub.store.db import UNAVAILABLE, UNAVAILABLE_OR_SLOW, Pool
 from runnerhub.store.deliveries import UNSTORABLE, Delivery, JobDelivery, Recorded
 
@@ -110,13 +112,14 @@ def job_answer(item: JobDelivery, rec: Recorded) -> Answer:
 def classify(v: VerifiedDelivery, pools: Sequence[PoolSpec], scope: Scope) -> Classified:
     """What a verified delivery is and how it is to be recorded; pure, so that live intake
     and the spool's replay record a delivery exactly alike."""
+    digest = hashlib.sha256(v.body).hexdigest()  # the same signed body again: a duplicate
     try:
         text = v.body.decode("utf-8")
         payload = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the parser goes (no GitHub payload is).
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node, v.received_at)
+        d = Delivery(v.guid, v.event, None, v.hook_id, None, v.node, v.received_at, digest)
         return Plain(
             d, "malformed", f"not JSON: {why}", 400, f"body is not valid JSON: {why}", True
         )
@@ -129,6 +132,7 @@ def classify(v: VerifiedDelivery, pools: Sequence[PoolSpec], scope: Scope) -> Cl
         text,
         v.node,
         v.received_at,
+        digest,
     )
     if v.event == "ping":
         return Plain(d, "ping", None, 200, "pong")
@@ -187,6 +191,8 @@ class WebhookIntake:
         self._spool_for_s = settings.spool.drain_interval_s
         self._spool_until = 0.0
         self._db_wait_s = settings.webhook.db_wait_s
+        self._body_timeout_s = settings.webhook.body_timeout_s
+        self._refusals = Throttle()
 
     def start(self) -> None:
         """Start the spool's drainer (the node calls this once its event loop runs)."""
@@ -202,7 +208,8 @@ class WebhookIntake:
         answer = await self._answer(request)
         metrics.WEBHOOK_DELIVERIES.labels(answer.outcome).inc()
         metrics.WEBHOOK_LATENCY.observe(time.perf_counter() - started)
-        if answer.status >= 400:
+        held_back = self._refusals.admit(time.monotonic()) if answer.status >= 400 else None
+        if held_back is not None:  # anyone can send these: a few lines, not one each
             log.warning(
                 "webhook refused",
                 status=answer.status,
@@ -210,11 +217,13 @@ class WebhookIntake:
                 reason=answer.message,
                 # The sender chose it: at most a GUID's worth, printable.
                 delivery=_printable(request.headers.get("x-github-delivery"), 40),
+                **({"refusals_not_logged": held_back} if held_back else {}),
             )
         return answer.response()
 
-    async def _read(self, request: Request) -> bytes | None:
-        """The body, or None when it is larger than allowed (checked while reading)."""
+    async def _read(self, request: Request, verifier: Verifier) -> bytes | None:
+        """The body, fed to `verifier` as it arrives; None when it is larger than allowed
+        (checked while reading)."""
         length = header_int(request.headers.get("content-length"))
         if length is not None and length > self._max_body:
             return None
@@ -224,20 +233,29 @@ class WebhookIntake:
             size += len(chunk)
             if size > self._max_body:
                 return None
+            verifier.update(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
 
     async def _answer(self, request: Request) -> Answer:
+        verifier = Verifier(self._secrets)
         try:
-            body = await self._read(request)
+            async with asyncio.timeout(self._body_timeout_s):
+                body = await self._read(request, verifier)
         except ClientDisconnect:
             return Answer(400, "disconnected", "the client went away before the body arrived")
+        except TimeoutError:
+            return Answer(
+                408,
+                "body_timeout",
+                f"the body did not arrive within {self._body_timeout_s:g}s; nothing stored",
+            )
         if body is None:
             return Answer(
                 413, "too_large", f"body larger than {self._max_body} bytes; nothing stored"
             )
         h = request.headers
-        if not verify(self._secrets, body, h.get("x-hub-signature-256")):
+        if not verifier.matches(h.get("x-hub-signature-256")):
             return Answer(
                 401, "bad_signature", "missing or invalid X-Hub-Signature-256; nothing stored"
             )

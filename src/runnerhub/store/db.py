@@ -7,13 +7,17 @@ pool that reconnects by itself after the database comes back.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runnerhub.config import DatabaseSettings
+
+log = structlog.get_logger("runnerhub.store.db")
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 Pool = AsyncConnectionPool[Conn]
@@ -64,3 +68,25 @@ async def connect(dsn: str, app_name: str = "runnerhub", autocommit: bool = Fals
     return await psycopg.AsyncConnection.connect(
         dsn, row_factory=dict_row, autocommit=autocommit, application_name=app_name
     )
+
+
+class HungServerGuard:
+    """Drops the pool's idle connections when the server stops answering (a frozen host:
+    its TCP connections stay open, and a query on one waits for ever), so that the next
+    ones are made afresh — to the new primary once there is one. At most once per
+    `every_s`: a hang shows in many places at once."""
+
+    def __init__(self, pool: Pool, every_s: float = 5.0) -> None:
+        self._pool = pool
+        self._every_s = every_s
+        self._last = float("-inf")
+        self.drains = 0
+
+    async def hung(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every_s:
+            return
+        self._last = now
+        self.drains += 1
+        log.warning("the database does not answer: dropping the pool's idle connections")
+        await self._pool.drain()

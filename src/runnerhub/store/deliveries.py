@@ -1,5 +1,6 @@
 """Webhook deliveries in PostgreSQL: recorded with the job change they cause, in one
-transaction (I1), exactly once per delivery GUID (I2)."""
+transaction (I1), exactly once per delivery GUID (I2) and per body: a signed body replayed
+under a new GUID is a duplicate too (the GUID is not signed)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ UNSTORABLE = "unstorable"  # valid and signed, but PostgreSQL refuses its conten
 
 _INSERT = """
 INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by, payload,
-                                outcome, detail, job_id, received_at)
-VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, coalesce(to_timestamp(%s), now()))
-ON CONFLICT (delivery_guid) DO NOTHING
+                                outcome, detail, job_id, received_at, body_sha256)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, coalesce(to_timestamp(%s), now()),
+        decode(%s, 'hex'))
+ON CONFLICT DO NOTHING  -- the same GUID, or the same body
 RETURNING id
 """
 
@@ -35,6 +37,7 @@ class Delivery:
     received_by: str
     # Unix time the node took it (a spooled delivery keeps it through its replay).
     received_at: float | None = None
+    body_sha256: str | None = None  # hex; the same body again is a duplicate
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Recorded:
 def _row(d: Delivery, outcome: str, detail: str | None, job_id: int | None) -> tuple[Any, ...]:
     return (
         *(d.guid, d.event, d.action, d.hook_id, d.received_by, d.payload),
-        *(outcome, detail, job_id, d.received_at),
+        *(outcome, detail, job_id, d.received_at, d.body_sha256),
     )
 
 
@@ -70,6 +73,7 @@ def _document(rows: list[tuple[Delivery, str, int | None]]) -> str:
                 "received_at": d.received_at,
                 "outcome": outcome,
                 "job_id": job_id,
+                "body_sha256": d.body_sha256,
             }
         )
         parts.append(f'{head[:-1]}, "payload": {d.payload or "null"}}}')
@@ -126,19 +130,27 @@ async def _record_job_deliveries(
         # see its GUID) or not begun; the unique GUID is the last line of defence. The
         # lock and both reads travel in one round trip (pipeline mode).
         await lock_jobs(conn, job_ids)
+        bodies = [i.delivery.body_sha256 for i in items if i.delivery.body_sha256]
         seen_cur = await conn.execute(
-            "SELECT delivery_guid FROM webhook_deliveries WHERE delivery_guid = ANY(%s)",
-            ([i.delivery.guid for i in items],),
+            "SELECT delivery_guid, encode(body_sha256, 'hex') AS body FROM webhook_deliveries "
+            "WHERE delivery_guid = ANY(%s) "
+            "OR body_sha256 = ANY(SELECT decode(h, 'hex') FROM unnest(%s::text[]) AS h)",
+            ([i.delivery.guid for i in items], bodies),
         )
         current = await load_for_update(conn, job_ids)
-        seen = {r["delivery_guid"] for r in await seen_cur.fetchall()}
+        seen: set[str | None] = set()
+        for r in await seen_cur.fetchall():
+            seen |= {r["delivery_guid"], r["body"]}
+        seen.discard(None)
         fresh: list[int] = []
         results: list[Recorded | None] = []
         for n, item in enumerate(items):
-            if item.delivery.guid in seen:
+            d = item.delivery
+            if d.guid in seen or d.body_sha256 in seen:
                 results.append(Recorded(DUPLICATE_DELIVERY, item.obs.job_id))
             else:
-                seen.add(item.delivery.guid)
+                seen |= {d.guid, d.body_sha256}
+                seen.discard(None)
                 fresh.append(n)
                 results.append(None)
         writes = plan_writes(current, [(items[n].obs, items[n].match) for n in fresh], "webhook")

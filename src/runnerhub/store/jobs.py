@@ -66,13 +66,15 @@ WITH job_inserts AS (
     RETURNING 1
 ), deliveries AS (
     INSERT INTO webhook_deliveries (delivery_guid, event, action, hook_id, received_by,
-                                    payload, outcome, detail, job_id, received_at)
+                                    payload, outcome, detail, job_id, received_at,
+                                    body_sha256)
     SELECT r.guid, r.event, r.action, r.hook_id, r.received_by, r.payload, r.outcome,
-           r.detail, r.job_id, coalesce(to_timestamp(r.received_at), now())
+           r.detail, r.job_id, coalesce(to_timestamp(r.received_at), now()),
+           decode(r.body_sha256, 'hex')
     FROM jsonb_to_recordset(%(deliveries)s::jsonb) AS r(guid text, event text, action text,
          hook_id bigint, received_by text, payload jsonb, outcome text, detail text,
-         job_id bigint, received_at float8)
-    ON CONFLICT (delivery_guid) DO NOTHING
+         job_id bigint, received_at float8, body_sha256 text)
+    ON CONFLICT DO NOTHING  -- the same GUID or the same body: a duplicate (caller retries)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM deliveries) AS deliveries_inserted,
