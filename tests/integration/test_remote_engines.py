@@ -38,12 +38,19 @@ def settings(endpoint: str, **access: object) -> ContainerBackendSettings:
     )
 
 
+POOL = "remote"  # a pool of its own: the shared engine may run other tests' runners
+
+
 def spec(name: str, job: int) -> RunnerSpec:
-    return RunnerSpec(name, "linux", tuple(LINUX), job, "not-a-real-jit-config", 1, 7)
+    return RunnerSpec(name, POOL, tuple(LINUX), job, "not-a-real-jit-config", 1, 7)
 
 
 def names(engine: LocalPodman) -> list[str]:
-    return engine.podman("ps", "--format", "{{.Names}}").split()
+    """This pool's containers on the engine, running or not."""
+    out = engine.podman(
+        "ps", "--all", "--filter", f"label=io.runnerhub.pool={POOL}", "--format", "{{.Names}}"
+    )
+    return out.split()
 
 
 @pytest.fixture
@@ -79,7 +86,7 @@ async def test_a_tcp_runner_host_takes_only_a_client_with_the_cas_certificate(
             tls_key=stranger.key,
         ),
     }
-    b = ContainerBackend({"linux": good})
+    b = ContainerBackend({POOL: good})
     try:
         ref = await b.provision(spec("rh-950-1", 950))
         assert ref.endswith(f"@{tls_front.endpoint}")
@@ -87,7 +94,7 @@ async def test_a_tcp_runner_host_takes_only_a_client_with_the_cas_certificate(
         [seen] = await b.list()
         assert seen.name == "rh-950-1" and seen.alive and seen.ref == ref
         for why, s in refused.items():
-            other = ContainerBackend({"linux": s})
+            other = ContainerBackend({POOL: s})
             try:
                 with pytest.raises(BackendError, match="did not answer"):
                     await other.provision(spec("rh-951-1", 951))
@@ -98,6 +105,8 @@ async def test_a_tcp_runner_host_takes_only_a_client_with_the_cas_certificate(
         await b.terminate("rh-950-1")
         assert names(podman) == []
     finally:
+        for r in await b.list():
+            await b.terminate(r.name)
         await b.close()
 
 
@@ -106,7 +115,7 @@ async def test_an_ssh_runner_host_is_reached_through_a_forward_that_is_made_agai
 ) -> None:
     endpoint = f"ssh://root@127.0.0.1:{sshd.port}{podman.socket}"
     s = settings(endpoint, ssh_identity=sshd.client_key, ssh_known_hosts=sshd.known_hosts)
-    b = ContainerBackend({"linux": s}, failure_threshold=2, open_s=0.2)
+    b = ContainerBackend({POOL: s}, failure_threshold=2, open_s=0.2)
     tunnel = b._hosts[endpoint].tunnel
     assert tunnel is not None
     try:
@@ -154,7 +163,7 @@ async def test_an_ssh_runner_host_whose_key_is_not_known_is_refused(
     strangers.write_text("")
     endpoint = f"ssh://root@127.0.0.1:{sshd.port}{podman.socket}"
     s = settings(endpoint, ssh_identity=sshd.client_key, ssh_known_hosts=strangers)
-    b = ContainerBackend({"linux": s})
+    b = ContainerBackend({POOL: s})
     try:
         with pytest.raises(BackendError, match="Host key verification failed"):
             await b.provision(spec("rh-962-1", 962))

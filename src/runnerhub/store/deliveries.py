@@ -130,11 +130,11 @@ async def _record_job_deliveries(
         # see its GUID) or not begun; the unique GUID is the last line of defence. The
         # lock and both reads travel in one round trip (pipeline mode).
         await lock_jobs(conn, job_ids)
-        bodies = [i.delivery.body_sha256 for i in items if i.delivery.body_sha256]
+        # Two index lookups (GUID, body hash), not a scan: each side is `= ANY(array)`.
+        bodies = [bytes.fromhex(i.delivery.body_sha256) for i in items if i.delivery.body_sha256]
         seen_cur = await conn.execute(
             "SELECT delivery_guid, encode(body_sha256, 'hex') AS body FROM webhook_deliveries "
-            "WHERE delivery_guid = ANY(%s) "
-            "OR body_sha256 = ANY(SELECT decode(h, 'hex') FROM unnest(%s::text[]) AS h)",
+            "WHERE delivery_guid = ANY(%s) OR body_sha256 = ANY(%s::bytea[])",
             ([i.delivery.guid for i in items], bodies),
         )
         current = await load_for_update(conn, job_ids)
