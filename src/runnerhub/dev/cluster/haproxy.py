@@ -31,7 +31,13 @@ from pathlib import Path
 import httpx
 
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.dev.cluster.process import (
+    ManagedProcess,
+    accepts,
+    env_path,
+    find_binary,
+    wait_ready,
+)
 
 BACKEND = "runnerhub_nodes"
 WEBHOOKS = "runnerhub_webhooks"  # the same nodes, with a short answer timeout for deliveries
@@ -366,11 +372,7 @@ class LocalHAProxy(ManagedProcess):
         return shown[1] if shown else []
 
     def _accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return accepts(self.frontend_port)
 
     def _wait(self, probe: Callable[[], bool], timeout_s: float, what: str) -> None:
         wait_ready(

@@ -11,28 +11,19 @@ client certificates, and over SSH. Both stand in front of a `LocalPodman`'s sock
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runnerhub.dev.cluster.haproxy import find_haproxy
 from runnerhub.dev.cluster.ports import free_port
-from runnerhub.dev.cluster.process import ManagedProcess, find_binary, wait_ready
+from runnerhub.dev.cluster.process import ManagedProcess, accepts, find_binary, wait_ready
 from runnerhub.dev.cluster.tls import Issued, LocalCA
 from runnerhub.paths import private_dir
 
 
 class RemoteEngineError(Exception):
     pass
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -75,7 +66,13 @@ backend engine
 """
         )
         self.spawn([str(find_haproxy()), "-db", "-f", str(config)])
-        wait_ready(lambda: _accepts(self.port), timeout_s, "HAProxy's TLS", error=RemoteEngineError)
+        wait_ready(
+            lambda: accepts(self.port),
+            timeout_s,
+            "HAProxy's TLS",
+            error=RemoteEngineError,
+            watch=[self],
+        )
 
 
 @dataclass
@@ -142,5 +139,5 @@ X11Forwarding no
         )
         self.spawn([str(sshd), "-D", "-e", "-f", str(config)], env={"PATH": os.defpath})
         wait_ready(
-            lambda: _accepts(self.port), timeout_s, "sshd", error=RemoteEngineError, watch=[self]
+            lambda: accepts(self.port), timeout_s, "sshd", error=RemoteEngineError, watch=[self]
         )
