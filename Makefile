@@ -7,15 +7,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 RUNNER_ROOTFS := build/runner-rootfs.tar
+LOCK := requirements.lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
 
-.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image
+.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image lock audit
 
 demo: deps
 	$(BIN)/runnerhub up
 
-test: deps lint typecheck
+test: deps lint typecheck audit
 	$(BIN)/pytest -q --durations=12
 
 lint: deps
@@ -71,12 +72,24 @@ $(STAMPS)/system:
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
+# Python packages: exactly the versions and hashes in requirements.lock (no resolution, so
+# a new release upstream changes nothing here); `make lock` after editing pyproject.toml.
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+	  --no-header --upgrade -o $(LOCK)
+
+# Known vulnerabilities in the locked packages (pip-audit); says so when the data cannot
+# be reached from this machine.
+audit: venv
+	$(BIN)/python -m runnerhub.dev.audit $(LOCK)
 
 # promtool checks the alert rules. Only the binary is taken from Debian's prometheus
 # package: installing the package would also start a Prometheus server.

@@ -19,6 +19,7 @@ import psycopg
 import yaml
 from psycopg.rows import dict_row
 
+from runnerhub.backends.process import running_runner_pids
 from runnerhub.dev.cluster.local import Service
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.waiting import wait_until_sync
@@ -191,13 +192,10 @@ class Cluster:
     def stop(self) -> None:
         for svc in reversed(self.services):
             svc.stop()
-        records = [
-            *(self.tmp / "node" / "process" / "runners").glob("*.json"),
-            *(self.tmp / "runners" / "runners").glob("*.json"),
-        ]
-        for record in records:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
+        for d in (self.tmp / "node" / "process", self.tmp / "runners"):
+            for pid in running_runner_pids(d):
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
     # -- driving and observing -------------------------------------------------------------
 

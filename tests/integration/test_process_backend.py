@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from runnerhub.backends.base import BackendError, RunnerSpec
-from runnerhub.backends.process import ProcessBackend
+from runnerhub.backends.process import ProcessBackend, running_runner_pids
 from runnerhub.config import ProcessBackendSettings
 from runnerhub.dev.waiting import wait_until
 
@@ -164,6 +164,8 @@ async def test_a_start_frozen_before_its_process_leaves_the_name_spent_for_a_suc
     await wait_until(held.is_set, 10, "the first start to claim the name")
     [claimed] = await successor.list()
     assert (claimed.name, claimed.alive, claimed.exit_code) == ("rh-1-1", False, None)
+    # What a cluster's stop signals: never the claim's pid 0 (killpg(0) is our own group).
+    assert running_runner_pids(tmp_path / "state") == []
     with pytest.raises(BackendError, match="claimed by an earlier start; its name is spent"):
         await successor.provision(spec())
     go.set()
@@ -171,5 +173,6 @@ async def test_a_start_frozen_before_its_process_leaves_the_name_spent_for_a_suc
     monkeypatch.setattr(subprocess, "Popen", popen)
     assert [(r.name, r.ref, r.alive) for r in await successor.list()] == [("rh-1-1", ref, True)]
     assert await successor.provision(spec()) == ref  # adopted
+    assert running_runner_pids(tmp_path / "state") == [int(ref)]
     await successor.terminate("rh-1-1")
     assert await successor.list() == []

@@ -148,6 +148,14 @@ class _Record:
         return _start_ticks(self.pid) == self.start_ticks and _owner(self.pid) == self.uid
 
 
+def running_runner_pids(state_dir: Path) -> list[int]:
+    """The pids of the runners recorded under a process backend's `state_dir` that still
+    run: for stopping what a cluster leaves behind. A claim (pid 0) is never among them:
+    `killpg(0)` would signal the caller's own process group."""
+    records = (_Record.load(p) for p in (state_dir / "runners").glob("*.json"))
+    return [r.pid for r in records if r is not None and not r.claim and r.is_running()]
+
+
 class ProcessBackend:
     kind = "process"
 

@@ -182,16 +182,18 @@ class SharedCache:
         self._clock = clock
         # redis-py retries failed commands by default (with backoff up to a second): one try
         # only, the circuit below decides when to try again.
-        timeouts = {
+        timeouts: dict[str, Any] = {
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": connect_timeout_s,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        self._sentinel = Sentinel(
             [(h, int(p)) for h, p in sentinels],
             sentinel_kwargs={**timeouts, "password": sentinel_password},
             password=password,
-            **timeouts,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
         self._redis: Redis = self._sentinel.master_for(master_name)
 
@@ -303,7 +305,7 @@ class SharedCache:
         finally:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._op_timeout_s):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def replication(self) -> dict[str, Any] | None:
         """The primary's `INFO replication`: each replica's offset lag in bytes (None when

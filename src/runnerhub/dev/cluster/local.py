@@ -33,6 +33,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 
+from runnerhub.backends.process import running_runner_pids
 from runnerhub.backup.pitr import Target, TargetError
 from runnerhub.config import load_settings
 from runnerhub.dev.cluster.asking import answer, take_request
@@ -1071,13 +1072,10 @@ class LocalCluster:
             self.state_dir / "runners",
             *(self.state_dir / n / "runners" for n in self.standby_urls),
         ]
-        for record in (r for d in dirs for r in (d / "runners").glob("*.json")):
-            try:
-                pid = int(json.loads(record.read_text())["pid"])
+        for pid in (p for d in dirs for p in running_runner_pids(d)):
+            with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGTERM)
                 pids.append(pid)
-            except (OSError, ValueError, KeyError):
-                continue
         # They are not our children: wait until they are gone, then kill what lingers.
         try:
             wait_until_sync(lambda: not any(pid_running(p) for p in pids), 10, "runners to stop")
