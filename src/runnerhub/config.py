@@ -19,9 +19,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -433,6 +435,8 @@ class ApiToken(_Strict):
     name: str
     token: SecretStr
     role: Literal["read", "admin"]
+    # After this instant the token is refused (401, saying it expired). Unset: no expiry.
+    expires_at: AwareDatetime | None = None
 
     @field_validator("token")
     @classmethod
@@ -460,6 +464,20 @@ class JanitorSettings(_Strict):
     interval_s: float = Field(default=10.0, gt=0)
     # A runner that started but never took its job is replaced after this long.
     idle_spare_ttl_s: float = Field(default=300.0, gt=0)
+
+
+class RetentionSettings(_Strict):
+    """How long deliveries and events are kept; the leader deletes older ones, in batches,
+    every `interval_s`. None: kept for ever. A replayed body older than the deliveries'
+    retention is no longer known by its hash; its job is (jobs are kept), and a completed
+    job never goes back to queued."""
+
+    deliveries_days: float | None = Field(default=30.0, gt=0)
+    events_days: float | None = Field(default=90.0, gt=0)
+    interval_s: float = Field(default=3600.0, gt=0)
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    # At most this many batches per table and cycle: a backlog is worked off over cycles.
+    max_batches: int = Field(default=100, ge=1)
 
 
 def _host_ports(v: list[str]) -> list[str]:
@@ -574,6 +592,13 @@ class ApiSettings(_Strict):
     # An API request whose answer has not started by then gets a 503 (a hung database must
     # not hold clients); a stream, once started, runs on.
     answer_within_s: float = Field(default=1.0, gt=0, le=60)
+    # A source (address) whose requests carried this many unknown or expired tokens within
+    # a minute gets 429 for the rest of that minute: a token cannot be guessed at speed.
+    # 0: no limit.
+    auth_failures_per_minute: int = Field(default=20, ge=0)
+    # Load balancers whose X-Forwarded-For is believed (HAProxy's `option forwardfor`):
+    # behind them, a request's source is the address they saw. Others' is never believed.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
 
 class BackupRepoSettings(_Strict):
@@ -686,6 +711,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     ha: HASettings = Field(default_factory=HASettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)

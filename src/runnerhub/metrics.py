@@ -41,6 +41,11 @@ PROVISION_LATENCY = Histogram(
     "From the job being queued to its runner being started by the backend.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
+RETENTION_DELETED = Counter(
+    "runnerhub_retention_deleted_total",
+    "Rows deleted for being older than their retention, by table.",
+    ["table"],
+)
 PROVISION_FAILURES = Counter(
     "runnerhub_provisioning_failures_total",
     "Runner provisioning attempts that failed, by stage.",

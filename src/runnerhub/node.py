@@ -34,6 +34,7 @@ from runnerhub.control.nodewatch import NodeWatch
 from runnerhub.control.reconciler import Reconciler
 from runnerhub.control.reinit import ReinitStalledReplicas
 from runnerhub.control.remediation import Remediation, StepDownWhenDegraded
+from runnerhub.control.retention import Retention
 from runnerhub.control.scheduler import Scheduler
 from runnerhub.control.takeover import LeaderOffice
 from runnerhub.control.watch import watch_cache, watch_replication
@@ -165,6 +166,7 @@ class Node:
             Remediation(ctx, self.backends, logs),
             self.step_down,
             self.reinit,
+            Retention(ctx),
         ]
         if s.backup.enabled:
             self.loops.append(Backups(ctx))

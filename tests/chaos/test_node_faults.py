@@ -86,6 +86,8 @@ def settle_and_check(c: LocalCluster, load: Load) -> Verdict:
         return all(jobs[i]["status"] == "completed" for i in ids)
 
     wait_until_sync(all_done, 120, "every job under load to complete", interval_s=0.25)
+    # Every delivery went to HAProxy over TLS, its certificate checked against the local CA.
+    assert c.webhook_url.startswith("https://")
     return checks.assert_each_ran_once(c.sim_url, c.dsn, ids, deliveries_ok=True)
 
 

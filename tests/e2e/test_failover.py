@@ -169,7 +169,7 @@ def cli(c: Cluster, via: Service, *args: str) -> str:
     return out.stdout
 
 
-def test_drain_and_handoff_from_the_command_line(cluster: Cluster, etcd: LocalEtcd) -> None:
+def test_drain_handoff_and_tokens_from_the_command_line(cluster: Cluster, etcd: LocalEtcd) -> None:
     cluster.start_sim()
     nodes = cluster.start_ha_nodes(3, etcd.endpoints)
     entry = nodes[0]
@@ -196,3 +196,16 @@ def test_drain_and_handoff_from_the_command_line(cluster: Cluster, etcd: LocalEt
         "the node to be ready again",
     )
     run_jobs(cluster, 5)
+
+    # An API token made on one node is known to all (PostgreSQL); revoked on another, it is
+    # refused by every node from the next request on.
+    secret = cli(cluster, entry, "token", "create", "dashboard", "--expires-in", "1d").strip()
+    assert secret.startswith("rht_")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    for n in nodes:
+        assert httpx.get(f"{cluster.node_url(n)}/api/v1/jobs", headers=bearer).status_code == 200
+    listed = cli(cluster, target, "token", "list")
+    assert listed.startswith("dashboard\tread\tlive\texpires 20") and secret not in listed
+    assert "revoked 'dashboard'" in cli(cluster, target, "token", "revoke", "dashboard")
+    for n in nodes:
+        assert httpx.get(f"{cluster.node_url(n)}/api/v1/jobs", headers=bearer).status_code == 401

@@ -3,6 +3,7 @@ metrics and OpenAPI; nothing secret in any response."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -274,3 +275,104 @@ async def test_health_shows_details_only_to_a_token_and_is_503_when_failing(
         ready = await c.get("/readyz", headers=READ)
         assert ready.status_code == 200 and ready.json()["database"] == "unreachable"
     await app.state.intake.batcher.close()
+
+
+async def test_a_stored_token_is_made_used_listed_expired_and_revoked(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    """`runnerhub token create/list/revoke` end to end against PostgreSQL: shown once, kept
+    only as a hash, refused once expired or revoked."""
+    body = {"name": "ci-bot", "role": "read", "expires_in_s": 3600}
+    assert (await client.post("/api/v1/tokens", json=body, headers=READ)).status_code == 403
+    r = await client.post("/api/v1/tokens", json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    secret = made["token"]
+    assert secret.startswith("rht_") and made["created_by"] == "root"
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/api/v1/jobs", headers=bearer)).status_code == 200
+    assert (await client.post("/api/v1/reconcile", headers=bearer)).status_code == 403
+    # Kept hashed only; listed without its value, with its last use.
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT * FROM api_tokens")
+        stored = await cur.fetchall()
+    assert secret.encode() not in repr(stored).encode() and len(stored) == 1
+    [listed] = (await client.get("/api/v1/tokens", headers=ADMIN)).json()
+    assert listed["name"] == "ci-bot" and "token" not in listed and listed["last_used_at"]
+    # One live token per name; a static token's name is taken too.
+    assert (await client.post("/api/v1/tokens", json=body, headers=ADMIN)).status_code == 409
+    root = {"name": "root", "role": "read"}
+    assert (await client.post("/api/v1/tokens", json=root, headers=ADMIN)).status_code == 409
+    # Expired: refused, saying so.
+    async with db.connection() as conn:
+        await conn.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second'")
+    r = await client.get("/api/v1/jobs", headers=bearer)
+    assert r.status_code == 401 and "'ci-bot' expired at" in r.json()["detail"]
+    # Revoked: unknown from the next request on; the name is free again.
+    async with db.connection() as conn:
+        await conn.execute("UPDATE api_tokens SET expires_at = NULL")
+    assert (await client.get("/api/v1/jobs", headers=bearer)).status_code == 200
+    r = await client.delete("/api/v1/tokens/ci-bot", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["revoked_at"]
+    r = await client.get("/api/v1/jobs", headers=bearer)
+    assert (r.status_code, r.json()["detail"]) == (401, "unknown API token")
+    assert (await client.delete("/api/v1/tokens/ci-bot", headers=ADMIN)).status_code == 404
+    assert (await client.get("/api/v1/tokens", headers=ADMIN)).json() == []
+    assert len((await client.get("/api/v1/tokens?revoked=true", headers=ADMIN)).json()) == 1
+    assert (await client.post("/api/v1/tokens", json=body, headers=ADMIN)).status_code == 201
+    bad = {"name": "x y", "role": "owner"}
+    r = await client.post("/api/v1/tokens", json=bad, headers=ADMIN)
+    assert r.status_code == 422
+
+
+async def test_guessing_tokens_from_one_address_is_held_off(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    """After `auth_failures_per_minute` unknown tokens a source gets 429 (even with a good
+    token); behind a trusted proxy, the source is the address it forwarded for."""
+    settings = settings_factory(
+        api={"auth_failures_per_minute": 5, "trusted_proxies": ["127.0.0.0/8"]}
+    )
+    app = node_app(NodeContext(settings, db))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 5000)), base_url="http://node"
+    ) as c:
+        attacker = {"X-Forwarded-For": "198.51.100.7"}
+        for _ in range(5):
+            r = await c.get("/api/v1/jobs", headers={**attacker, "Authorization": "Bearer guess"})
+            assert r.status_code == 401
+        r = await c.get("/api/v1/jobs", headers={**attacker, **READ})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert "too many failed authentications" in r.json()["detail"]
+        r = await c.get("/readyz", headers={**attacker, **READ})
+        assert r.status_code == 429
+        other = {"X-Forwarded-For": "198.51.100.8"}
+        assert (await c.get("/api/v1/jobs", headers={**other, **READ})).status_code == 200
+    await app.state.intake.batcher.close()
+
+
+async def test_values_the_database_cannot_take_are_400_or_422_never_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """Found by the schemathesis run (tests/e2e/test_api_schema.py): a NUL in a filter and
+    numbers past PostgreSQL's bigint were 500s."""
+    for path in (
+        "/api/v1/runners?pool=a%00b",
+        "/api/v1/jobs?repository=%00",
+        "/api/v1/events?subject=x%00",
+        "/api/v1/incidents?component=%00",
+    ):
+        r = await client.get(path, headers=READ)
+        assert (r.status_code, r.json()["detail"]) == (
+            400,
+            "the request's path or query holds a NUL",
+        ), path
+    for path in (
+        f"/api/v1/jobs/{2**63}",
+        f"/api/v1/backups?repo={2**40}",
+        f"/api/v1/events/stream?after={2**63}",
+    ):
+        assert (await client.get(path, headers=READ)).status_code == 422, path
+    too_far = base64.urlsafe_b64encode(str(2**64).encode()).decode()
+    r = await client.get(f"/api/v1/runners?cursor={too_far}", headers=READ)
+    assert r.status_code == 400

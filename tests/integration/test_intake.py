@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.store.db import Pool, open_pool
+from tests import fuzzing
 from tests.apps import node_app
 from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
@@ -408,3 +410,19 @@ async def test_an_unstorable_payload_is_400_and_spares_its_batch(
         )
         == 1
     )
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=fuzzing.mutated(), event=fuzzing.EVENTS)
+async def test_mutated_signed_deliveries_never_get_a_5xx(
+    client: httpx.AsyncClient, body: bytes, event: str
+) -> None:
+    """The intake fuzz (tests/fuzzing.py), signed and through the whole intake into
+    PostgreSQL: whatever the body, the answer is 2xx or 400, never a 5xx."""
+    _, headers = signed(None, event=event or "push", raw=body)
+    r = await client.post("/webhooks/github", content=body, headers=headers)
+    assert r.status_code in (200, 202, 400), (r.status_code, r.text, body[:300])

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -22,13 +23,17 @@ import pytest
 from runnerhub.dev.cluster.haproxy import (
     HAProxyError,
     LocalHAProxy,
+    TlsFront,
     check_config,
     parse_show_proc,
     render_config,
 )
+from runnerhub.dev.cluster.ports import free_port
+from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
+PRODUCTION_PEM = "/etc/haproxy/certs/runnerhub.pem"
 # Larger than HAProxy's default 16 KiB buffer: a replay needs the whole request in one.
 BODY = json.dumps({"action": "queued", "pad": "x" * 24_000}).encode()
 
@@ -62,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "backend": self.server.backend.name,
                 "sha256": hashlib.sha256(body).hexdigest(),
                 "id": self.headers.get("x-request-id"),
+                "proto": self.headers.get("x-forwarded-proto"),
             },
         )
 
@@ -256,11 +262,19 @@ def sections(text: str) -> dict[str, set[str]]:
     return out
 
 
-def test_the_production_example_passes_haproxy_check_and_matches_the_generated_one() -> None:
-    example = REPO / "deploy" / "haproxy.cfg"
+def test_the_production_example_passes_haproxy_check_and_matches_the_generated_one(
+    tmp_path: Path,
+) -> None:
+    # haproxy -c reads the certificate: the example's, made by a local CA, in its place.
+    pem = LocalCA(tmp_path / "ca").issue("runnerhub").bundle(tmp_path / "runnerhub.pem")
+    example = tmp_path / "haproxy.cfg"
+    text = (REPO / "deploy" / "haproxy.cfg").read_text()
+    assert PRODUCTION_PEM in text
+    example.write_text(text.replace(PRODUCTION_PEM, str(pem)))
     check_config(example)
-    ours = sections(render_config([], 8080, 8404))
-    theirs = sections(example.read_text())
+    tls = TlsFront(443, Path(PRODUCTION_PEM))
+    ours = sections(render_config([], 8080, 8404, tls=tls).replace(str(pem), PRODUCTION_PEM))
+    theirs = sections(text)
     for name in [
         "defaults",
         "backend runnerhub_webhooks",
@@ -382,3 +396,43 @@ def test_a_bad_configuration_is_refused_before_the_running_proxy_sees_it(
         proxy.reload([a.entry])
     assert proxy.config_file.read_text() == good
     assert routed(proxy, 2) == Counter({"node-a": 2})
+
+
+def test_tls_is_terminated_plain_http_is_redirected_and_a_flooding_source_gets_429(
+    tmp_path: Path, backends: list[HttpBackend]
+) -> None:
+    """HTTPS with a certificate from a local CA (verified by the client), X-Forwarded-Proto
+    and HSTS on it; plain HTTP answered only with a 308 to HTTPS; more than the per-source
+    limit of deliveries in 10 s answered 429 by HAProxy, other paths not limited."""
+    ca = LocalCA(tmp_path / "ca")
+    pem = ca.issue("haproxy").bundle(tmp_path / "haproxy.pem")
+    hp = LocalHAProxy(tmp_path / "haproxy", tls=TlsFront(free_port(), pem), webhook_rate_per_10s=5)
+    try:
+        hp.start([backends[0].entry])
+        assert hp.https_url is not None
+        with httpx.Client(
+            base_url=hp.https_url, verify=ssl.create_default_context(cafile=ca.cert), timeout=5
+        ) as c:
+            wait_until_sync(lambda: c.get("/readyz").status_code == 200, 10, "a node up")
+            r = c.post("/webhooks/github", content=BODY)
+            assert r.status_code == 200 and r.json()["backend"] == "node-a"
+            assert r.json()["proto"] == "https"
+            assert r.headers["strict-transport-security"] == "max-age=31536000"
+            statuses = [c.post("/webhooks/github", content=BODY).status_code for _ in range(6)]
+            assert statuses.count(429) >= 1 and statuses[:4] == [200] * 4, statuses
+            assert c.get("/readyz").status_code == 200  # not a delivery: not limited
+        with (
+            httpx.Client(base_url=hp.https_url, timeout=5) as untrusting,
+            pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+        ):
+            untrusting.get("/readyz")
+        r = httpx.post(
+            f"{hp.url}/webhooks/github?x=1",
+            content=BODY,
+            headers={"Host": "runnerhub.example"},
+            timeout=5,
+        )
+        assert r.status_code == 308
+        assert r.headers["location"] == "https://runnerhub.example/webhooks/github?x=1"
+    finally:
+        hp.stop()

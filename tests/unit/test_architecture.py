@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import multiprocessing
 import re
 from pathlib import Path
 
@@ -33,12 +34,14 @@ def unit_of(path: Path) -> str:
     return parts[0]
 
 
-def parse(source: str) -> ast.Module:
-    """`ast.parse` in a thread of its own. CPython 3.11.7 can raise "SystemError: AST
-    constructor recursion depth mismatch" when an earlier test in the same thread ended in
-    a RecursionError (seen once in make test); a new thread starts with a clean count."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(ast.parse, source).result()
+def parse(*sources: str) -> list[ast.Module]:
+    """`ast.parse` of each, in a fresh interpreter. CPython 3.11.7 raises "SystemError: AST
+    constructor recursion depth mismatch" in a process where an earlier RecursionError
+    left the AST converter's count (global, not per thread) off: seen twice in make test,
+    also from a thread of its own. A spawned process starts clean; the trees are pickled."""
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return list(pool.map(ast.parse, sources))
 
 
 def imported_units(tree: ast.AST) -> set[str]:
@@ -78,17 +81,19 @@ def against_layers(unit: str, tree: ast.AST, order: dict[str, int]) -> list[str]
 
 def test_no_package_imports_from_its_own_layer_or_above() -> None:
     order = layers()
+    paths = sources()
+    trees = parse(*(path.read_text() for path in paths))
     wrong = [
         f"{path.relative_to(SRC)} imports runnerhub.{target}"
-        for path in sources()
-        for target in against_layers(unit_of(path), parse(path.read_text()), order)
+        for path, tree in zip(paths, trees, strict=True)
+        for target in against_layers(unit_of(path), tree, order)
     ]
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
 
 def test_the_check_refuses_upward_and_sideways_imports() -> None:
     order = layers()
-    tree = parse(
+    [tree] = parse(
         "from runnerhub.api.app import create_app\n"
         "from runnerhub import metrics, __version__\n"
         "import runnerhub.domain.jobs\n"
@@ -101,9 +106,10 @@ def test_the_check_refuses_upward_and_sideways_imports() -> None:
 
 def test_no_long_function_without_a_reason() -> None:
     long = []
-    for path in sources():
+    paths = sources()
+    for path, tree in zip(paths, parse(*(p.read_text() for p in paths)), strict=True):
         lines = path.read_text().splitlines()
-        for node in ast.walk(parse("\n".join(lines))):
+        for node in ast.walk(tree):
             if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             length = (node.end_lineno or node.lineno) - node.lineno + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -248,7 +249,7 @@ async def test_nodes_share_one_installation_token_through_the_cache(pem: str) ->
     assert bearer(await one.headers()) == "ghs_1"
     assert bearer(await two.headers()) == "ghs_1"  # from the cache: no second fetch
     assert len(server.requests) == 1
-    assert b"ghs_1" in next(iter(shared.data.values()))
+    assert b"ghs_1" not in next(iter(shared.data.values()))  # sealed: unreadable in Redis
     two.invalidate()  # GitHub refused it: the shared copy is not trusted either
     assert bearer(await two.headers()) == "ghs_2"
     assert (
@@ -441,3 +442,30 @@ async def test_no_secret_in_reprs_errors_or_logs(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+async def test_a_token_written_into_the_cache_by_someone_else_is_not_used(
+    pem: str, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Whoever can write Redis but holds not the App's key: a plain token, a sealed value
+    moved from another key, or one altered in a byte is refused, and a fresh token fetched."""
+    clock = Clock()
+    server = TokenServer(clock)
+    shared = DictCache()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    first = AppAuth(APP_ID, pem, INSTALLATION_ID, BASE, http, clock, shared=shared)
+    assert bearer(await first.headers()) == "ghs_1"
+    [(key, sealed)] = shared.data.items()
+    other_key = key.replace(str(INSTALLATION_ID), "999")
+    planted = json.dumps({"token": "ghs_attacker", "expires_at": clock() + 3600}).encode()
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    other_app = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    from runnerhub.github.sealed import Seal
+
+    foreign = Seal(other_app, key).seal(planted)
+    moved = Seal(rsa_key, other_key).seal(planted)
+    for value in (planted, altered, foreign, moved):
+        shared.data[key] = value
+        fresh = AppAuth(APP_ID, pem, INSTALLATION_ID, BASE, http, clock, shared=shared)
+        assert bearer(await fresh.headers()) not in ("ghs_attacker", "ghs_1")
+    assert len(server.requests) == 5

@@ -100,3 +100,19 @@ def test_the_leader_is_recognised_by_timeline_when_its_address_is_a_name() -> No
     watch = StalledReplicas(after_s=5)
     named = Member("pg-1", "leader", "running", "db-1.internal:5432", "http://pg-1", 3)
     assert run(watch, [named, R2], view(server="10.0.0.1:5432", timeline=3), 10)[0][1] == "pg-2"
+
+
+def test_patroni_credentials_go_only_to_a_configured_url() -> None:
+    """The member list comes from etcd: an api_url there that the settings do not name
+    (another host, port or scheme) gets no reinitialize and no credentials."""
+    from runnerhub.control.reinit import configured_base
+
+    mine = ["http://10.0.0.21:8008", "http://10.0.0.22:8008/"]
+    assert configured_base("http://10.0.0.22:8008/patroni", mine) == "http://10.0.0.22:8008"
+    for other in (
+        "http://10.6.6.6:8008/patroni",
+        "http://10.0.0.22:9999/patroni",
+        "https://10.0.0.22:8008/patroni",
+        "not a url",
+    ):
+        assert configured_base(other, mine) is None

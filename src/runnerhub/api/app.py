@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,11 +20,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from runnerhub import __version__
 from runnerhub.api import probes
-from runnerhub.api.auth import TokenAuth
+from runnerhub.api.auth import FailedAuthLimit, Found, Lookup, Principal, TokenAuth
 from runnerhub.api.deps import Reader
 from runnerhub.api.routers import api_v1
 from runnerhub.context import NodeContext
 from runnerhub.intake.webhook import WebhookIntake
+from runnerhub.store import tokens
 from runnerhub.store.db import UNAVAILABLE
 
 log = structlog.get_logger("runnerhub.api")
@@ -37,6 +39,11 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.exception()
+
+
+def _holds_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 class RunnerHubApp:
@@ -93,6 +100,11 @@ class RunnerHubApp:
             await response(scope, receive, send)
             return
         if scope["type"] == "http":
+            if _holds_nul(scope):
+                # PostgreSQL's text cannot hold NUL: said here, not as a 500 from a query.
+                bad = JSONResponse({"detail": "the request's path or query holds a NUL"}, 400)
+                await bad(scope, receive, send)
+                return
             await self._within_deadline(scope, receive, send)
             return
         await self.api(scope, receive, send)
@@ -132,6 +144,23 @@ class RunnerHubApp:
         await late(scope, receive, send)
 
 
+def stored_tokens(ctx: NodeContext) -> Lookup:
+    """Tokens made with `runnerhub token create`, looked up by hash in PostgreSQL (a
+    revocation holds at once on every node: there is no cache to outlive it)."""
+
+    async def lookup(token: str) -> Found | None:
+        if not tokens.is_stored_token(token):
+            return None  # not one of ours: no query for what cannot be there
+        async with ctx.db.connection() as conn:
+            row = await tokens.find(conn, token)
+        if row is None or row.role not in ("read", "admin"):
+            return None
+        role: Any = row.role
+        return Found(Principal(row.name, role), row.expires_at)
+
+    return lookup
+
+
 def create_app(
     ctx: NodeContext, intake: WebhookIntake, lifespan: Lifespan | None = None
 ) -> RunnerHubApp:
@@ -148,7 +177,11 @@ def create_app(
     )
     # What the routes' dependencies (`api.deps`) hand them.
     app.state.context = ctx
-    app.state.auth = TokenAuth(ctx.settings.api_tokens)
+    app.state.auth = TokenAuth(
+        ctx.settings.api_tokens,
+        stored=stored_tokens(ctx),
+        limit=FailedAuthLimit(ctx.settings.api.auth_failures_per_minute),
+    )
     app.state.intake = intake
     app.include_router(api_v1())
     app.include_router(probes.router)
@@ -164,6 +197,12 @@ def create_app(
 
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, unavailable)
+
+    @app.exception_handler(psycopg.DataError)
+    async def bad_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # A value the database cannot take (out of range, not valid text): the request's.
+        log.warning("request value refused by the database", path=request.url.path, error=str(exc))
+        return JSONResponse({"detail": "a value in the request is out of range or invalid"}, 400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
-from runnerhub.api.auth import Principal, Role, TokenAuth
+from runnerhub.api.auth import Principal, Role, TokenAuth, request_source
 from runnerhub.context import NodeContext
 
 # Async, all of them: FastAPI runs a plain `def` dependency in a thread pool.
@@ -21,15 +21,22 @@ async def get_context(request: Request) -> NodeContext:
     return ctx
 
 
-async def get_auth(request: Request) -> TokenAuth:
+def source_of(request: Request) -> str:
+    """The address a request came from (through trusted proxies: the one they saw)."""
+    ctx: NodeContext = request.app.state.context
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    return request_source(peer, forwarded, ctx.settings.api.trusted_proxies)
+
+
+async def authenticate(request: Request, role: Role) -> Principal:
     auth: TokenAuth = request.app.state.auth
-    return auth
+    return await auth.authorize(request.headers.get("authorization"), role, source_of(request))
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
-        auth: TokenAuth = request.app.state.auth
-        return auth.authorize(request.headers.get("authorization"), role)
+        return await authenticate(request, role)
 
     return dependency
 
@@ -37,8 +44,7 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
 async def writable(request: Request) -> Principal:
     """An admin asking for a change, of a node that may make one: a standby region's node
     is read-only (409) until its region is promoted."""
-    auth: TokenAuth = request.app.state.auth
-    principal = auth.authorize(request.headers.get("authorization"), "admin")
+    principal = await authenticate(request, "admin")
     ctx: NodeContext = request.app.state.context
     if ctx.settings.node.standby:
         raise HTTPException(
@@ -64,10 +70,18 @@ def cursor_out(rows: Sequence[HasId], limit: int) -> str | None:
     return base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode()
 
 
+# Ids are PostgreSQL bigints: a larger number in a path or query is refused (422) by its
+# declared bounds, not sent to the database to fail there (a 500).
+BIGINT_MAX = 2**63 - 1
+
+
 def cursor_in(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+        value = int(base64.urlsafe_b64decode(cursor.encode()).decode())
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(400, "cursor is not one this API handed out") from None
+        value = -1
+    if not 0 <= value <= BIGINT_MAX:
+        raise HTTPException(400, "cursor is not one this API handed out")
+    return value

@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runnerhub import metrics
-from runnerhub.api.auth import TokenAuth
-from runnerhub.api.deps import Context, get_auth
+from runnerhub.api.deps import Context, authenticate
 from runnerhub.context import NodeContext
 from runnerhub.intake.webhook import WebhookIntake
 from runnerhub.store import jobs as job_store
@@ -32,7 +31,6 @@ async def get_intake(request: Request) -> WebhookIntake:
 
 
 Intake = Annotated[WebhookIntake, Depends(get_intake)]
-Auth = Annotated[TokenAuth, Depends(get_auth)]
 
 
 @router.get("/livez", summary="The process serves")
@@ -41,7 +39,7 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="This node can accept deliveries")
-async def readyz(request: Request, ctx: Context, intake: Intake, auth: Auth) -> JSONResponse:
+async def readyz(request: Request, ctx: Context, intake: Intake) -> JSONResponse:
     """Ready or not for anyone (load balancers); why, with a read token (the detail names
     addresses and errors)."""
     db_ok = await _database_ok(ctx)
@@ -76,7 +74,7 @@ async def readyz(request: Request, ctx: Context, intake: Intake, auth: Auth) -> 
     if header is None:
         body = {"status": body["status"]}
     else:
-        auth.authorize(header, "read")  # a wrong token is a 401, not a silent summary
+        await authenticate(request, "read")  # a wrong token is a 401, not a silent summary
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -89,7 +87,7 @@ async def _database_ok(ctx: NodeContext) -> bool:
 
 
 @router.get("/health", summary="Every dependency's health, from background checks")
-async def health(request: Request, ctx: Context, auth: Auth) -> JSONResponse:
+async def health(request: Request, ctx: Context) -> JSONResponse:
     """Each check's status, latency and age for anyone (monitors, load balancers); its
     detail and message (addresses, members, rate limits) only with a read token."""
     if ctx.health is None:
@@ -101,7 +99,7 @@ async def health(request: Request, ctx: Context, auth: Auth) -> JSONResponse:
         for check in body["checks"].values():
             del check["detail"], check["message"]
     else:
-        auth.authorize(header, "read")  # a wrong token is a 401, not a silent summary
+        await authenticate(request, "read")  # a wrong token is a 401, not a silent summary
     return JSONResponse(body, status_code=503 if report.status == "failing" else 200)
 
 

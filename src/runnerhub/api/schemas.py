@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 JobStateParam = Literal["waiting", "queued", "in_progress", "completed"]
 RunnerStateParam = Literal["requested", "registered", "running", "busy", "exited", "removed"]
@@ -240,3 +240,24 @@ class RepoStatusOut(BaseModel):
 class BackupStatusOut(BaseModel):
     enabled: bool
     repos: list[RepoStatusOut]
+
+
+class TokenIn(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    role: Literal["read", "admin"]
+    # Seconds from now until the token is refused; unset: no expiry.
+    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+class TokenOut(BaseModel):
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str  # shown this once: only its hash is kept

@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,6 +33,10 @@ chaos_app = typer.Typer(help="Inject faults into a local cluster.", no_args_is_h
 app.add_typer(chaos_app, name="chaos")
 dr_app = typer.Typer(help="Disaster recovery (docs/dr.md).", no_args_is_help=True)
 app.add_typer(dr_app, name="dr")
+token_app = typer.Typer(
+    help="API tokens kept hashed in PostgreSQL (docs/security.md).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
@@ -407,7 +411,7 @@ def _admin_call(
     method: str,
     path: str,
     body: dict[str, object] | None = None,
-) -> dict[str, object]:
+) -> Any:
     import httpx
 
     from runnerhub.cli.status import endpoint
@@ -430,7 +434,7 @@ def _admin_call(
             else r.text
         )
         _fail(f"{r.status_code}: {detail}", code=1)
-    return dict(r.json())
+    return r.json()
 
 
 @leader_app.command("handoff")
@@ -462,6 +466,78 @@ def node_drain(
     method = "DELETE" if undo else "POST"
     answer = _admin_call(state_dir, url, token, method, f"/api/v1/nodes/{node}/drain")
     typer.echo(f"{answer['node']}: draining={answer['draining']}")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "45m", "12h" or "30d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (like 90s, 45m, 12h, 30d)") from None
+    if value <= 0:
+        raise ValueError(f"{text!r}: a duration must be more than zero")
+    return value * units[unit]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Whom or what the token is for.")],
+    role: Annotated[str, typer.Option(help="read (look) or admin (also act).")] = "read",
+    expires_in: Annotated[
+        str | None, typer.Option(help="Refused after this long: 90s, 45m, 12h, 30d.")
+    ] = None,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make an API token. It is printed once, on standard output; only its hash is kept."""
+    if role not in ("read", "admin"):
+        _fail(f"--role must be read or admin, not {role!r}")
+    body: dict[str, object] = {"name": name, "role": role}
+    if expires_in is not None:
+        try:
+            body["expires_in_s"] = parse_duration(expires_in)
+        except ValueError as exc:
+            _fail(f"--expires-in: {exc}")
+    made = _admin_call(state_dir, url, token, "POST", "/api/v1/tokens", body)
+    expiry = f", expires {made['expires_at']}" if made["expires_at"] else ", no expiry"
+    typer.echo(f"token {made['name']!r} (role {made['role']}{expiry}):", err=True)
+    typer.echo(made["token"])
+
+
+@token_app.command("list")
+def token_list(
+    revoked: Annotated[bool, typer.Option(help="Show revoked tokens too.")] = False,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The stored tokens (never their values); the configuration's are not among them."""
+    query = "?revoked=true" if revoked else ""
+    for t in _admin_call(state_dir, url, token, "GET", f"/api/v1/tokens{query}"):
+        state = "revoked " + t["revoked_at"] if t["revoked_at"] else "live"
+        expiry = t["expires_at"] or "never"
+        used = t["last_used_at"] or "never"
+        typer.echo(
+            f"{t['name']}\t{t['role']}\t{state}\texpires {expiry}\tlast used {used}"
+            f"\tby {t['created_by']}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a stored token: every node refuses it from the next request on."""
+    from urllib.parse import quote
+
+    gone = _admin_call(state_dir, url, token, "DELETE", f"/api/v1/tokens/{quote(name, safe='')}")
+    typer.echo(f"revoked {gone['name']!r} at {gone['revoked_at']}")
 
 
 def main() -> None:

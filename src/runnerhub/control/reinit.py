@@ -12,6 +12,7 @@ with `remediation.reinit_stalled_replicas`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -67,7 +68,16 @@ class ReinitStalledReplicas(ControlLoop):
         if due is None or due.member.api_url is None:
             return
         name = due.member.name
-        base = due.member.api_url.removesuffix("/patroni")
+        base = configured_base(due.member.api_url, self.health.patroni_urls)
+        if base is None:
+            # The member list (and its api_url) comes from etcd, which anyone who reaches it
+            # can write: credentials go only to a Patroni the settings name.
+            log.warning(
+                "stalled replica's Patroni is not among health.patroni_urls; not acting",
+                replica=name,
+                api_url=due.member.api_url,
+            )
+            return
         if not await self._runs_as_replica_of(base, self._system_id):
             # Patroni's member list comes from etcd: a member whose machine died is listed
             # as it last was until its key expires. And the Patroni named in the settings
@@ -155,6 +165,20 @@ class ReinitStalledReplicas(ControlLoop):
         for name, seconds in stalled.items():
             STALLED.labels(name).set(round(seconds, 1))
         self._exported |= stalled.keys()
+
+
+def configured_base(api_url: str, configured: Sequence[str]) -> str | None:
+    """The configured Patroni URL that `api_url` (as Patroni's member list gives it, e.g.
+    `http://10.0.0.22:8008/patroni`) points at: same scheme, host and port; else None."""
+    try:
+        wanted = httpx.URL(api_url)
+    except (httpx.InvalidURL, TypeError):
+        return None
+    for url in configured:
+        mine = httpx.URL(url)
+        if (mine.scheme, mine.host, mine.port) == (wanted.scheme, wanted.host, wanted.port):
+            return url.rstrip("/")
+    return None
 
 
 def _member(m: dict[str, Any]) -> Member:

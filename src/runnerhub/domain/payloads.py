@@ -26,6 +26,8 @@ def _int(obj: dict[str, Any], key: str, where: str, required: bool = True) -> in
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise PayloadError(f"{where}.{key} must be an integer")
+    if not 0 <= value < 2**63:  # GitHub's ids are; PostgreSQL's bigint holds no more
+        raise PayloadError(f"{where}.{key} is out of range")
     return value
 
 
@@ -50,7 +52,7 @@ def job_from_api(job: dict[str, Any], repository: str, state: JobState | None = 
         raise PayloadError("workflow_job must be an object")
     if state is None:
         status = job.get("status")
-        if status not in _STATUS_STATE:
+        if not isinstance(status, str) or status not in _STATUS_STATE:
             raise PayloadError(f"workflow_job.status {status!r} is not a known job status")
         state = _STATUS_STATE[status]
     labels = job.get("labels")
@@ -95,7 +97,7 @@ def parse_workflow_job(payload: Any) -> JobFacts | None:
     if not isinstance(payload, dict):
         raise PayloadError("the payload must be a JSON object")
     action = payload.get("action")
-    if action not in _ACTION_STATE:
+    if not isinstance(action, str) or action not in _ACTION_STATE:
         raise PayloadError(f"action {action!r} is not a workflow_job action")
     job = payload.get("workflow_job")
     if job is None:

@@ -27,6 +27,7 @@ from runnerhub.domain.backoff import retry_delay
 from runnerhub.github.errors import AuthError, GitHubError, Unavailable, no_response
 from runnerhub.github.models import parse_time
 from runnerhub.github.ratelimit import NEVER_SENT
+from runnerhub.github.sealed import Seal
 from runnerhub.metrics import GITHUB_CALLS
 
 log = structlog.get_logger("runnerhub.github")
@@ -137,6 +138,7 @@ class AppAuth:
         # not one per node; losing it only costs a fetch.
         self._shared: Cache = shared or NullCache()
         self._shared_key = f"runnerhub:github:installation-token:{app_id}:{installation_id}"
+        self._seal = Seal(self._key, self._shared_key)  # Redis sees it only sealed
         self._bypass_shared = False
         self.app_id = app_id
         self.installation_id = installation_id
@@ -197,7 +199,9 @@ class AppAuth:
                 token, expires_at = await self._fetch_token()
                 await self._shared.set(
                     self._shared_key,
-                    json.dumps({"token": token, "expires_at": expires_at}).encode(),
+                    self._seal.seal(
+                        json.dumps({"token": token, "expires_at": expires_at}).encode()
+                    ),
                     ttl_s=max(1.0, expires_at - self.REFRESH_MARGIN_S - self._clock()),
                 )
                 self._bypass_shared = False
@@ -211,9 +215,10 @@ class AppAuth:
             return token
 
     async def _from_shared(self) -> tuple[str, float] | None:
-        raw = await self._shared.get(self._shared_key)
+        sealed = await self._shared.get(self._shared_key)
+        raw = self._seal.open(sealed) if sealed is not None else None
         if raw is None:
-            return None
+            return None  # none, or not sealed by a holder of the App's key: fetch our own
         try:
             data = json.loads(raw)
             token, expires_at = str(data["token"]), float(data["expires_at"])

@@ -13,6 +13,7 @@ from runnerhub.api.routers import (
     leadership,
     pools,
     runners,
+    tokens,
 )
 
 PREFIX = "/api/v1"
@@ -20,6 +21,6 @@ PREFIX = "/api/v1"
 
 def api_v1() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
-    for module in (jobs, runners, pools, cluster, events, incidents, leadership, backups):
+    for module in (jobs, runners, pools, cluster, events, incidents, leadership, backups, tokens):
         router.include_router(module.router)
     return router

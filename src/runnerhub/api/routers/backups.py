@@ -26,7 +26,9 @@ router = APIRouter(tags=["backups"])
 async def list_backups(
     ctx: Context,
     _: Reader,
-    repo: int | None = Query(None, ge=1, description="one repository (its pgBackRest index)"),
+    repo: int | None = Query(
+        None, ge=1, le=256, description="one repository (its pgBackRest index)"
+    ),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = None,
 ) -> BackupPage:

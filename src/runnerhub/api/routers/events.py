@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from runnerhub.api.deps import Context, Reader, cursor_in, cursor_out
+from runnerhub.api.deps import BIGINT_MAX, Context, Reader, cursor_in, cursor_out
 from runnerhub.api.schemas import EventOut, EventPage
 from runnerhub.api.sse import event_stream
+from runnerhub.intake.webhook import header_int
 from runnerhub.store import events as event_store
 
 router = APIRouter(tags=["events"])
@@ -40,16 +41,17 @@ async def stream_events(
     ctx: Context,
     _: Reader,
     kind: list[str] = Query([], description="kind prefixes, e.g. job. or leader."),
-    after: int | None = Query(None, ge=0, description="replay history after this id"),
+    after: int | None = Query(
+        None, ge=0, le=BIGINT_MAX, description="replay history after this id"
+    ),
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
     if ctx.live is None:
         raise HTTPException(503, "live events are not running on this node")
     if after is None and last_event_id is not None:
-        try:
-            after = int(last_event_id)
-        except ValueError:
-            raise HTTPException(400, "Last-Event-ID must be an event id") from None
+        after = header_int(last_event_id)
+        if after is None:
+            raise HTTPException(400, "Last-Event-ID must be an event id")
     return StreamingResponse(
         event_stream(ctx.db, ctx.live, tuple(kind), after),
         media_type="text/event-stream",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+from typing import Annotated
 
-from runnerhub.api.deps import Context, Reader, cursor_in, cursor_out
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from runnerhub.api.deps import BIGINT_MAX, Context, Reader, cursor_in, cursor_out
 from runnerhub.api.schemas import JobOut, JobPage, JobStateParam
 from runnerhub.store import jobs as job_store
 
@@ -30,7 +32,9 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job")
-async def get_job(job_id: int, ctx: Context, _: Reader) -> JobOut:
+async def get_job(
+    ctx: Context, _: Reader, job_id: Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+) -> JobOut:
     async with ctx.db.connection() as conn:
         row = await job_store.get_job(conn, job_id)
     if row is None:

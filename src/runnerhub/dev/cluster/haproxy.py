@@ -45,8 +45,24 @@ Backend = tuple[str, str, int]  # (server name, host, port)
 PatroniMember = tuple[str, str, int, int]  # (server name, host, PostgreSQL port, REST port)
 
 
+# Deliveries a single source may send in 10 s before HAProxy answers 429. GitHub sends
+# every delivery from a few addresses (its `hooks` ranges, api.github.com/meta): the limit
+# is there to stop a flood from one address, not to pace GitHub, so it is generous.
+WEBHOOK_RATE_PER_10S = 1000
+
+
 class HAProxyError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class TlsFront:
+    """TLS terminated by HAProxy: `pem` holds the certificate chain then the key. With
+    `redirect`, the plain port only redirects to HTTPS (308: a POST stays a POST)."""
+
+    port: int
+    pem: Path
+    redirect: bool = True
 
 
 def find_haproxy() -> Path:
@@ -71,9 +87,12 @@ def render_config(
     maxconn: int = 1024,
     postgres_port: int | None = None,
     postgres_members: Sequence[PatroniMember] = (),
+    tls: TlsFront | None = None,
+    webhook_rate_per_10s: int | None = WEBHOOK_RATE_PER_10S,
 ) -> str:
     """An HAProxy 2.6 configuration for RunnerHub nodes; with `postgres_port`, also a TCP
-    listener that always leads to the current Patroni primary among `postgres_members`."""
+    listener that always leads to the current Patroni primary among `postgres_members`;
+    with `tls`, HTTPS too; with `webhook_rate_per_10s`, a per-source limit on deliveries."""
     out = [
         "# Written by runnerhub.dev.cluster.haproxy; deploy/haproxy.cfg explains every setting.",
         "global",
@@ -98,6 +117,27 @@ def render_config(
         "",
         "frontend runnerhub",
         f"    bind {bind_host}:{frontend_port}",
+    ]
+    if tls is not None:
+        out += [
+            f"    bind {bind_host}:{tls.port} ssl crt {tls.pem} alpn h2,http/1.1",
+            *(
+                ["    http-request redirect scheme https code 308 unless { ssl_fc }"]
+                if tls.redirect
+                else []
+            ),
+            "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+            '    http-response set-header Strict-Transport-Security "max-age=31536000" '
+            "if { ssl_fc }",
+        ]
+    if webhook_rate_per_10s is not None:
+        out += [
+            "    stick-table type ip size 100k expire 30s store http_req_rate(10s)",
+            "    http-request track-sc0 src if { path /webhooks/github }",
+            "    http-request deny deny_status 429 if { path /webhooks/github } "
+            f"{{ sc_http_req_rate(0) gt {webhook_rate_per_10s} }}",
+        ]
+    out += [
         "    option httplog",
         "    option dontlognull",
         "    option forwardfor",
@@ -228,8 +268,12 @@ class LocalHAProxy(ManagedProcess):
         stats_port: int | None = 0,
         postgres_members: Sequence[PatroniMember] = (),
         postgres_port: int = 0,
+        tls: TlsFront | None = None,
+        webhook_rate_per_10s: int | None = WEBHOOK_RATE_PER_10S,
     ) -> None:
         self.name = "haproxy"
+        self.tls = tls
+        self.webhook_rate_per_10s = webhook_rate_per_10s
         self.base_dir = base_dir.resolve()
         # With Patroni members: also a TCP endpoint that leads to the current primary.
         self.postgres_members = list(postgres_members)
@@ -255,6 +299,10 @@ class LocalHAProxy(ManagedProcess):
         return f"http://127.0.0.1:{self.frontend_port}"
 
     @property
+    def https_url(self) -> str | None:
+        return f"https://127.0.0.1:{self.tls.port}" if self.tls else None
+
+    @property
     def stats_url(self) -> str | None:
         return f"http://127.0.0.1:{self.stats_port}/stats" if self.stats_port else None
 
@@ -267,6 +315,8 @@ class LocalHAProxy(ManagedProcess):
             self.stats_port,
             postgres_port=self.postgres_port,
             postgres_members=self.postgres_members,
+            tls=self.tls,
+            webhook_rate_per_10s=self.webhook_rate_per_10s,
         )
 
     def write_config(self, backends: Sequence[Backend]) -> Path:

@@ -40,7 +40,7 @@ from runnerhub.dev.cluster.asking import answer, take_request
 from runnerhub.dev.cluster.dr import restore_in_place
 from runnerhub.dev.cluster.drill import LOST_FLAG, STANDBY_FLAG
 from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
-from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
+from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy, TlsFront
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.dev.cluster.podman import (
@@ -63,6 +63,7 @@ from runnerhub.dev.cluster.region import (
 )
 from runnerhub.dev.cluster.runners import RunnerSetup, runner_setup
 from runnerhub.dev.cluster.supervise import RestartPolicy
+from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from runnerhub.dr.promote import PromotionReport, promote
 from runnerhub.paths import write_private
@@ -223,6 +224,7 @@ class LocalCluster:
         self.pg = LocalPostgres(self.state_dir / "postgres")
         self.etcd: LocalEtcd | None = None
         self.haproxy: LocalHAProxy | None = None
+        self.tls_port = 0  # HAProxy's HTTPS port (HA only)
         self.stopping = threading.Event()
         if self.ha and self.nodes < 2:
             self.nodes = 3
@@ -243,6 +245,12 @@ class LocalCluster:
         self._reported: set[str] = set()  # given up on, and said so
         # Held while regions change roles: the supervisor leaves processes alone meanwhile.
         self._changing = threading.Lock()
+
+    @functools.cached_property
+    def ca(self) -> LocalCA:
+        """The local cluster's CA (made on first use): HAProxy's certificate comes from it,
+        and the GitHub simulator trusts it for its TLS deliveries."""
+        return LocalCA(self.state_dir / "tls")
 
     # -- start -----------------------------------------------------------------------------
 
@@ -272,6 +280,11 @@ class LocalCluster:
         # In HA mode the port is HAProxy's; the nodes listen on ports of their own.
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = f"{self.api_url}/webhooks/github"
+        if self.ha:
+            # GitHub's deliveries reach HAProxy over TLS (a certificate from a local CA);
+            # the plain port stays, on loopback, for the local tools.
+            self.tls_port = free_port()
+            self.webhook_url = f"https://127.0.0.1:{self.tls_port}/webhooks/github"
         ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
 
         if self.ha:
@@ -422,10 +435,12 @@ class LocalCluster:
 
     def _start_haproxy(self) -> None:
         members = self.pg_cluster.members if self.pg_cluster else []
+        pem = self.ca.issue("haproxy").bundle(self.state_dir / "tls" / "haproxy.pem")
         self.haproxy = LocalHAProxy(
             self.state_dir / "haproxy",
             frontend_port=self.port,
             postgres_members=[(m.name, "127.0.0.1", m.pg_port, m.api_port) for m in members],
+            tls=TlsFront(self.tls_port, pem, redirect=False),
         )
         with self.console.status("starting HAProxy…"):
             self.haproxy.start(
@@ -436,7 +451,10 @@ class LocalCluster:
                 self.node_services[0],
                 "HAProxy to route to a ready node",
             )
-        self.console.print(f"[green]✓[/green] HAProxy at {self.api_url}")
+        self.console.print(
+            f"[green]✓[/green] HAProxy at {self.api_url} and "
+            f"https://127.0.0.1:{self.tls_port} (CA: {self.ca.cert})"
+        )
         if self.haproxy.postgres_port:
             self.console.print(
                 f"[green]✓[/green] PostgreSQL primary via HAProxy at "
@@ -501,6 +519,7 @@ class LocalCluster:
                 "0",
                 "--webhook-url",
                 self.webhook_url,
+                *(("--webhook-ca", str(self.ca.cert)) if self.ha else ()),
                 "--org",
                 ORG,
                 *[a for r in REPOS for a in ("--repo", r)],
@@ -569,6 +588,8 @@ class LocalCluster:
         }
         if self.etcd is not None:
             config["ha"] = {"etcd_endpoints": self.etcd.endpoints, "heartbeat_s": 0.5}
+        if self.ha:  # HAProxy forwards for its clients: the failed-auth limit sees them
+            config["api"] = {"trusted_proxies": ["127.0.0.1/32"]}
         if self.redis is not None:
             config["redis"] = {
                 "sentinels": [f"{h}:{p}" for h, p in self.redis.sentinels],
@@ -628,6 +649,7 @@ class LocalCluster:
             "etcd_endpoints": self.etcd.endpoints if self.etcd else [],
             "haproxy_stats_url": self.haproxy.stats_url if self.haproxy else None,
             "webhook_url": self.webhook_url,
+            "ca_file": str(self.ca.cert) if self.ha else None,
             "admin_token": self.secrets.admin_token,
             "read_token": self.secrets.read_token,
             "webhook_secret": self.secrets.webhook_secret,

@@ -23,6 +23,9 @@ class SimConfig:
     runner_heartbeat_timeout_s: float = 15
     webhook_timeout_s: float = 10
     webhook_workers: int = 8
+    # Whom to trust for an https:// webhook URL (like GitHub's "SSL verification": on).
+    # None: the system's CAs.
+    webhook_ca: Path | None = None
 
     def __post_init__(self) -> None:
         for repo in self.repositories:

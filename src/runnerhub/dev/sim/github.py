@@ -143,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see --ready-file)")
     p.add_argument("--webhook-url")
+    p.add_argument("--webhook-ca", type=Path, help="CA file for an https:// webhook URL")
     p.add_argument(
         "--webhook-secret",
         default=os.environ.get("RUNNERHUB_SIM_WEBHOOK_SECRET", ""),
@@ -176,6 +177,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
     key_pem = args.app_public_key_file.read_text() if args.app_public_key_file else None
     return SimConfig(
         webhook_url=args.webhook_url,
+        webhook_ca=args.webhook_ca,
         webhook_secret=args.webhook_secret,
         hook_id=args.hook_id,
         repositories=list(args.repo),

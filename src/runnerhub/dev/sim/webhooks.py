@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections import deque
@@ -153,7 +154,9 @@ class WebhookSender:
     # -- sending --------------------------------------------------------------------
 
     async def start(self) -> None:
+        ca = self.config.webhook_ca
         self._client = httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=ca) if ca else True,
             timeout=self.config.webhook_timeout_s,
             limits=httpx.Limits(max_connections=self.config.webhook_workers),
             trust_env=False,  # a proxy from the environment must not carry loopback traffic
