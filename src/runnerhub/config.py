@@ -519,11 +519,26 @@ class HASettings(_Strict):
     safety_margin_s: float = Field(default=0.5, gt=0)
     etcd_timeout_s: float = Field(default=0.5, gt=0)
     heartbeat_s: float = Field(default=1.0, gt=0)
+    # etcd's authentication: a user whose role may read and write under key_prefix
+    # (docs/security.md). Without it, anyone who reaches etcd can take the leader key.
+    etcd_username: str | None = None
+    etcd_password: SecretStr | None = None
+    # TLS to etcd: with a CA file the client checks etcd's certificate; with a certificate
+    # and key it shows its own (etcd's --client-cert-auth).
+    etcd_ca_file: Path | None = None
+    etcd_cert_file: Path | None = None
+    etcd_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _margin(self) -> HASettings:
         if self.safety_margin_s >= self.lease_ttl_s:
             raise ValueError("safety_margin_s must be smaller than lease_ttl_s")
+        if (self.etcd_username is None) != (self.etcd_password is None):
+            raise ValueError("etcd_username and etcd_password go together")
+        if (self.etcd_cert_file is None) != (self.etcd_key_file is None):
+            raise ValueError("etcd_cert_file and etcd_key_file go together")
+        if self.etcd_cert_file is not None and self.etcd_ca_file is None:
+            raise ValueError("etcd_cert_file needs etcd_ca_file (TLS)")
         return self
 
     @property

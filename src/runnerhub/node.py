@@ -40,7 +40,7 @@ from runnerhub.control.takeover import LeaderOffice
 from runnerhub.control.watch import watch_cache, watch_replication
 from runnerhub.github.client import GitHubClient
 from runnerhub.ha.elector import Elector
-from runnerhub.ha.etcd import EtcdLeaderStore
+from runnerhub.ha.etcd import EtcdAccess, EtcdLeaderStore, MemberStatusReader
 from runnerhub.ha.leadership import LeasePolicy
 from runnerhub.health.monitor import HealthMonitor
 from runnerhub.health.node_checks import Subjects, node_checks
@@ -112,7 +112,7 @@ def make_elector(settings: Settings, state: NodeState) -> Elector | None:
         return None
     node = settings.node
     return Elector(
-        EtcdLeaderStore(ha.etcd_endpoints, ha.key_prefix, ha.etcd_timeout_s),
+        EtcdLeaderStore(ha.etcd_endpoints, ha.key_prefix, ha.etcd_timeout_s, EtcdAccess.of(ha)),
         node.id,
         node.url,
         LeasePolicy(ha.lease_ttl_s, ha.renewals_per_ttl, ha.safety_margin_s),
@@ -152,6 +152,11 @@ class Node:
         # The leader's loops, and what taking office means.
         self.peer_http = httpx.AsyncClient(timeout=1.0)
         self.health_http = httpx.AsyncClient(timeout=s.health.timeout_s)
+        # With TLS or users, etcd's members are read over gRPC (its HTTP gateway refuses).
+        secured = s.ha.etcd_ca_file is not None or s.ha.etcd_username is not None
+        self.etcd_status = (
+            MemberStatusReader(EtcdAccess.of(s.ha), s.health.timeout_s) if secured else None
+        )
         scheduler = Scheduler(ctx, self.github, self.backends)
         janitor = Janitor(ctx, self.github, self.backends)
         reconciler = Reconciler(ctx, self.github, self.backends)
@@ -202,6 +207,7 @@ class Node:
             standby=lambda: self.ctx.state.standby,
             predictions=lambda: self.predictions.standing,
             http=self.health_http,
+            etcd_status=self.etcd_status,
         )
 
     @asynccontextmanager
@@ -279,6 +285,8 @@ class Node:
             await backend.close()
         await self.github.aclose()
         await self.health_http.aclose()
+        if self.etcd_status is not None:
+            await self.etcd_status.close()
         await self.peer_http.aclose()
         await self.ctx.cache.close()
         await self.ctx.db.close()

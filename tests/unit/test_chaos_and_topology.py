@@ -189,3 +189,18 @@ def test_the_topology_view_shows_roles_lag_and_what_is_down() -> None:
         "Redis (via Sentinel)",
     ):
         assert expected in text, expected
+
+
+def test_a_secrets_file_from_before_the_etcd_users_gains_them(tmp_path: Path) -> None:
+    import json
+    import stat
+
+    from runnerhub.dev.cluster.local import Secrets
+
+    old = {"webhook_secret": "w", "admin_token": "a", "read_token": "r", "github_token": "g"}
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps(old))
+    loaded = Secrets.load_or_create(path)
+    assert loaded.admin_token == "a" and len(loaded.etcd_patroni_password) > 16
+    again = Secrets.load_or_create(path)  # written back: the same passwords next time
+    assert again == loaded and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -96,3 +96,18 @@ def test_backups_are_copied_from_a_replica_only_where_there_is_one() -> None:
     conf = render_conf(b, two, Path("/d"), "postgres")
     assert "backup-standby=y" in conf
     assert "repo2-cipher-type=aes-256-cbc" in conf and "repo1-" not in conf
+
+
+def test_etcd_with_tls_and_a_user_reaches_patroni_s_etcd3_section() -> None:
+    from runnerhub.dev.cluster.etcd import EtcdClientAccess
+
+    access = EtcdClientAccess(Path("/state/tls/ca.pem"), "patroni", "pw")
+    c = config(etcd=access.patroni(Path("/d/etcd-ca.pem")))
+    assert c["etcd3"] == {
+        "hosts": ["127.0.0.1:2379", "127.0.0.1:2380"],
+        "protocol": "https",
+        "cacert": "/d/etcd-ca.pem",  # the copy the service user can read
+        "username": "patroni",
+        "password": "pw",
+    }
+    assert EtcdClientAccess().patroni(None) == {}

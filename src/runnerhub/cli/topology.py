@@ -9,6 +9,7 @@ RunnerHub cannot see (a dead primary, a lagging replica) still shows.
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def gather(state_dir: Path, url: str | None, token: str | None) -> dict[str, Any
     except (OSError, ValueError):
         info = {}
     out["patroni"] = _patroni(info.get("patroni") or {})
-    out["etcd"] = _etcd(info.get("etcd_endpoints") or [])
+    out["etcd"] = _etcd(info.get("etcd_endpoints") or [], info.get("etcd_ca_file"))
     return out
 
 
@@ -54,13 +55,15 @@ def _patroni(members: dict[str, Any]) -> list[dict[str, Any]] | None:
     return [{"name": name, "state": "unreachable"} for name in members]
 
 
-def _etcd(endpoints: list[str]) -> list[dict[str, Any]] | None:
+def _etcd(endpoints: list[str], ca: str | None) -> list[dict[str, Any]] | None:
+    """Each member's /health (over TLS, checked against `ca`, when etcd has it)."""
     if not endpoints:
         return None
+    verify = ssl.create_default_context(cafile=ca) if ca else True
     rows = []
     for i, e in enumerate(endpoints, start=1):
         try:
-            r = httpx.get(f"http://{e}/health", timeout=1)
+            r = httpx.get(f"{'https' if ca else 'http'}://{e}/health", timeout=1, verify=verify)
             healthy = r.status_code == 200 and r.json().get("health") == "true"
         except (httpx.HTTPError, ValueError):
             healthy = False

@@ -34,7 +34,7 @@ from runnerhub.github.client import GitHubClient
 from runnerhub.github.errors import GitHubError
 from runnerhub.github.models import HookTarget
 from runnerhub.ha.dcs import StoreUnavailable
-from runnerhub.ha.etcd import EtcdLeaderStore
+from runnerhub.ha.etcd import EtcdAccess, EtcdLeaderStore
 from runnerhub.ha.leadership import era_of, next_era
 from runnerhub.store import events, leadership
 
@@ -176,7 +176,7 @@ async def _start_era(settings: Settings) -> tuple[int | None, int]:
         row = await leadership.current(conn)
     recorded = row.epoch if row else None
     ha = settings.ha
-    store = EtcdLeaderStore(ha.etcd_endpoints, ha.key_prefix, ha.etcd_timeout_s)
+    store = EtcdLeaderStore(ha.etcd_endpoints, ha.key_prefix, ha.etcd_timeout_s, EtcdAccess.of(ha))
     try:
         current = await store.era()
         era = next_era(recorded, current)

@@ -137,6 +137,9 @@ class Elector:
             except StoreUnavailable as exc:
                 log.warning("leader store unreachable", node=self.node, error=str(exc))
                 await _wait(stop, self._retry_s)
+            except Exception:  # a bug must not end the election for good: say it, go on
+                log.exception("election step failed", node=self.node)
+                await _wait(stop, self._retry_s)
 
     async def _follow(self, revision: int, stop: asyncio.Event) -> float | None:
         """Watch the key until it is deleted (return when that was seen), the watch ends,

@@ -7,15 +7,19 @@ lease) and `<prefix>/era` (absent: 0; set once per region promotion, `runnerhub 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aetcd
 import grpc
 from aetcd import rpc
 
+from runnerhub.config import ConfigError, HASettings
 from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
 from runnerhub.ha.leadership import era_epoch
 
@@ -36,24 +40,160 @@ def _record(value: bytes, create_revision: int) -> LeaderRecord | None:
         return None
 
 
+@dataclass(frozen=True)
+class EtcdAccess:
+    """How to reach etcd: a user, and TLS (the CA to check etcd against; a client
+    certificate and key to show it). Empty: plain gRPC, no authentication."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, ha: HASettings) -> EtcdAccess:
+        """From the settings; the files are read now (a missing one fails the node's start
+        with its name, not the first election)."""
+
+        def read(path: Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"ha.{what}: cannot read {path}: {exc.strerror}") from None
+
+        return cls(
+            ha.etcd_username,
+            ha.etcd_password.get_secret_value() if ha.etcd_password else None,
+            read(ha.etcd_ca_file, "etcd_ca_file"),
+            read(ha.etcd_cert_file, "etcd_cert_file"),
+            read(ha.etcd_key_file, "etcd_key_file"),
+        )
+
+    def client(self, host: str, port: int, timeout_s: float) -> aetcd.Client:
+        if self.ca is None:
+            return aetcd.Client(host, port, self.username, self.password, timeout=timeout_s)
+        creds = grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+        return _TlsClient(creds, host, port, self.username, self.password, timeout=timeout_s)
+
+
+class MemberStatusReader:
+    """Each member's status over gRPC, with the node's access: what the health check reads
+    when etcd has TLS or users (etcd's HTTP gateway refuses a request that carries a client
+    certificate once authentication is on). One connection per member, made again after
+    an error."""
+
+    def __init__(self, access: EtcdAccess, timeout_s: float) -> None:
+        self._access = access
+        self._timeout = timeout_s
+        self._clients: dict[str, aetcd.Client] = {}
+
+    async def __call__(self, endpoint: str) -> dict[str, Any]:
+        client = self._clients.get(endpoint)
+        try:
+            if client is None:
+                host, _, port = endpoint.rpartition(":")
+                client = self._access.client(host, int(port), self._timeout)
+                await client.connect()  # stored once connected: never half made
+                self._clients[endpoint] = client
+            resp = await client.maintenancestub.Status(
+                rpc.StatusRequest(), timeout=self._timeout, metadata=client.metadata
+            )
+        except _ERRORS as exc:
+            self._clients.pop(endpoint, None)
+            if client is not None:
+                with contextlib.suppress(*_ERRORS):
+                    await client.close()
+            raise StoreUnavailable(f"etcd {endpoint}: {type(exc).__name__}") from None
+        return {
+            "member_id": str(resp.header.member_id),
+            "leader": str(resp.leader),
+            "raft_term": int(resp.raftTerm),
+            "db_size": int(resp.dbSize),
+        }
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(*_ERRORS):
+                await client.close()
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]  # aetcd has no type hints
+    """aetcd 1.0 opens only plain gRPC channels: this is its `connect` over TLS (the same
+    steps: channel, authentication, stubs, watcher), with the channel made secure."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            target = f"{self._host}:{self._port}"
+            self.channel = rpc.secure_channel(
+                target, self._credentials, options=self._options.items()
+            )
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
 class EtcdLeaderStore(LeaderStore):
     def __init__(
-        self, endpoints: Sequence[str], prefix: str = "/runnerhub", timeout_s: float = 1.0
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "/runnerhub",
+        timeout_s: float = 1.0,
+        access: EtcdAccess | None = None,
     ) -> None:
+        self._access = access or EtcdAccess()
         self._endpoints = list(endpoints)
         self._prefix = prefix.rstrip("/")
         self._timeout = timeout_s
         self._client: aetcd.Client | None = None
+        self._connecting = asyncio.Lock()
         self._next = 0
         self.leader_key = f"{self._prefix}/leader".encode()
         self.handoff_key = f"{self._prefix}/handoff".encode()
         self.era_key = f"{self._prefix}/era".encode()
 
     async def _c(self) -> aetcd.Client:
-        if self._client is None:
-            host, _, port = self._endpoints[self._next % len(self._endpoints)].rpartition(":")
-            self._client = aetcd.Client(host=host, port=int(port), timeout=self._timeout)
-            await self._client.connect()
+        """The connected client. Callers run concurrently (the election, the health
+        check) and a connection over TLS with a user takes a few round trips: one connects
+        while the others wait, and none is handed a client that is not connected yet."""
+        if self._client is not None:
+            return self._client
+        async with self._connecting:
+            if self._client is None:
+                host, _, port = self._endpoints[self._next % len(self._endpoints)].rpartition(":")
+                client = self._access.client(host, int(port), self._timeout)
+                try:
+                    await client.connect()
+                except BaseException:
+                    with contextlib.suppress(*_ERRORS):
+                        await client.close()
+                    raise
+                self._client = client
         return self._client
 
     async def _failed(self, exc: BaseException) -> StoreUnavailable:

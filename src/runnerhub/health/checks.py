@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -25,7 +25,7 @@ from runnerhub.domain.backups import (
 from runnerhub.domain.breaker import BreakerState
 from runnerhub.domain.replicas import LEADER_ROLES, UP_STATES, ReplicationStatus, StandbyStatus
 from runnerhub.github.client import GitHubClient
-from runnerhub.ha.dcs import LeaderStore
+from runnerhub.ha.dcs import LeaderStore, StoreUnavailable
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckFn
 from runnerhub.intake.spool import Spool
@@ -155,24 +155,39 @@ def patroni(urls: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
     return check
 
 
-def etcd(endpoints: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
-    """Each etcd member's status (its HTTP gateway), and whether they agree on a leader."""
+# One member's status: {"member_id", "leader", "raft_term", "db_size"}; raises when it
+# does not answer.
+MemberStatus = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+def etcd(
+    endpoints: Sequence[str],
+    http: httpx.AsyncClient | None = None,
+    status: MemberStatus | None = None,
+) -> CheckFn:
+    """Each etcd member's status, and whether they agree on a leader: through `status`
+    (gRPC, `ha.etcd.MemberStatusReader`, when etcd has TLS or users), else etcd's HTTP
+    gateway."""
+
+    async def via_gateway(endpoint: str) -> dict[str, Any]:
+        assert http is not None
+        url = endpoint if "://" in endpoint else f"http://{endpoint}"
+        r = await http.post(f"{url}/v3/maintenance/status", json={})
+        r.raise_for_status()
+        s = r.json()
+        return {
+            "member_id": s.get("header", {}).get("member_id"),
+            "leader": s.get("leader"),
+            "raft_term": s.get("raftTerm"),
+            "db_size": int(s.get("dbSize", 0)),
+        }
+
+    read = status or via_gateway
 
     async def member(endpoint: str) -> dict[str, Any]:
-        url = endpoint if "://" in endpoint else f"http://{endpoint}"
         try:
-            r = await http.post(f"{url}/v3/maintenance/status", json={})
-            r.raise_for_status()
-            s = r.json()
-            return {
-                "endpoint": endpoint,
-                "ok": True,
-                "member_id": s.get("header", {}).get("member_id"),
-                "leader": s.get("leader"),
-                "raft_term": s.get("raftTerm"),
-                "db_size": int(s.get("dbSize", 0)),
-            }
-        except (httpx.HTTPError, ValueError) as exc:
+            return {"endpoint": endpoint, "ok": True, **await read(endpoint)}
+        except (httpx.HTTPError, ValueError, StoreUnavailable) as exc:
             return {"endpoint": endpoint, "ok": False, "error": type(exc).__name__}
 
     async def check() -> Outcome:

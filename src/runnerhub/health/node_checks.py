@@ -52,6 +52,8 @@ class Subjects:
     standby: Callable[[], StandbyStatus | None]  # a standby region's lag, as last read
     predictions: Callable[[], Mapping[str, float]]  # standing forecasts
     http: httpx.AsyncClient  # for etcd's and Patroni's HTTP APIs
+    # etcd's members read over gRPC (when etcd has TLS or users); None: its HTTP gateway.
+    etcd_status: checks.MemberStatus | None = None
 
 
 def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[CheckSpec]:
@@ -84,7 +86,7 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
     if on.backends:
         specs.append(spec("backends", checks.backends(on.backends)))
     if s.ha.enabled:
-        specs.append(spec("etcd", checks.etcd(s.ha.etcd_endpoints, on.http)))
+        specs.append(spec("etcd", checks.etcd(s.ha.etcd_endpoints, on.http, on.etcd_status)))
     if s.redis.enabled:
         specs.append(spec("redis", checks.redis(on.cache)))
     if h.patroni_urls:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,10 +202,15 @@ class LiveCluster:
     def etcd_leader(self) -> int:
         ids: dict[str, int] = {}
         leaders: list[str] = []
+        ca = self.info.get("etcd_ca_file")  # etcd speaks TLS (the local CA's)
+        verify = ssl.create_default_context(cafile=ca) if ca else True
         for i, endpoint in enumerate(self.info.get("etcd_endpoints", []), start=1):
             try:
                 body = httpx.post(
-                    f"http://{endpoint}/v3/maintenance/status", json={}, timeout=1
+                    f"{'https' if ca else 'http'}://{endpoint}/v3/maintenance/status",
+                    json={},
+                    timeout=1,
+                    verify=verify,
                 ).json()
             except (httpx.HTTPError, ValueError):
                 continue

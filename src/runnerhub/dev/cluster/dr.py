@@ -16,6 +16,7 @@ import psycopg
 
 from runnerhub.backup.pgbackrest import BackupInfo, parse_info
 from runnerhub.backup.pitr import Target, TargetError, base_backup
+from runnerhub.dev.cluster.etcd import EtcdClientAccess
 from runnerhub.dev.cluster.patroni import LocalPatroni, RestoreFrom
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 
@@ -28,6 +29,7 @@ def restore_cluster(
     repo: int = 1,
     members: int = 1,
     now: datetime | None = None,
+    etcd_access: EtcdClientAccess | None = None,
 ) -> tuple[LocalPatroni, BackupInfo]:
     """Start a new cluster restored to `target` from `source`'s repository `repo`; return it
     and the backup it started from. TargetError (nothing made) when the repository cannot
@@ -45,6 +47,7 @@ def restore_cluster(
         restore=RestoreFrom(
             source.pgbackrest, source.credentials, repo, target.pgbackrest_options()
         ),
+        etcd_access=etcd_access or source.etcd_access,
     )
     try:
         restored.start(timeout_s=600)
@@ -131,7 +134,9 @@ def restore_local(
     if not info.get("backups"):
         raise TargetError(f"the cluster in {state_dir} keeps no backups (run `runnerhub up --ha`)")
     endpoints = info["etcd_endpoints"]
-    source = LocalPatroni(state_dir / "patroni", endpoints, backups=True)
+    ca, password = info.get("etcd_ca_file"), info.get("etcd_patroni_password")
+    access = EtcdClientAccess(Path(ca) if ca else None, "patroni" if password else None, password)
+    source = LocalPatroni(state_dir / "patroni", endpoints, backups=True, etcd_access=access)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return restore_cluster(
         source, endpoints, state_dir / f"restored-{stamp}", target, repo, members

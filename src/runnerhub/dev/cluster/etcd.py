@@ -12,16 +12,20 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.dev.cluster.tls import Issued, LocalCA
+from runnerhub.paths import write_private
 
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
@@ -59,10 +63,11 @@ class EtcdMember(ManagedProcess):
     heartbeat_ms: int = 100
     election_ms: int = 1000
     popen: subprocess.Popen[bytes] | None = None
+    tls: EtcdTls | None = None  # clients over TLS, each showing a certificate of the CA
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -112,6 +117,7 @@ class EtcdMember(ManagedProcess):
             "stderr",
             "--log-level",
             "warn",
+            *(self.tls.server_args(self.name) if self.tls else ()),
         ]
 
     def start(self) -> None:
@@ -121,7 +127,12 @@ class EtcdMember(ManagedProcess):
     def status(self, timeout_s: float = 1.0) -> dict[str, str] | None:
         """This member's id and the leader it knows (the v3 JSON gateway), or None."""
         try:
-            r = httpx.post(f"{self.client_url}/v3/maintenance/status", json={}, timeout=timeout_s)
+            r = httpx.post(
+                f"{self.client_url}/v3/maintenance/status",
+                json={},
+                timeout=timeout_s,
+                verify=self.tls.client_context() if self.tls else True,
+            )
             body = r.json()
             return {"member_id": body["header"]["member_id"], "leader": body.get("leader", "0")}
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -130,14 +141,76 @@ class EtcdMember(ManagedProcess):
     def healthy(self, timeout_s: float = 1.0) -> bool:
         """`/health`: this member sees a leader and a quorum read through raft succeeds."""
         try:
-            r = httpx.get(f"{self.client_url}/health", timeout=timeout_s)
+            r = httpx.get(
+                f"{self.client_url}/health",
+                timeout=timeout_s,
+                verify=self.tls.client_context() if self.tls else True,
+            )
             return r.status_code == 200 and r.json().get("health") == "true"
         except (httpx.HTTPError, ValueError, AttributeError):
             return False
 
 
+@dataclass
+class EtcdTls:
+    """Client TLS for a local etcd: each member's server certificate from a local CA, and
+    client certificates required (`--client-cert-auth`). Peers talk plain HTTP on loopback."""
+
+    ca: LocalCA
+    # Clients must show a certificate of the CA. Off: TLS, and users with passwords only
+    # (Patroni reaches etcd through its HTTP gateway, which refuses a request carrying a
+    # client certificate once authentication is on).
+    client_certs: bool = True
+
+    def server_args(self, name: str) -> list[str]:
+        issued = self.ca.issue(name, also_client=True)
+        return [
+            *("--cert-file", str(issued.cert), "--key-file", str(issued.key)),
+            # etcd 3.4 asks a client for a certificate whenever it has a CA to check it by.
+            *(
+                ("--trusted-ca-file", str(self.ca.cert), "--client-cert-auth")
+                if self.client_certs
+                else ()
+            ),
+        ]
+
+    def client(self, name: str = "etcd-admin") -> Issued:
+        """A client certificate (made once, kept under the CA's directory)."""
+        cert, key = self.ca.directory / f"{name}.pem", self.ca.directory / f"{name}.key"
+        if cert.exists() and key.exists():
+            return Issued(cert, key)
+        return self.ca.issue(name, client=True)
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca.cert)
+        if self.client_certs:
+            admin = self.client()
+            context.load_cert_chain(admin.cert, admin.key)
+        return context
+
+
+@dataclass(frozen=True)
+class EtcdClientAccess:
+    """How a client of a local etcd reaches it: TLS checked against `ca`, as `username`
+    (a role that may touch only its prefix). Empty: plain HTTP/gRPC, no user."""
+
+    ca: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def patroni(self, ca_copy: Path | None) -> dict[str, Any]:
+        """Patroni's etcd3 settings for it (`ca_copy`: the CA where Patroni can read it)."""
+        out: dict[str, Any] = {}
+        if self.ca is not None:
+            out |= {"protocol": "https", "cacert": str(ca_copy or self.ca)}
+        if self.username is not None:
+            out |= {"username": self.username, "password": self.password}
+        return out
+
+
 class LocalEtcd:
-    """`members` etcd processes forming one cluster under `base_dir`."""
+    """`members` etcd processes forming one cluster under `base_dir`; with `tls`, clients
+    speak TLS with certificates; `enable_auth` turns on etcd's users and roles."""
 
     def __init__(
         self,
@@ -146,6 +219,8 @@ class LocalEtcd:
         cluster_token: str | None = None,
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
+        tls: LocalCA | None = None,
+        client_certs: bool = True,
     ) -> None:
         if members < 1:
             raise ValueError("an etcd cluster needs at least one member")
@@ -164,6 +239,12 @@ class LocalEtcd:
             token = cluster_token or f"rh-etcd-{secrets.token_hex(6)}"
             ports = [(free_port(), free_port()) for _ in range(members)]
         self.cluster_token = token
+        self.tls = EtcdTls(tls, client_certs) if tls is not None else None
+        # Once enable_auth ran (kept beside the data: a cluster resumed knows it).
+        self._auth_file = self.base_dir / "root-password"
+        self.root_password: str | None = (
+            self._auth_file.read_text().strip() if self._auth_file.exists() else None
+        )
         self.members = [
             EtcdMember(
                 name=f"etcd-{i + 1}",
@@ -174,6 +255,7 @@ class LocalEtcd:
                 cluster_token=token,
                 heartbeat_ms=heartbeat_ms,
                 election_ms=election_ms,
+                tls=self.tls,
             )
             for i, (client, peer) in enumerate(ports)
         ]
@@ -225,6 +307,8 @@ class LocalEtcd:
         for m in self.members:
             shutil.rmtree(m.data_dir, ignore_errors=True)
         (self.base_dir / STATE_FILE).unlink(missing_ok=True)
+        self._auth_file.unlink(missing_ok=True)
+        self.root_password = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -275,9 +359,19 @@ class LocalEtcd:
     ) -> str:
         """Run `etcdctl` (v3 API) against `endpoints` (default: all); its stdout, or raise."""
         env = {**_clean_env(), "ETCDCTL_API": "3"}
+        access: list[str] = []
+        if self.tls is not None:
+            access.append(f"--cacert={self.tls.ca.cert}")
+            if self.tls.client_certs:
+                admin = self.tls.client()
+                access += [f"--cert={admin.cert}", f"--key={admin.key}"]
+        if self.root_password is not None:  # in the environment: not in `ps`
+            env["ETCDCTL_USER"] = f"root:{self.root_password}"
+        scheme = "https" if self.tls else "http"
         cmd = [
             str(find_etcd("etcdctl")),
-            f"--endpoints={','.join(endpoints or self.endpoints)}",
+            *access,
+            f"--endpoints={','.join(f'{scheme}://{e}' for e in endpoints or self.endpoints)}",
             f"--command-timeout={max(1, int(timeout_s))}s",
             "--dial-timeout=2s",
             *args,
@@ -288,6 +382,26 @@ class LocalEtcd:
         if proc.returncode != 0:
             raise EtcdError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
+
+    def enable_auth(self, users: Mapping[str, tuple[Sequence[str], str]]) -> None:
+        """etcd's authentication on, with a root user (its password kept here for
+        `etcdctl`) and, per name, a user with that password whose role may read and write
+        only under each prefix: `{"runnerhub": (("/runnerhub/",), "pw")}`. Once only: a
+        resumed cluster has it on already."""
+        if self.root_password is not None:
+            return
+        root = secrets.token_urlsafe(16)
+        self.etcdctl("user", "add", "root", f"--new-user-password={root}")
+        self.etcdctl("user", "grant-role", "root", "root")
+        for name, (prefixes, password) in users.items():
+            self.etcdctl("role", "add", name)
+            for prefix in prefixes:
+                self.etcdctl("role", "grant-permission", name, "--prefix=true", "readwrite", prefix)
+            self.etcdctl("user", "add", name, f"--new-user-password={password}")
+            self.etcdctl("user", "grant-role", name, name)
+        self.etcdctl("auth", "enable")
+        self.root_password = root
+        write_private(self._auth_file, root)
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key under `prefix` (a cluster's keys that describe a past)."""

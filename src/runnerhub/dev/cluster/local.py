@@ -39,7 +39,7 @@ from runnerhub.config import load_settings
 from runnerhub.dev.cluster.asking import answer, take_request
 from runnerhub.dev.cluster.dr import restore_in_place
 from runnerhub.dev.cluster.drill import LOST_FLAG, STANDBY_FLAG
-from runnerhub.dev.cluster.etcd import EtcdError, LocalEtcd
+from runnerhub.dev.cluster.etcd import EtcdClientAccess, EtcdError, LocalEtcd
 from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy, TlsFront
 from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
@@ -100,11 +100,18 @@ class Secrets:
     admin_token: str
     read_token: str
     github_token: str
+    # etcd's users (HA): the nodes' (the leader key's prefix) and Patroni's (its own).
+    etcd_runnerhub_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    etcd_patroni_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
         if path.exists():
-            return cls(**json.loads(path.read_text()))
+            saved = json.loads(path.read_text())
+            loaded = cls(**saved)
+            if saved.keys() != loaded.__dict__.keys():  # from before a secret was added
+                write_private(path, json.dumps(loaded.__dict__, indent=2))
+            return loaded
         made = cls(
             webhook_secret=secrets.token_urlsafe(32),
             admin_token="rh_admin_" + secrets.token_urlsafe(24),
@@ -114,6 +121,11 @@ class Secrets:
         write_private(path, json.dumps(made.__dict__, indent=2))
         return made
 
+
+# etcd's users and the nodes' key prefix in the HA cluster (docs/security.md).
+ETCD_PREFIX = "/runnerhub"
+ETCD_NODE_USER = "runnerhub"
+ETCD_PATRONI_USER = "patroni"
 
 # What starting a local service may raise (the supervisor reports it and goes on).
 START_ERRORS = (
@@ -309,10 +321,27 @@ class LocalCluster:
         self._write_cluster_file()
 
     def _start_etcd(self) -> None:
-        self.etcd = LocalEtcd(self.state_dir / "etcd", members=3)
+        # TLS (a certificate from the local CA) and users: the nodes may touch only the
+        # leader keys, Patroni only its own (and its restored clusters').
+        self.etcd = LocalEtcd(self.state_dir / "etcd", members=3, tls=self.ca, client_certs=False)
         with self.console.status("starting etcd (3 members)…"):
             self.etcd.start()
-        self.console.print(f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)}")
+            self.etcd.enable_auth(
+                {
+                    ETCD_NODE_USER: ([f"{ETCD_PREFIX}/"], self.secrets.etcd_runnerhub_password),
+                    ETCD_PATRONI_USER: (
+                        [LocalPatroni.namespace, "/restored-"],
+                        self.secrets.etcd_patroni_password,
+                    ),
+                }
+            )
+        self.console.print(
+            f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)} (TLS, users)"
+        )
+
+    @property
+    def patroni_etcd_access(self) -> EtcdClientAccess:
+        return EtcdClientAccess(self.ca.cert, ETCD_PATRONI_USER, self.secrets.etcd_patroni_password)
 
     def _start_patroni(self) -> None:
         assert self.etcd is not None
@@ -322,6 +351,7 @@ class LocalCluster:
             self.etcd.endpoints,
             members_count=self.patroni_members,
             backups=backups,
+            etcd_access=self.patroni_etcd_access,
         )
         with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
             self.pg_cluster.start()
@@ -550,8 +580,10 @@ class LocalCluster:
             config["node"]["runner_state_dir"] = str(self.state_dir / name / "runners")
             config["database"] = {"dsn": self.region_b.dsn(), "standby_lag_alert_s": 60}
             config["health"] = {"patroni_urls": [m.api_url for m in self.region_b.pg.members]}
-            # Region B's own etcd: its leaders are elected there once it is promoted.
-            config["ha"] = {**config.get("ha", {}), "etcd_endpoints": self.region_b.etcd.endpoints}
+            # Region B's own etcd: its leaders are elected there once it is promoted. It
+            # has neither TLS nor users yet (region A's has both).
+            plain = {k: v for k, v in config.get("ha", {}).items() if k in ("heartbeat_s",)}
+            config["ha"] = {**plain, "etcd_endpoints": self.region_b.etcd.endpoints}
             for section in ("redis", "backup"):  # region A's: not region B's to use
                 config.pop(section, None)
         path = self.state_dir / f"{name}.yaml"
@@ -587,7 +619,14 @@ class LocalCluster:
             "log": {"level": "info", "format": "json"},
         }
         if self.etcd is not None:
-            config["ha"] = {"etcd_endpoints": self.etcd.endpoints, "heartbeat_s": 0.5}
+            config["ha"] = {
+                "etcd_endpoints": self.etcd.endpoints,
+                "heartbeat_s": 0.5,
+                "key_prefix": ETCD_PREFIX,
+                "etcd_ca_file": str(self.ca.cert),
+                "etcd_username": ETCD_NODE_USER,
+                "etcd_password": self.secrets.etcd_runnerhub_password,
+            }
         if self.ha:  # HAProxy forwards for its clients: the failed-auth limit sees them
             config["api"] = {"trusted_proxies": ["127.0.0.1/32"]}
         if self.redis is not None:
@@ -647,6 +686,9 @@ class LocalCluster:
             "api_url": self.api_url,
             "node_urls": self.node_urls,
             "etcd_endpoints": self.etcd.endpoints if self.etcd else [],
+            # etcd speaks TLS (this CA) and has users: Patroni's, for `dr restore`.
+            "etcd_ca_file": str(self.ca.cert) if self.etcd else None,
+            "etcd_patroni_password": self.secrets.etcd_patroni_password if self.etcd else None,
             "haproxy_stats_url": self.haproxy.stats_url if self.haproxy else None,
             "webhook_url": self.webhook_url,
             "ca_file": str(self.ca.cert) if self.ha else None,

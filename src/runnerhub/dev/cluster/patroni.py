@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from runnerhub.dev.cluster.etcd import EtcdClientAccess
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo, find_pgbackrest
 from runnerhub.dev.cluster.pgbackrest import Member as BackupMember
 from runnerhub.dev.cluster.ports import free_port
@@ -161,6 +162,7 @@ def render_config(
     archive: tuple[str, str] | None = None,
     restore: tuple[str, str] | None = None,
     standby_of: StandbyOf | None = None,
+    etcd: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One member's Patroni configuration (pure: the tests check it without Patroni).
     `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section;
@@ -176,7 +178,8 @@ def render_config(
         "name": name,
         "log": {"level": "INFO"},
         "restapi": {"listen": f"{HOST}:{api_port}", "connect_address": f"{HOST}:{api_port}"},
-        "etcd3": {"hosts": list(etcd_hosts)},
+        # `etcd`: TLS and a user, when etcd has them (EtcdClientAccess.patroni).
+        "etcd3": {"hosts": list(etcd_hosts), **(etcd or {})},
         "bootstrap": {
             "dcs": {
                 "ttl": timing.ttl,
@@ -328,6 +331,7 @@ class LocalPatroni:
     # A standby cluster of another (its credentials: the roles stream in from there).
     standby_of: StandbyOf | None = None
     standby_credentials: Credentials | None = None
+    etcd_access: EtcdClientAccess = field(default_factory=EtcdClientAccess)
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -409,6 +413,11 @@ class LocalPatroni:
         if b is not None:  # before any member archives a WAL segment
             b.write(self.backup_members(), self.run_dir, SUPERUSER, self.credentials.superuser)
         r = self.restore
+        ca_copy = None
+        if self.etcd_access.ca is not None:  # where the service user can read it
+            ca_copy = self.run_dir / "etcd-ca.pem"
+            ca_copy.write_bytes(self.etcd_access.ca.read_bytes())
+            self._chown(ca_copy)
         for m, bm in zip(self.members, self.backup_members(), strict=True):
             archive = (b.archive_command(bm), b.restore_command(bm)) if b else None
             restore = (r.command(m.data_dir), r.restore_command(m.data_dir)) if r else None
@@ -429,6 +438,7 @@ class LocalPatroni:
                 archive=archive,
                 restore=restore,
                 standby_of=self.standby_of,
+                etcd=self.etcd_access.patroni(ca_copy),
             )
             text = json.dumps(config, indent=2) + "\n"  # JSON is YAML
             write_private(m.config_file, text, self.uid, self.gid)

@@ -63,14 +63,22 @@ class LocalCA:
         self.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(
-        self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), client: bool = False
+        self,
+        name: str,
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        client: bool = False,
+        also_client: bool = False,
     ) -> Issued:
-        """A certificate for `name`: a server's for `hosts`, or a client's (`client`)."""
+        """A certificate for `name`: a server's for `hosts`, or a client's (`client`); a
+        server's that it may also show as a client (`also_client`: etcd's gateway dials its
+        own gRPC port with it)."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+        if also_client and not client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = _builder(subject, self._cert.subject, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+            x509.ExtendedKeyUsage(usages), critical=False
         )
         if not client:
             builder = builder.add_extension(

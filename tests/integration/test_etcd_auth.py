@@ -1,0 +1,129 @@
+"""etcd with client TLS (certificates both ways) and authentication (users and roles), as
+the settings `ha.etcd_*` describe: the leader store elects with the right user and client
+certificate, and is refused without credentials, with a user of another prefix, over
+plain gRPC and without a client certificate. The health check reads the members over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runnerhub.config import HASettings
+from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.tls import LocalCA
+from runnerhub.ha.dcs import StoreUnavailable
+from runnerhub.ha.etcd import EtcdAccess, EtcdLeaderStore, MemberStatusReader
+from runnerhub.health import checks
+
+PASSWORD = "runnerhub-etcd-pw-0123"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
+    base = tmp_path_factory.mktemp("etcd-auth")
+    etcd = LocalEtcd(base / "etcd", members=1, tls=LocalCA(base / "ca"))
+    etcd.start()
+    try:
+        etcd.enable_auth(
+            {"runnerhub": (["/runnerhub/"], PASSWORD), "other": (["/other/"], "other-pw-0123")}
+        )
+        yield etcd
+    finally:
+        etcd.destroy()
+
+
+def settings(etcd: LocalEtcd, **overrides: object) -> HASettings:
+    assert etcd.tls is not None
+    client = etcd.tls.client("runnerhub-node")
+    fields: dict[str, object] = {
+        "etcd_endpoints": etcd.endpoints,
+        "etcd_username": "runnerhub",
+        "etcd_password": PASSWORD,
+        "etcd_ca_file": etcd.tls.ca.cert,
+        "etcd_cert_file": client.cert,
+        "etcd_key_file": client.key,
+    }
+    fields.update(overrides)
+    return HASettings.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
+async def campaign(ha: HASettings) -> None:
+    store = EtcdLeaderStore(ha.etcd_endpoints, "/runnerhub", 3.0, EtcdAccess.of(ha))
+    try:
+        term = await store.campaign("node-1", None, 2)
+        assert term is not None
+        record, _ = await store.leader()
+        assert record is not None and record.node == "node-1"
+        await store.resign(term)
+    finally:
+        await store.close()
+
+
+async def test_the_right_user_and_certificate_elect(secured: LocalEtcd) -> None:
+    await campaign(settings(secured))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"etcd_username": None, "etcd_password": None}, "no user"),
+        ({"etcd_username": "other", "etcd_password": "other-pw-0123"}, "another prefix's"),
+        ({"etcd_password": "wrong-password-0123"}, "a wrong password"),
+        ({"etcd_cert_file": None, "etcd_key_file": None}, "no client certificate"),
+        (
+            {"etcd_ca_file": None, "etcd_cert_file": None, "etcd_key_file": None},
+            "plain gRPC",
+        ),
+    ],
+)
+async def test_anything_less_is_refused(
+    secured: LocalEtcd, overrides: dict[str, object], why: str
+) -> None:
+    with pytest.raises(StoreUnavailable):
+        await campaign(settings(secured, **overrides))
+    assert secured.etcdctl("get", "--prefix", "/runnerhub/").strip() == "", why
+
+
+async def test_the_health_check_reads_the_members_over_tls(secured: LocalEtcd) -> None:
+    ha = settings(secured)
+    reader = MemberStatusReader(EtcdAccess.of(ha), 3.0)
+    try:
+        outcome = await checks.etcd(ha.etcd_endpoints, status=reader)()
+        assert outcome.status == "ok", outcome
+        assert outcome.detail["leader"] == outcome.detail["members"][0]["member_id"]
+        # Without a client certificate: no status (and the check says which member).
+        stranger = settings(secured, etcd_cert_file=None, etcd_key_file=None)
+        refused = MemberStatusReader(EtcdAccess.of(stranger), 3.0)
+        outcome = await checks.etcd(ha.etcd_endpoints, status=refused)()
+        assert outcome.status == "failing" and outcome.detail["members"][0]["ok"] is False
+        await refused.close()
+    finally:
+        await reader.close()
+
+
+def test_an_unreadable_file_is_a_config_error_naming_the_field(
+    secured: LocalEtcd, tmp_path: Path
+) -> None:
+    from runnerhub.config import ConfigError
+
+    ha = settings(secured, etcd_ca_file=tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match=r"ha\.etcd_ca_file: cannot read .*missing\.pem"):
+        EtcdAccess.of(ha)
+
+
+async def test_callers_racing_a_slow_connect_all_get_a_connected_client(
+    secured: LocalEtcd,
+) -> None:
+    """Over TLS with a user, connecting takes a few round trips. The election and the
+    health check read the same store at once: before, the second caller got the client
+    before it was connected, and the election task died of an AttributeError."""
+    ha = settings(secured)
+    store = EtcdLeaderStore(ha.etcd_endpoints, "/runnerhub", 3.0, EtcdAccess.of(ha))
+    try:
+        results = await asyncio.gather(*(store.leader() for _ in range(5)))
+        assert {record for record, _ in results} == {None}
+    finally:
+        await store.close()
