@@ -497,8 +497,16 @@ class RedisSettings(_Strict):
 
     sentinels: HostPorts = Field(default_factory=list)  # host:port of each Sentinel
     master_name: str = "runnerhub"
-    password: SecretStr | None = None  # the data nodes' requirepass
+    password: SecretStr | None = None  # the data nodes' requirepass, or `username`'s
     sentinel_password: SecretStr | None = None  # the Sentinels' own, if they have one
+    # An ACL user on the data nodes (Redis 6+), e.g. one that may use only `runnerhub:*`
+    # keys and channels and no admin command (docs/security.md). None: the default user.
+    username: str | None = None
+    # TLS to the Sentinels and the data nodes: with a CA file the client checks their
+    # certificates; with a certificate and key it shows its own (`tls-auth-clients yes`).
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     # Short on purpose: a dead Redis must make things slower, never stuck (I7).
     socket_timeout_s: float = Field(default=0.25, gt=0, le=5)
     check_s: float = Field(default=5.0, gt=0)  # how often a node reads its replication
@@ -506,6 +514,14 @@ class RedisSettings(_Strict):
     @property
     def enabled(self) -> bool:
         return bool(self.sentinels)
+
+    @model_validator(mode="after")
+    def _tls(self) -> RedisSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("cert_file needs ca_file (TLS)")
+        return self
 
 
 class HASettings(_Strict):

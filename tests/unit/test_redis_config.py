@@ -123,3 +123,19 @@ async def test_the_null_cache_remembers_nothing_and_never_fails() -> None:
         "last_error": None,
         "consecutive_failures": 0,
     }
+
+
+def test_tls_only_and_an_acl_user_limited_to_runnerhub_keys() -> None:
+    from runnerhub.dev.cluster.redis import NODE_ACL, ServerTls
+
+    tls = ServerTls(Path("/c/r.pem"), Path("/c/r.key"), Path("/c/ca.pem"))
+    text = render_redis_config(7001, "pw", Path("/d"), tls=tls, users={"runnerhub": "node-pw"})
+    lines = text.splitlines()
+    assert "port 0" in lines and "tls-port 7001" in lines and "port 7001" not in lines
+    assert "tls-replication yes" in lines and "tls-auth-clients no" in lines
+    assert f"user runnerhub on >node-pw {NODE_ACL}" in lines
+    assert "~runnerhub:*" in NODE_ACL and "-@dangerous" in NODE_ACL
+    with pytest.raises(ValueError, match="ACL user"):
+        render_redis_config(7001, "pw", Path("/d"), users={"bad name": "x"})
+    sentinel = render_sentinel_config(7002, "rh", ("127.0.0.1", 7001), "pw", Path("/d"), tls=tls)
+    assert "tls-port 7002" in sentinel.splitlines() and "port 0" in sentinel.splitlines()

@@ -5,7 +5,8 @@ from runnerhub.cache.redis_cache import (
     CacheStatus,
     CacheUnavailable,
     NullCache,
+    RedisTls,
     SharedCache,
 )
 
-__all__ = ["Cache", "CacheStatus", "CacheUnavailable", "NullCache", "SharedCache"]
+__all__ = ["Cache", "CacheStatus", "CacheUnavailable", "NullCache", "RedisTls", "SharedCache"]

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypedDict, TypeVar
 
 import structlog
@@ -147,6 +149,24 @@ def _ttl_ms(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1000))
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """TLS to Redis and its Sentinels: the CA that signed their certificates, and a client
+    certificate and key when they ask for one."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_certfile": str(self.cert_file) if self.cert_file else None,
+            "ssl_keyfile": str(self.key_file) if self.key_file else None,
+        }
+
+
 class SharedCache:
     """The Redis primary behind `sentinels`, under `master_name`, as a best-effort cache.
 
@@ -161,6 +181,8 @@ class SharedCache:
         *,
         password: str | None = None,
         sentinel_password: str | None = None,
+        username: str | None = None,
+        tls: RedisTls | None = None,
         socket_timeout_s: float = 0.25,
         connect_timeout_s: float = 0.25,
         op_timeout_s: float = 1.0,
@@ -187,13 +209,16 @@ class SharedCache:
             "socket_connect_timeout": connect_timeout_s,
             "retry": Retry(NoBackoff(), 0),
         }
+        secure = tls.kwargs() if tls else {}
         self._sentinel = Sentinel(
             [(h, int(p)) for h, p in sentinels],
-            sentinel_kwargs={**timeouts, "password": sentinel_password},
+            sentinel_kwargs={**timeouts, **secure, "password": sentinel_password},
             password=password,
+            username=username,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0),
+            **secure,
         )
         self._redis: Redis = self._sentinel.master_for(master_name)
 

@@ -163,12 +163,14 @@ class LiveCluster:
 
         conf = self.info.get("redis") or {}
         for host, port in conf.get("sentinels", []):
+            ca = conf.get("ca_file")  # TLS only, when the cluster has it
             client = redis.Redis(
                 host=host,
                 port=port,
                 password=conf.get("password"),
                 socket_timeout=1,
                 socket_connect_timeout=1,
+                **({"ssl": True, "ssl_ca_certs": ca} if ca else {}),
             )
             try:
                 addr = client.execute_command(  # type: ignore[no-untyped-call]

@@ -103,6 +103,8 @@ class Secrets:
     # etcd's users (HA): the nodes' (the leader key's prefix) and Patroni's (its own).
     etcd_runnerhub_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     etcd_patroni_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # Redis's ACL user for the nodes (HA): `runnerhub:*` keys and channels only.
+    redis_node_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -126,6 +128,7 @@ class Secrets:
 ETCD_PREFIX = "/runnerhub"
 ETCD_NODE_USER = "runnerhub"
 ETCD_PATRONI_USER = "patroni"
+REDIS_NODE_USER = "runnerhub"
 
 # What starting a local service may raise (the supervisor reports it and goes on).
 START_ERRORS = (
@@ -432,7 +435,12 @@ class LocalCluster:
         }
 
     def _start_redis(self) -> None:
-        self.redis = LocalRedis(self.state_dir / "redis")
+        # TLS only (the local CA), and an ACL user for the nodes (NODE_ACL).
+        self.redis = LocalRedis(
+            self.state_dir / "redis",
+            tls=self.ca,
+            users={REDIS_NODE_USER: self.secrets.redis_node_password},
+        )
         with self.console.status("starting Redis (primary, replica, 3 Sentinels)…"):
             self.redis.start()
         host, port = self.redis.primary()
@@ -633,8 +641,10 @@ class LocalCluster:
             config["redis"] = {
                 "sentinels": [f"{h}:{p}" for h, p in self.redis.sentinels],
                 "master_name": self.redis.master_name,
-                "password": self.redis.password,
-                "sentinel_password": self.redis.password,  # the Sentinels require it too
+                "username": REDIS_NODE_USER,
+                "password": self.secrets.redis_node_password,
+                "sentinel_password": self.redis.password,  # the Sentinels' requirepass
+                "ca_file": str(self.ca.cert),
                 "check_s": 1,
             }
         if self.pg_cluster is not None:  # /health reports every PostgreSQL member
@@ -748,6 +758,7 @@ class LocalCluster:
         return {
             "master_name": self.redis.master_name,
             "password": self.redis.password,
+            "ca_file": str(self.ca.cert) if self.redis.tls else None,
             "sentinels": self.redis.sentinels,
             "processes": {
                 name: {"address": f"{p.address[0]}:{p.address[1]}", "config": str(p.config_file)}

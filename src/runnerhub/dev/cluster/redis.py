@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.paths import write_private
 
 HOST = "127.0.0.1"
@@ -72,6 +73,33 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A Redis process's TLS: its certificate and key, the CA its peers' are checked by.
+    Clients need no certificate (`tls-auth-clients no`): they show a password instead."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def lines(self, port: int) -> list[str]:
+        return [
+            "port 0",  # TLS only
+            f"tls-port {port}",
+            f"tls-cert-file {_quote(str(self.cert))}",
+            f"tls-key-file {_quote(str(self.key))}",
+            f"tls-ca-cert-file {_quote(str(self.ca))}",
+            "tls-auth-clients no",
+            "tls-replication yes",  # replicas and Sentinels reach their peers over TLS too
+        ]
+
+
+# What RunnerHub's own ACL user may do: its keys and channels only (`runnerhub:*`), no
+# dangerous command (CONFIG, FLUSHALL, KEYS, DEBUG...), but INFO (it reads the replication)
+# and ROLE (redis-py checks a primary with it).
+NODE_ACL = "~runnerhub:* &runnerhub:* +@all -@dangerous +info +role"
+
+
 def render_redis_config(
     port: int,
     password: str,
@@ -80,14 +108,18 @@ def render_redis_config(
     replica_of: Address | None = None,
     bind: str = HOST,
     maxmemory: str = "64mb",
+    tls: ServerTls | None = None,
+    users: Mapping[str, str] | None = None,
 ) -> str:
-    """A Redis 7 data node: loopback only, password on clients and on its own replication."""
+    """A Redis 7 data node: loopback only, password on clients and on its own replication;
+    with `tls`, TLS only; `users`: ACL users (name: password) with `NODE_ACL`."""
     if not password:
         raise ValueError("a Redis node needs a password")
+    listen = tls.lines(port) if tls else [f"port {port}"]
     lines = [
         "# Written by runnerhub.dev.cluster.redis; Redis rewrites it when its role changes.",
         f"bind {bind}",
-        f"port {port}",
+        *listen,
         "protected-mode yes",
         "daemonize no",
         'logfile ""',  # stdout, which LocalRedis sends to the node's log file
@@ -106,6 +138,10 @@ def render_redis_config(
         f"maxmemory {maxmemory}",
         "maxmemory-policy volatile-lru",
     ]
+    for name, secret in (users or {}).items():
+        if not name.isidentifier() or not secret or any(c.isspace() for c in secret):
+            raise ValueError(f"invalid ACL user {name!r} or password")
+        lines.append(f"user {name} on >{secret} {NODE_ACL}")
     if replica_of is not None:
         lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
     return "\n".join(lines) + "\n"
@@ -123,9 +159,10 @@ def render_sentinel_config(
     failover_timeout_ms: int = 10_000,
     parallel_syncs: int = 1,
     bind: str = HOST,
+    tls: ServerTls | None = None,
 ) -> str:
     """A Sentinel watching `master`: the same password for clients, its peers and the data
-    nodes, timings for a fast local failover."""
+    nodes, timings for a fast local failover; with `tls`, TLS only."""
     if not password:
         raise ValueError("a Sentinel needs a password")
     if quorum < 1:
@@ -138,7 +175,7 @@ def render_sentinel_config(
             [
                 "# Written by runnerhub.dev.cluster.redis; Sentinel rewrites it as it learns.",
                 f"bind {bind}",
-                f"port {port}",
+                *(tls.lines(port) if tls else [f"port {port}"]),
                 "protected-mode yes",
                 "daemonize no",
                 'logfile ""',
@@ -218,6 +255,10 @@ class LocalRedis:
     # take 20 s instead of 2. One replica is reconfigured well within 4 s here.
     failover_timeout_ms: int = 4_000
     parallel_syncs: int = 1
+    # TLS only, every process with a certificate of this CA; ACL users (name: password) on
+    # the data nodes, each allowed NODE_ACL.
+    tls: LocalCA | None = None
+    users: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, RedisProcess] = field(init=False, default_factory=dict)
 
     DATA_NODES = ("redis-0", "redis-1")
@@ -240,12 +281,18 @@ class LocalRedis:
             p.node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             if p.config_file.exists():
                 continue
+            tls = None
+            if self.tls is not None:
+                issued = self.tls.issue(p.name, also_client=True)
+                tls = ServerTls(issued.cert, issued.key, self.tls.cert)
             if p.kind == "redis":
                 text = render_redis_config(
                     p.port,
                     self.password,
                     p.node_dir,
                     replica_of=None if p is primary else primary.address,
+                    tls=tls,
+                    users=self.users,
                 )
             else:
                 text = render_sentinel_config(
@@ -258,6 +305,7 @@ class LocalRedis:
                     down_after_ms=self.down_after_ms,
                     failover_timeout_ms=self.failover_timeout_ms,
                     parallel_syncs=self.parallel_syncs,
+                    tls=tls,
                 )
             write_private(p.config_file, text)  # it holds the password
 
@@ -405,7 +453,14 @@ class LocalRedis:
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # one try: a probe, not a request that must pass
             decode_responses=True,
+            **self.client_tls(),
         )
+
+    def client_tls(self) -> dict[str, Any]:
+        """redis-py's arguments for reaching these processes (TLS, checked by the CA)."""
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.cert)}
 
     def _call(self, p: RedisProcess, command: Callable[[redis.Redis], T]) -> T | None:
         """One command to one process; None if it does not answer."""
