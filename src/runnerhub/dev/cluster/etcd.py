@@ -367,11 +367,11 @@ class LocalEtcd:
                 access += [f"--cert={admin.cert}", f"--key={admin.key}"]
         if self.root_password is not None:  # in the environment: not in `ps`
             env["ETCDCTL_USER"] = f"root:{self.root_password}"
-        scheme = "https" if self.tls else "http"
+        scheme = "https://" if self.tls else ""  # etcdctl's default is plain HTTP
         cmd = [
             str(find_etcd("etcdctl")),
             *access,
-            f"--endpoints={','.join(f'{scheme}://{e}' for e in endpoints or self.endpoints)}",
+            f"--endpoints={','.join(f'{scheme}{e}' for e in endpoints or self.endpoints)}",
             f"--command-timeout={max(1, int(timeout_s))}s",
             "--dial-timeout=2s",
             *args,
