@@ -117,16 +117,18 @@ def one_round(c: LocalCluster, fault: str, lease_s: float) -> Round:
     sig = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigstop": signal.SIGSTOP}
     svc.popen.send_signal(sig[fault])
 
-    def elected() -> bool:
+    def elected() -> str | None:
+        """The new leader, once there is one (an answer from a frozen node may time out:
+        HAProxy replays the call only after its own 4 s)."""
         try:
             info = cluster_info(c)
         except httpx.HTTPError:
-            return False
-        return bool(info["leader"]) and (info["epoch"] or 0) > epoch
+            return None
+        ok = bool(info["leader"]) and (info["epoch"] or 0) > epoch
+        return str(info["leader"]) if ok else None
 
-    wait_until_sync(elected, 60, "a new leader", interval_s=0.02)
+    new = wait_until_sync(elected, 60, "a new leader", interval_s=0.02)
     elected_s = time.monotonic() - t0
-    new = str(cluster_info(c)["leader"])
 
     def provisioned() -> float | None:
         rows = query(

@@ -132,3 +132,29 @@ def test_patroni_credentials_go_together_and_stay_secret(tmp_path: Path) -> None
     assert s.health.patroni_password is not None
     assert "pat-r0ni-pw" not in repr(s) + str(s.model_dump())
     assert (s.remediation.reinit_stalled_replicas, s.remediation.reinit_after_s) == (True, 120.0)
+
+
+def test_a_file_the_settings_name_that_cannot_be_read_stops_the_server_clearly(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        "database: {dsn: 'postgresql://x@127.0.0.1:1/x'}\n"
+        "webhook: {secrets: ['s3cret-0123456789']}\n"
+        "github: {auth: {token: 'ghp_x'}}\n"
+        f"node: {{state_dir: '{tmp_path / 'state'}'}}\n"
+        f"ha: {{etcd_endpoints: ['127.0.0.1:1'], etcd_ca_file: '{tmp_path / 'no-ca.pem'}'}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "runnerhub.cli.main", "server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{config}: ha.etcd_ca_file: cannot read {tmp_path / 'no-ca.pem'}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import structlog
@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from runnerhub import __version__
 from runnerhub.api import probes
-from runnerhub.api.auth import FailedAuthLimit, Found, Lookup, Principal, TokenAuth
+from runnerhub.api.auth import FailedAuthLimit, Found, Lookup, Principal, Role, TokenAuth
 from runnerhub.api.deps import Reader
 from runnerhub.api.routers import api_v1
 from runnerhub.context import NodeContext
@@ -155,8 +155,7 @@ def stored_tokens(ctx: NodeContext) -> Lookup:
             row = await tokens.find(conn, token)
         if row is None or row.role not in ("read", "admin"):
             return None
-        role: Any = row.role
-        return Found(Principal(row.name, role), row.expires_at)
+        return Found(Principal(row.name, cast(Role, row.role)), row.expires_at)
 
     return lookup
 

@@ -77,9 +77,13 @@ def _default(ctx: typer.Context) -> None:
 def server(config: ConfigOpt) -> None:
     """Run one RunnerHub node: webhooks, API, health and the control loops."""
     settings = _settings(config)
+    from runnerhub.config import ConfigError
     from runnerhub.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ConfigError as exc:  # a file the settings name cannot be read: say which
+        _fail(f"{config}: {exc}")
 
 
 @db_app.command("migrate")
