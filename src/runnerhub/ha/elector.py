@@ -162,8 +162,11 @@ class Elector:
         finally:
             for t in (watcher, stopper):
                 t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
-                await watcher
+            # Its end is awaited, bounded, and its result ignored: Python 3.11's wait_for can
+            # swallow a cancellation or turn it into a TimeoutError (both seen under load).
+            await asyncio.wait({watcher}, timeout=self._recheck_s)
+            if watcher.done() and not watcher.cancelled():
+                watcher.exception()  # retrieved, so asyncio does not report it as lost
 
     async def _lead(
         self, term: Term, sent: float, vacancy_seen: float, stop: asyncio.Event

@@ -96,8 +96,9 @@ class MemoryLeaderStore(LeaderStore):
                     yield record
             # etcd expires leases on its own; here a watcher's poll applies the expiry.
             async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=0.02)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                    async with asyncio.timeout(0.02):
+                        await self._changed.wait()
             await self.expire()
 
     async def put_handoff(self, request: Handoff, ttl_s: float) -> None:
