@@ -29,7 +29,7 @@ typecheck: deps
 bench: deps
 	$(BIN)/python bench/ingest.py
 
-deps: system venv $(BIN)/promtool $(RUNNER_ROOTFS)
+deps: system venv $(BIN)/promtool $(BIN)/alertmanager $(RUNNER_ROOTFS)
 
 # The container backend's runner image, from Debian's packages (no registry): the base's
 # root file system tar, which `podman import` (or `docker import`) turns into the base that
@@ -55,6 +55,7 @@ $(STAMPS)/system:
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v keepalived >/dev/null || missing="$$missing keepalived"; \
 	command -v patroni >/dev/null || missing="$$missing patroni"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
@@ -64,6 +65,7 @@ $(STAMPS)/system:
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
@@ -102,6 +104,22 @@ $(BIN)/promtool: $(VENV)/.installed
 	  dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool $(CURDIR)/$@ && \
 	  cd / && rm -rf $$tmp; fi
 	@$@ --version | head -1
+
+# Prometheus, Alertmanager and amtool for the alerting tests (tests/chaos/test_alerts.py)
+# and `amtool check-config`: the binaries only, from Debian's packages, as for promtool,
+# and the notification templates, which Debian's Alertmanager reads from a fixed place.
+AM_TEMPLATES := /usr/share/prometheus/alertmanager
+$(BIN)/alertmanager: $(VENV)/.installed
+	@echo "fetching prometheus, alertmanager and amtool (from Debian's packages)"; \
+	tmp=$$(mktemp -d) && cd $$tmp && \
+	{ apt-get download prometheus prometheus-alertmanager >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && apt-get download prometheus prometheus-alertmanager >/dev/null; }; } && \
+	for deb in *.deb; do dpkg-deb -x $$deb root; done && \
+	cp root/usr/bin/prometheus root/usr/bin/amtool $(CURDIR)/$(BIN)/ && \
+	cp root/usr/bin/prometheus-alertmanager $(CURDIR)/$@ && \
+	$(SUDO) mkdir -p $(AM_TEMPLATES) && $(SUDO) cp -n root$(AM_TEMPLATES)/*.tmpl $(AM_TEMPLATES)/ && \
+	cd / && rm -rf $$tmp
+	@$@ --version 2>&1 | head -1
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

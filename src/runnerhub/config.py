@@ -779,7 +779,10 @@ class Settings(BaseSettings):
         return next((p for p in self.pools if p.name == name), None)
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
+def describe_validation(
+    path: Path, exc: ValidationError, example: str = "examples/runnerhub.yaml"
+) -> str:
+    """A pydantic error as an operator reads it: the file, then each field and its problem."""
     lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s))"]
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
@@ -787,16 +790,15 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         if err["type"] == "missing":
             msg = "required field is missing"
         elif err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling against examples/runnerhub.yaml)"
+            msg = f"unknown field (check the spelling against {example})"
         env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
         hint = f" (or environment variable {env_name})" if env_name in os.environ else ""
         lines.append(f"  - {loc}{hint}: {msg}")
     return "\n".join(lines)
 
 
-def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read, merge with the environment and validate; raise ConfigError on any problem."""
-    path = Path(path)
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; ConfigError naming the file and line otherwise."""
     try:
         raw = path.read_text()
     except OSError as exc:
@@ -812,9 +814,16 @@ def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_settings(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read, merge with the environment and validate; raise ConfigError on any problem."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     if overrides:
         data = {**data, **overrides}
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
+        raise ConfigError(describe_validation(path, exc)) from None

@@ -7,9 +7,12 @@ happen.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from runnerhub.domain.backups import Archiver
@@ -206,21 +209,59 @@ def record_archiver(a: Archiver | None) -> None:
     WAL_ARCHIVE_FAILING.set(1 if a.failing else 0)
 
 
-STANDBY_LAG = Gauge(
+class MeasuredGauge(Collector):
+    """A gauge absent until measured, and again once there is nothing to measure. A plain
+    Gauge exports 0 from the start, which an alert rule reads as a value: every node of a
+    cluster without a standby region reported its standby "not streaming" (found by the
+    real Prometheus in tests/chaos)."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name, self._doc = name, documentation
+        self._value: float | None = None
+        REGISTRY.register(self)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def clear(self) -> None:
+        self._value = None
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._doc)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self._value is not None:
+            yield GaugeMetricFamily(self._name, self._doc, value=self._value)
+
+
+STANDBY_LAG = MeasuredGauge(
     "runnerhub_standby_replay_lag_seconds",
     "A standby region's database: time since the newest transaction it replayed was "
     "committed in the active region (read by the standby region's nodes).",
 )
-STANDBY_STREAMING = Gauge(
+STANDBY_STREAMING = MeasuredGauge(
     "runnerhub_standby_streaming",
     "1 while a standby region's database streams WAL from the active region, 0 while it "
     "only replays the archive.",
 )
 
 
+# Exported only while measured (a scrape may not show them).
+MEASURED = (STANDBY_LAG, STANDBY_STREAMING)
+
+
 def record_standby(s: StandbyStatus | None) -> None:
+    """None: this node's region is not a standby (never was, or was promoted)."""
     if s is None:
+        STANDBY_LAG.clear()
+        STANDBY_STREAMING.clear()
         return
-    if s.replay_lag_s is not None:
+    if s.replay_lag_s is None:
+        STANDBY_LAG.clear()
+    else:
         STANDBY_LAG.set(max(0.0, s.replay_lag_s))
     STANDBY_STREAMING.set(1 if s.streaming else 0)

@@ -18,6 +18,7 @@ import httpx
 import structlog
 from fastapi import FastAPI
 
+from runnerhub import metrics
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.backends.container import ContainerBackend
@@ -269,6 +270,7 @@ class Node:
                 work.append(asyncio.create_task(elector, name="elector"))
             else:
                 await self.office.start_loops()
+                metrics.IS_LEADER.set(1)  # one node, always the leader (no alert for it)
         await stop.wait()
         await self.office.stop_loops()
         await asyncio.gather(*work, return_exceptions=True)

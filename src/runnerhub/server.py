@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import socket
 from types import FrameType
 
 import uvicorn
 
 from runnerhub import logs
 from runnerhub.config import Settings
+from runnerhub.health import sd_notify
 from runnerhub.node import Node
 
 
@@ -38,13 +40,24 @@ def uvicorn_config(node: Node, settings: Settings) -> uvicorn.Config:
 
 class NodeServer(uvicorn.Server):
     """uvicorn, but a stop signal makes the leader hand over *first*: the successor takes
-    office while this node still finishes its requests and shuts down."""
+    office while this node still finishes its requests and shuts down. Under systemd
+    (Type=notify) it says when it is ready and when it begins to stop."""
 
     def __init__(self, config: uvicorn.Config, node: Node) -> None:
         super().__init__(config)
         self.node = node
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # The node has started (lifespan) and listens: ready. Not "the database answers":
+        # a node without it still takes deliveries into its spool and answers /health, and
+        # a start that waited for PostgreSQL would be killed by systemd during an outage.
+        if self.started and not self.should_exit:
+            s = self.node.settings.node
+            sd_notify.notify(sd_notify.READY, sd_notify.status(f"node {s.id} serving on {s.url}"))
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        sd_notify.notify(sd_notify.STOPPING, sd_notify.status("stopping: handing over, draining"))
         self.node.hand_over_soon()
         super().handle_exit(sig, frame)
 

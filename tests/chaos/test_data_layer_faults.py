@@ -30,6 +30,7 @@ from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from tests import checks
+from tests.chaos.alerting import Watch, watching
 
 pytestmark = pytest.mark.chaos
 
@@ -46,6 +47,13 @@ def dbha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         cluster.stop()
         if cluster.pg_cluster is not None:
             cluster.pg_cluster.destroy()  # its data may live outside the test's directory
+
+
+@pytest.fixture(scope="module")
+def alerts(dbha: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watch]:
+    """Prometheus and Alertmanager watching the cluster, as an operator's would."""
+    with watching(dbha, tmp_path_factory.mktemp("alerting")) as watch:
+        yield watch
 
 
 @pytest.fixture
@@ -146,7 +154,7 @@ def in_recovery(m: PatroniMember, password: str) -> bool | None:
         return None
 
 
-def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
+def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster, alerts: Watch) -> None:
     dbha = whole
     pg = patroni(dbha)
     with Load(dbha.sim_url, RATE) as load:
@@ -169,6 +177,15 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster) -> None:
         new = pg.wait_primary(40, other_than=old.name)
         promoted_s = time.monotonic() - killed
         assert promoted_s < pg.timing.ttl + 10, promoted_s
+        # A person hears of it (Alertmanager's webhook, standing in for Slack), and hears
+        # that it is over once the new primary takes writes.
+        paged_s = alerts.reached("RunnerHubDatabaseFailover", "firing", killed, 40)
+        resolved_s = alerts.reached("RunnerHubDatabaseFailover", "resolved", killed, 60)
+        print(
+            f"RunnerHubDatabaseFailover: at the webhook after {paged_s:.1f}s, resolved "
+            f"after {resolved_s:.1f}s (promoted after {promoted_s:.1f}s)"
+        )
+        assert paged_s < resolved_s, (paged_s, resolved_s)
         # HAProxy's primary endpoint follows Patroni's health checks to the new primary.
         wait_until_sync(
             lambda: server_port_via_haproxy(dbha) == new.pg_port, 15, "HAProxy to follow"

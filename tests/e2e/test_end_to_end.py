@@ -27,6 +27,12 @@ def assert_each_ran_once(c: Cluster, ids: list[int]) -> None:
 def test_200_jobs_over_3_pools_each_run_exactly_once(cluster: Cluster) -> None:
     cluster.start_sim()
     cluster.start_node()
+    # A node without etcd leads by itself, and says so (RunnerHubLeaderMissing stays quiet).
+    wait_until_sync(
+        lambda: "runnerhub_leader 1.0" in httpx.get(f"{cluster.api_url}/metrics", timeout=5).text,
+        10,
+        "the sole node to export runnerhub_leader 1",
+    )
     rng = random.Random(2)
     ids: list[int] = []
     for n in range(40):

@@ -1,5 +1,6 @@
 """The alert rules and the Grafana dashboard in deploy/: promtool accepts the rules and its
-rule tests pass (each alert fires on what should raise it), and every RunnerHub metric they
+rule tests pass (each alert fires on what should raise it), every alert is tested both firing
+and quiet, every alert links its runbook in docs/runbooks/, and every RunnerHub metric they
 name is one RunnerHub exports — a renamed metric must not silently blind an alert."""
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 
 import runnerhub.node  # noqa: F401 - registers every metric RunnerHub exports
+from runnerhub.metrics import MEASURED
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+RUNBOOK_BASE = "https://github.com/runnerhub/runnerhub/blob/main/docs/runbooks/"
 RULES = DEPLOY / "prometheus" / "runnerhub-alerts.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "runnerhub-alerts-test.yml"
 DASHBOARD = DEPLOY / "grafana" / "runnerhub-ha.json"
@@ -33,7 +40,21 @@ def promtool() -> str:
 
 
 def exported() -> set[str]:
-    return {m.name + s for m in REGISTRY.collect() for s in SUFFIXES}
+    return {m.name + s for m in REGISTRY.collect() for s in SUFFIXES} | {
+        g.name
+        for g in MEASURED  # absent from a scrape until measured
+    }
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def rule_tests() -> list[dict[str, Any]]:
+    """Every alert_rule_test case of the promtool test file, whatever its input series."""
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    return [case for t in tests for case in t.get("alert_rule_test") or []]
 
 
 def dashboard_exprs() -> list[str]:
@@ -66,3 +87,33 @@ def test_the_dashboard_is_a_grafana_dashboard_with_unique_panels() -> None:
         p["targets"] and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in board["panels"]
     )
     assert all(expr.strip() for expr in dashboard_exprs())
+
+
+def test_every_alert_links_its_runbook_in_docs_runbooks() -> None:
+    rules = alert_rules()
+    assert len(rules) >= 24
+    wrong = {
+        r["alert"]: r["annotations"].get("runbook_url")
+        for r in rules
+        if r["annotations"].get("runbook_url") != f"{RUNBOOK_BASE}{r['alert']}.md"
+    }
+    assert not wrong, f"runbook_url not {RUNBOOK_BASE}<AlertName>.md: {wrong}"
+    missing = sorted(
+        f"docs/runbooks/{r['alert']}.md"
+        for r in rules
+        if not (RUNBOOKS / f"{r['alert']}.md").is_file()
+    )
+    assert not missing, f"runbook_url leads nowhere, no such page: {missing}"
+
+
+def test_every_alert_is_tested_firing_and_quiet_and_every_test_names_an_alert() -> None:
+    names = {r["alert"] for r in alert_rules()}
+    cases = rule_tests()
+    fires = {c["alertname"] for c in cases if c.get("exp_alerts")}
+    quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
+    assert not names - fires, f"never tested firing: {sorted(names - fires)}"
+    assert not names - quiet, f"never tested quiet: {sorted(names - quiet)}"
+    # promtool passes a test of an alert that does not exist (nothing fires): a renamed
+    # alert would leave its tests proving nothing.
+    unknown = sorted({c["alertname"] for c in cases} - names)
+    assert not unknown, f"tested but not in {RULES.name}: {unknown}"

@@ -86,6 +86,18 @@ def server(config: ConfigOpt) -> None:
         _fail(f"{config}: {exc}")
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON, for scripts.")] = False,
+) -> None:
+    """Check a node's configuration and every dependency it names, from this host: exit 0
+    when nothing fails, 1 when something does, 2 when the configuration cannot be loaded."""
+    from runnerhub.cli.doctor import doctor as run_doctor
+
+    sys.exit(run_doctor(config, as_json))
+
+
 @db_app.command("migrate")
 def db_migrate(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
@@ -245,6 +257,20 @@ def backups(
     from runnerhub.cli.backups import show_backups
 
     sys.exit(show_backups(state_dir, url, token, limit))
+
+
+@app.command("render")
+def render_files(
+    topology: Annotated[
+        Path, typer.Option(help="The installation described (examples/topology.yaml).")
+    ],
+    out: Annotated[Path, typer.Option(help="The directory to write the files under.")],
+) -> None:
+    """Write the configuration of the programs around RunnerHub (Prometheus and
+    Alertmanager today) for the hosts a topology file describes."""
+    from runnerhub.cli.render import render_topology
+
+    sys.exit(render_topology(topology, out))
 
 
 @app.command()
