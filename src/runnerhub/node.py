@@ -25,7 +25,7 @@ from runnerhub.backends.container import ContainerBackend
 from runnerhub.backends.guarded import GuardedBackend
 from runnerhub.backends.process import ProcessBackend
 from runnerhub.breakers import BreakerListener, CircuitBreaker
-from runnerhub.cache import Cache, NullCache, RedisTls, SharedCache
+from runnerhub.cache import Cache, NullCache, SharedCache
 from runnerhub.config import RedisSettings, Settings
 from runnerhub.context import NodeContext, NodeState, SoleNode, StandbyNode
 from runnerhub.control.backups import Backups
@@ -97,16 +97,7 @@ def make_backends(
 def make_cache(r: RedisSettings) -> Cache:
     if not r.enabled:
         return NullCache()
-    return SharedCache(
-        [(h, int(p)) for h, _, p in (e.rpartition(":") for e in r.sentinels)],
-        r.master_name,
-        password=r.password.get_secret_value() if r.password else None,
-        sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
-        username=r.username,
-        tls=RedisTls(r.ca_file, r.cert_file, r.key_file) if r.ca_file else None,
-        socket_timeout_s=r.socket_timeout_s,
-        connect_timeout_s=r.socket_timeout_s,
-    )
+    return SharedCache.from_settings(r)
 
 
 def make_elector(settings: Settings, state: NodeState) -> Elector | None:

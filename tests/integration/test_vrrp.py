@@ -177,6 +177,14 @@ class Delivery:
     def answered(self) -> float | None:
         return next((a.answered for a in self.attempts if a.answered is not None), None)
 
+    @property
+    def settled(self) -> bool:
+        """Answered, or every attempt made and refused: nothing more will happen to it."""
+        last = self.attempts[-1] if self.attempts else None
+        return self.answered is not None or (
+            len(self.attempts) == 1 + RETRIES and last is not None and last.error is not None
+        )
+
 
 class Client:
     """Sends a delivery every 1/`rate` s from the `client` namespace until stopped."""
@@ -431,8 +439,9 @@ class Lab:
         other = next(h for h in self.hosts.values() if h is not old)
         r = Round(fault, old=old.name)
         with self.load() as client:
-            if lead_s:
-                time.sleep(lead_s)  # more load before the fault, not a wait for a condition
+            if lead_s:  # more load before the fault: counted in answers, not slept
+                wanted = len(client.answers()) + int(RATE * lead_s)
+                wait_until_sync(lambda: len(client.answers()) >= wanted, lead_s + 10, "more load")
             t0 = time.monotonic()
             if fault is not None:
                 old.kill(fault)
@@ -455,9 +464,15 @@ class Lab:
                 r.first_answer_s = wait_until_sync(
                     through_new, 15, f"a delivery answered through {other.name}", interval_s=0.01
                 )
-            # The load goes on long enough for the retries of deliveries that failed during
-            # the move to land: an observation window, not a wait for a condition.
-            time.sleep(after_s)
+            # The load goes on for `after_s` more seconds' worth of answers, and until every
+            # delivery sent so far has settled (its retries landed or ran out).
+            sent = list(client.deliveries)
+            wanted = len(client.answers()) + int(RATE * after_s)
+            wait_until_sync(
+                lambda: len(client.answers()) >= wanted and all(d.settled for d in sent),
+                after_s + (1 + RETRIES) * (RETRY_AFTER_S + ATTEMPT_TIMEOUT_S) + 10,
+                "the deliveries sent during the move to settle",
+            )
             r.longest_gap_s = longest_gap(client.answers(), until=time.monotonic())
         got = [x.delivery for x in self.app.received()]
         seen = set(got)

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -30,6 +30,9 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from runnerhub.config import RedisSettings
 
 log = structlog.get_logger("runnerhub.cache")
 
@@ -173,6 +176,27 @@ class SharedCache:
     `password` is the data nodes'; `sentinel_password` the Sentinels' own (`requirepass` on
     them; LocalRedis uses the same for both), None when they require none. A bad argument
     (a TTL that is not positive) raises ValueError; nothing that Redis does ever raises."""
+
+    @classmethod
+    def from_settings(
+        cls, r: RedisSettings, timeout_s: float | None = None, **extra: Any
+    ) -> SharedCache:
+        """The cache a node's `redis` section describes; `timeout_s` instead of the
+        section's socket timeout (e.g. `runnerhub doctor`'s), `extra` passed on."""
+        timeout = r.socket_timeout_s if timeout_s is None else timeout_s
+        return cls(
+            [(h, int(port)) for h, _, port in (e.rpartition(":") for e in r.sentinels)],
+            r.master_name,
+            password=r.password.get_secret_value() if r.password else None,
+            sentinel_password=(
+                r.sentinel_password.get_secret_value() if r.sentinel_password else None
+            ),
+            username=r.username,
+            tls=RedisTls(r.ca_file, r.cert_file, r.key_file) if r.ca_file else None,
+            socket_timeout_s=timeout,
+            connect_timeout_s=timeout,
+            **extra,
+        )
 
     def __init__(
         self,

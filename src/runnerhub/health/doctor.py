@@ -22,7 +22,7 @@ from aetcd import rpc
 from cryptography import x509
 from psycopg.conninfo import conninfo_to_dict
 
-from runnerhub.cache import RedisTls, SharedCache
+from runnerhub.cache import SharedCache
 from runnerhub.config import ConfigError, EngineHostSettings, Settings, read_yaml_mapping
 from runnerhub.domain import doctor as verdict
 from runnerhub.domain.doctor import Finding
@@ -225,17 +225,8 @@ async def redis(settings: Settings) -> list[Finding]:
     r = settings.redis
     if not r.enabled:
         return [Finding("redis", "skip", "no redis.sentinels: no shared cache")]
-    cache = SharedCache(
-        [(h, int(p)) for h, _, p in (e.rpartition(":") for e in r.sentinels)],
-        r.master_name,
-        password=r.password.get_secret_value() if r.password else None,
-        sentinel_password=r.sentinel_password.get_secret_value() if r.sentinel_password else None,
-        username=r.username,
-        tls=RedisTls(r.ca_file, r.cert_file, r.key_file) if r.ca_file else None,
-        socket_timeout_s=NET_TIMEOUT_S,
-        connect_timeout_s=NET_TIMEOUT_S,
-        op_timeout_s=NET_TIMEOUT_S,
-        log_interval_s=3600,
+    cache = SharedCache.from_settings(
+        r, NET_TIMEOUT_S, op_timeout_s=NET_TIMEOUT_S, log_interval_s=3600
     )
     try:
         pong, sentinels = await asyncio.gather(cache.ping(), cache.sentinels())

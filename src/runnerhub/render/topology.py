@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runnerhub.config import ConfigError, describe_validation, read_yaml_mapping
 from runnerhub.render.alerting import (
@@ -27,34 +27,29 @@ Role = Literal["node", "postgres", "etcd", "redis", "haproxy", "prometheus", "al
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label: it names files
 
 
+def _dns_label(v: str) -> str:
+    if not NAME.match(v):
+        raise ValueError("must be a DNS label: lower-case letters, digits and '-'")
+    return v
+
+
+Label = Annotated[str, AfterValidator(_dns_label)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Host(_Strict):
-    name: str
+    name: Label
     address: str  # how the others reach it: an IP address or a DNS name
     roles: list[Role] = Field(min_length=1)
 
-    @field_validator("name")
-    @classmethod
-    def _label(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError("must be a DNS label: lower-case letters, digits and '-'")
-        return v
-
 
 class Region(_Strict):
-    name: str
+    name: Label
     standby: bool = False  # the disaster-recovery region (docs/dr.md)
     hosts: list[Host] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _label(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError("must be a DNS label: lower-case letters, digits and '-'")
-        return v
 
 
 class Ports(_Strict):
