@@ -251,7 +251,14 @@ STANDBY_STREAMING = MeasuredGauge(
 
 
 # Exported only while measured (a scrape may not show them).
-MEASURED = (STANDBY_LAG, STANDBY_STREAMING)
+# Absent on a node without Redis configured (a plain Gauge's 0 would page "works without
+# Redis" for every such node), then 1 or 0 from its first operation.
+CACHE_AVAILABLE = MeasuredGauge(
+    "runnerhub_cache_available",
+    "1 while the shared cache (Redis) answered its last operation, else 0.",
+)
+
+MEASURED = (STANDBY_LAG, STANDBY_STREAMING, CACHE_AVAILABLE)
 
 
 def record_standby(s: StandbyStatus | None) -> None:

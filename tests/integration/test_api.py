@@ -14,7 +14,7 @@ from runnerhub.config import Settings
 from runnerhub.context import NodeContext
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
-from runnerhub.store import nodes
+from runnerhub.store import leadership, nodes
 from runnerhub.store.db import Pool
 from tests.apps import node_app
 from tests.payloads import signed, workflow_job
@@ -124,6 +124,21 @@ async def test_cluster_names_this_node(client: httpx.AsyncClient, db: Pool) -> N
     c = (await client.get("/api/v1/cluster", headers=READ)).json()
     assert c["leader"] == "node-test"
     assert [(n["id"], n["pid"], n["healthy"]) for n in c["nodes"]] == [("node-test", 42, True)]
+
+
+async def test_cluster_shows_no_leader_once_the_recorded_one_stepped_down(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    async with db.connection() as conn:
+        assert await leadership.record_epoch(conn, 7, "node-test")
+    async with db.connection() as conn:
+        await nodes.heartbeat(conn, "node-test", "http://n", 42, "leader")
+    c = (await client.get("/api/v1/cluster", headers=READ)).json()
+    assert (c["leader"], c["last_leader"], c["epoch"]) == ("node-test", "node-test", 7)
+    async with db.connection() as conn:  # it steps down: its next heartbeat says so
+        await nodes.heartbeat(conn, "node-test", "http://n", 42, "follower")
+    c = (await client.get("/api/v1/cluster", headers=READ)).json()
+    assert (c["leader"], c["last_leader"], c["epoch"]) == (None, "node-test", 7)
 
 
 async def test_drain_marks_a_node_and_handoff_needs_an_election(

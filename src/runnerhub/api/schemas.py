@@ -185,7 +185,10 @@ class RegionOut(BaseModel):
 
 class ClusterOut(BaseModel):
     nodes: list[NodeOut]
+    # The node leading now (None while the office is vacant), and the last one recorded in
+    # PostgreSQL with its epoch and since when (kept after it died or stepped down).
     leader: str | None
+    last_leader: str | None = None
     epoch: int | None
     leader_since: datetime | None
     database: DatabaseOut | None = None

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
+
+from runnerhub.metrics import CACHE_AVAILABLE
 
 if TYPE_CHECKING:
     from runnerhub.config import RedisSettings
@@ -49,10 +51,6 @@ CACHE_LATENCY = Histogram(
     "Time spent in shared cache operations that were attempted, failed ones included.",
     ["op"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-CACHE_AVAILABLE = Gauge(
-    "runnerhub_cache_available",
-    "1 while the shared cache (Redis) answered its last operation, else 0.",
 )
 
 DEFAULT_MASTER_NAME = "runnerhub"

@@ -17,6 +17,7 @@ from runnerhub.api.schemas import (
     RegionOut,
     StandbyOut,
 )
+from runnerhub.domain.vacancy import still_leading
 from runnerhub.store import leadership, nodes
 
 router = APIRouter(tags=["cluster"])
@@ -31,11 +32,22 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
     replication = ctx.state.replication
     standby = ctx.state.standby
     cache_status = ctx.cache.status()
-    leader: str | None = lead.node if lead else None
+    last_leader: str | None = lead.node if lead else None
     epoch: int | None = lead.epoch if lead else None
     since: datetime | None = lead.since if lead else None
     if lead is None and not ctx.settings.ha.enabled:  # one node, always the leader
-        leader, since = ctx.settings.node.id, ctx.started_at
+        last_leader, since = ctx.settings.node.id, ctx.started_at
+    leader = last_leader
+    if lead is not None:
+        row = next((r for r in rows if r.id == lead.node), None)
+        if not still_leading(
+            lead.since,
+            row.role if row else None,
+            row.last_seen if row else None,
+            row.silent_s if row else None,
+            stale_after,
+        ):
+            leader = None  # vacant: the row names whoever led last
     return ClusterOut(
         nodes=[
             NodeOut(
@@ -51,6 +63,7 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
             for r in rows
         ],
         leader=leader,
+        last_leader=last_leader,
         epoch=epoch,
         leader_since=since,
         database=DatabaseOut(**replication.as_dict()) if replication else None,
