@@ -1,5 +1,6 @@
 # RunnerHub: `make demo` runs a local cluster with a demo workload; `make test` runs every
 # check. Both install what is missing first (Debian/Ubuntu packages, then a virtualenv).
+# `make image` builds RunnerHub's container images (deploy/container/, deploy/compose/).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +12,7 @@ LOCK := requirements.lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
 
-.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image lock audit
+.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image image lock audit
 
 demo: deps
 	$(BIN)/runnerhub up
@@ -45,6 +46,14 @@ $(RUNNER_ROOTFS): src/runnerhub/dev/cluster/podman.py | system venv
 	else $(BIN)/python -m runnerhub.dev.cluster.podman $@ && \
 	  rm -f "$$(dirname "$$cache")"/runner-rootfs-*.tar && cp $@ "$$cache"; fi
 
+# RunnerHub's own images, from Debian's packages and this checkout (no registry):
+# localhost/runnerhub:latest (the node) and localhost/runnerhub-infra:latest (etcd,
+# PostgreSQL, HAProxy, Redis for deploy/compose/), written to build/*-image.tar and loaded
+# into this host's Podman. Root file systems and built images are kept in
+# ~/.cache/runnerhub under a hash of what makes them: unchanged sources load in seconds.
+image: system venv
+	$(BIN)/python -m runnerhub.dev.cluster.node_image --out build
+
 # System packages: installed only when a command they provide is missing.
 system: $(STAMPS)/system
 $(STAMPS)/system:
@@ -61,11 +70,14 @@ $(STAMPS)/system:
 	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v pgbackrest >/dev/null || missing="$$missing pgbackrest"; \
 	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v podman-compose >/dev/null || missing="$$missing podman-compose"; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then missing="$$missing $(PG_PACKAGE)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

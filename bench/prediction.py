@@ -2,7 +2,7 @@
 """Benchmark: predictive failure detection, measured on a corpus of labelled scenarios.
 
     .venv/bin/python bench/prediction.py            # full form: about 5 minutes
-    .venv/bin/python bench/prediction.py --short    # the same corpus, 10x faster (make test)
+    .venv/bin/python bench/prediction.py --short    # the same corpus, 10x faster (about 1 minute)
 
 Each scenario runs a real process and watches it the way RunnerHub watches its own
 dependencies, feeding one `runnerhub.predict.forecast.Detector`:
@@ -709,7 +709,7 @@ def report(title: str, forecast: Score, threshold: Score, lead_s: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="10x faster (make test)")
+    parser.add_argument("--short", action="store_true", help="10x faster (about 1 minute)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--lead", type=float, default=60.0, help="required lead, scenario s")
     parser.add_argument("--verbose", action="store_true")

@@ -42,6 +42,16 @@ class Watch:
 
 @contextmanager
 def watching(cluster: LocalCluster, root: Path) -> Iterator[Watch]:
+    """Every node of `cluster` scraped."""
+    targets = [
+        ScrapeTarget(url.removeprefix("http://"), name) for name, url in cluster.node_urls.items()
+    ]
+    with watching_targets(targets, root) as watch:
+        yield watch
+
+
+@contextmanager
+def watching_targets(targets: list[ScrapeTarget], root: Path) -> Iterator[Watch]:
     token = "sink-token"
     (root / "sink-token").parent.mkdir(parents=True, exist_ok=True)
     (root / "sink-token").write_text(token)
@@ -53,9 +63,6 @@ def watching(cluster: LocalCluster, root: Path) -> Iterator[Watch]:
         repeat_interval_s=3600.0,
     )
     am = LocalAlertmanager(root / "alertmanager", routing)
-    targets = [
-        ScrapeTarget(url.removeprefix("http://"), name) for name, url in cluster.node_urls.items()
-    ]
     prom = LocalPrometheus(root / "prometheus", targets, [am.address])
     try:  # Alertmanager first: Prometheus sends to it from its first evaluation
         am.start()

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, start_http_server
 
 from runnerhub.backup.pgbackrest import repo_space
 from runnerhub.backup.pitr import Target, TargetError
@@ -40,11 +41,13 @@ from runnerhub.domain.backups import ARCHIVE_BEHIND_SEGMENTS
 from runnerhub.health import checks
 from runnerhub.health.monitor import CheckSpec, HealthMonitor
 from runnerhub.incidents.recorder import IncidentRecorder
+from runnerhub.render.alerting import ScrapeTarget
 from runnerhub.store import backups as backup_store
 from runnerhub.store import events, replication
 from runnerhub.store.db import Pool, connect, open_pool
 from runnerhub.store.migrate import migrate
 from tests.apps import node_app
+from tests.chaos.alerting import watching_targets
 from tests.conftest import make_settings
 from tests.github_process import LINUX, GitHub, github_sim, node_config, start_node
 
@@ -318,6 +321,44 @@ async def test_a_repository_that_cannot_be_written_fails_clearly_is_not_hammered
     result = await monitor.run_once("backups")
     assert result.status == "ok", result.message
     assert recorder.tracker.open("backups") is None
+
+
+async def test_backups_that_keep_failing_reach_a_person(
+    cluster: LocalPatroni, backed_up_dsn: str, db: Pool, tmp_path: Path
+) -> None:
+    """The real Prometheus scrapes this process's metrics (the backup loop's), evaluates the
+    shipped rules, and Alertmanager tells the webhook standing in for Slack once a
+    repository has refused 3 backups: RunnerHubBackupFailing, for that repository."""
+    s = settings(cluster, backed_up_dsn)
+    loop = Backups(NodeContext(s, db))
+    nothing_due(loop)
+    await loop.cycle()  # the failure counters are exported, at their current value
+    server, thread = start_http_server(port := free_port(), addr="127.0.0.1")
+    try:
+        with watching_targets([ScrapeTarget(f"127.0.0.1:{port}", "node-test")], tmp_path) as w:
+            repo2 = next(r for r in pgbr(cluster).repos if r.index == 2).path
+            before, since = failures(2, "full"), time.monotonic()
+            with repository_fault(repo2, "unwritable"):
+                due_now(loop, 2, full_every_s=0.001)
+
+                async def failed_thrice() -> bool:
+                    await loop.cycle()  # tried again once retry_s (2 s) has passed
+                    return failures(2, "full") >= before + 3
+
+                await wait_until(failed_thrice, 60, "3 failed backups", interval_s=0.5)
+                failed_at = time.monotonic() - since
+                paged = await asyncio.to_thread(
+                    w.reached, "RunnerHubBackupFailing", "firing", since, 60
+                )
+            notes = [n for n in w.sink.received if "RunnerHubBackupFailing" in n.names()]
+            assert {a["labels"]["repo"] for n in notes for a in n.alerts} == {"2"}
+            print(
+                f"3rd failure at {failed_at:.1f} s, RunnerHubBackupFailing at the webhook "
+                f"at {paged:.1f} s"
+            )
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 async def archiving_fails_not(cluster: LocalPatroni, state: dict[str, Any]) -> bool:

@@ -550,7 +550,7 @@ def test_each_host_gets_the_other_as_its_only_peer_and_no_password() -> None:
     assert re.search(r"unicast_peer \{\n\s+10\.0\.0\.6\n\s+\}", lb1)
     assert "unicast_src_ip 10.0.0.6" in confs["lb2"] and "priority 100" in confs["lb2"]
     for text in confs.values():
-        assert "state BACKUP" in text and "nopreempt" in text and "advert_int 1\n" in text
+        assert "state BACKUP" in text and "nopreempt" in text and "advert_int 0.5\n" in text
         assert "authentication" not in text and "auth_pass" not in text
         assert "10.0.0.10/24 dev eth0" in text and "vrrp_version 3" in text
         # A failing check is a FAULT (no weight): with nopreempt a weight would move nothing.

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from runnerhub.dev.cluster.haproxy import render_config as haproxy_config
-from runnerhub.dev.cluster.patroni import Credentials, RestoreFrom, Timing, render_config
-from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Member, Repo, render_conf
+from runnerhub.dev.cluster.patroni import RestoreFrom
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
+from runnerhub.render.haproxy import render_config as haproxy_config
+from runnerhub.render.patroni import Credentials, Timing, render_config
+from runnerhub.render.pgbackrest import Member, Repo, render_conf
 
 
 def config(**kw: object) -> dict[str, object]:
@@ -92,8 +94,19 @@ def test_backups_are_copied_from_a_replica_only_where_there_is_one() -> None:
     b = LocalPgBackRest(Path("/d/pgbackrest"), [Repo(2, "region-b", Path("/d/r2"), True)])
     one = [Member("pg-1", Path("/d/pg-1"), 5433)]
     two = [*one, Member("pg-2", Path("/d/pg-2"), 5434)]
-    assert "backup-standby=y" not in render_conf(b, one, Path("/d"), "postgres")
-    conf = render_conf(b, two, Path("/d"), "postgres")
+
+    def conf_of(members: list[Member]) -> str:
+        return render_conf(
+            repos=b.repos,
+            members=members,
+            log_path=b.log_path,
+            lock_path=b.root / "lock",
+            socket_dir=Path("/d"),
+            user="postgres",
+        )
+
+    assert "backup-standby=y" not in conf_of(one)
+    conf = conf_of(two)
     assert "backup-standby=y" in conf
     assert "repo2-cipher-type=aes-256-cbc" in conf and "repo1-" not in conf
 

@@ -9,12 +9,8 @@ import pytest
 
 from runnerhub.cache import Cache, NullCache
 from runnerhub.dev.cluster import redis as local_redis
-from runnerhub.dev.cluster.redis import (
-    RESERVED_PORTS,
-    majority_address,
-    render_redis_config,
-    render_sentinel_config,
-)
+from runnerhub.dev.cluster.redis import RESERVED_PORTS, majority_address
+from runnerhub.render.redis import render_redis_config, render_sentinel_config
 
 
 def lines(text: str) -> list[str]:
@@ -126,7 +122,7 @@ async def test_the_null_cache_remembers_nothing_and_never_fails() -> None:
 
 
 def test_tls_only_and_an_acl_user_limited_to_runnerhub_keys() -> None:
-    from runnerhub.dev.cluster.redis import NODE_ACL, ServerTls
+    from runnerhub.render.redis import NODE_ACL, ServerTls
 
     tls = ServerTls(Path("/c/r.pem"), Path("/c/r.key"), Path("/c/ca.pem"))
     text = render_redis_config(7001, "pw", Path("/d"), tls=tls, users={"runnerhub": "node-pw"})

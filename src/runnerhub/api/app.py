@@ -27,6 +27,7 @@ from runnerhub.context import NodeContext
 from runnerhub.intake.webhook import WebhookIntake
 from runnerhub.store import tokens
 from runnerhub.store.db import UNAVAILABLE
+from runnerhub.web.router import dashboard_router
 
 log = structlog.get_logger("runnerhub.api")
 
@@ -184,6 +185,7 @@ def create_app(
     app.state.intake = intake
     app.include_router(api_v1())
     app.include_router(probes.router)
+    app.include_router(dashboard_router())  # `/` and `/ui/`: the dashboard (docs/dashboard.md)
     if not public:
 
         @app.get("/openapi.json", include_in_schema=False)

@@ -44,6 +44,19 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
+class DeliveryOut(_FromRow):
+    """A webhook delivery about a job (its payload is not shown)."""
+
+    id: int
+    delivery_guid: str
+    event: str
+    action: str | None
+    received_at: datetime
+    received_by: str
+    outcome: str
+    detail: str | None
+
+
 class RunnerOut(_FromRow):
     name: str
     pool: str
@@ -124,6 +137,8 @@ class IncidentOut(_FromRow):
     recovery_s: float | None
     action: str | None
     detail: dict[str, Any]
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
 
 
 class IncidentPage(BaseModel):
@@ -264,3 +279,29 @@ class TokenOut(BaseModel):
 
 class NewTokenOut(TokenOut):
     token: str  # shown this once: only its hash is kept
+
+
+class JobHistoryOut(BaseModel):
+    """A job with everything that happened to it, each list oldest first: the deliveries
+    about it, its runners (one per provisioning attempt, and any other that served it),
+    and the audit events of the job and of those runners (each naming the node that
+    acted)."""
+
+    job: JobOut
+    deliveries: list[DeliveryOut]
+    runners: list[RunnerOut]
+    events: list[EventOut]
+
+
+class MinuteOut(_FromRow):
+    minute: datetime
+    queued: int
+    started: int
+    wait_p50_s: float | None
+    wait_p99_s: float | None
+
+
+class ActivityOut(BaseModel):
+    """Jobs queued and started per minute, and the queue wait of those that started."""
+
+    minutes: list[MinuteOut]

@@ -37,6 +37,8 @@ token_app = typer.Typer(
     help="API tokens kept hashed in PostgreSQL (docs/security.md).", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")
+lb_app = typer.Typer(help="The load balancer in front of the nodes.", no_args_is_help=True)
+app.add_typer(lb_app, name="lb")
 
 DEFAULT_STATE = Path(".runnerhub")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")]
@@ -568,6 +570,50 @@ def token_revoke(
 
     gone = _admin_call(state_dir, url, token, "DELETE", f"/api/v1/tokens/{quote(name, safe='')}")
     typer.echo(f"revoked {gone['name']!r} at {gone['revoked_at']}")
+
+
+@lb_app.command("sync")
+def lb_sync(
+    api: Annotated[
+        list[str], typer.Option(help="A node's base URL; repeat it: each is tried in turn.")
+    ],
+    haproxy_socket: Annotated[
+        str, typer.Option(help="HAProxy's admin stats socket: a path, or host:port.")
+    ],
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding a read token (else $RUNNERHUB_TOKEN)."),
+    ] = None,
+    backend: Annotated[
+        list[str] | None, typer.Option(help="HAProxy backends to keep (default both).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds.", min=0.1)] = 1.0,
+    forget_after: Annotated[
+        float, typer.Option(help="Drop a node silent this many seconds.", min=1)
+    ] = 300.0,
+    once: Annotated[bool, typer.Option(help="One round, then exit (1 if it failed).")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA for https node URLs.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics on 127.0.0.1:PORT.")
+    ] = None,
+) -> None:
+    """Keep HAProxy's server slots in step with the cluster's nodes: a node that starts
+    is added, a drained one drained, one long gone removed; no file edited, no reload."""
+    from runnerhub.cli.lb import sync
+    from runnerhub.lb.sync import BACKENDS
+
+    code = sync(
+        api,
+        token_file,
+        haproxy_socket,
+        backend or list(BACKENDS),
+        interval,
+        forget_after,
+        once,
+        ca_file,
+        metrics_port,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:

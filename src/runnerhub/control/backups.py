@@ -310,3 +310,6 @@ class Backups(ControlLoop):
             late = {j.what.value: j.overdue_s for j in due if j is not None}
             for what in (*Kind, *Check):
                 OVERDUE.labels(repo, what.value).set(round(late.get(what.value, 0.0), 1))
+                # Exported at 0 before the first failure: a series that appears at 1 hides
+                # that failure from increase(), and RunnerHubBackupFailing needed a fourth.
+                FAILURES.labels(repo, what.value)

@@ -6,8 +6,9 @@ complete example."""
 from __future__ import annotations
 
 import re
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,6 +22,8 @@ from runnerhub.render.alerting import (
     Slack,
     Webhook,
 )
+from runnerhub.render.keepalived import LoadBalancer, VirtualIP, check_pair
+from runnerhub.render.patroni import Timing
 
 EXAMPLE = "examples/topology.yaml"
 Role = Literal["node", "postgres", "etcd", "redis", "haproxy", "prometheus", "alertmanager"]
@@ -46,16 +49,201 @@ class Host(_Strict):
     roles: list[Role] = Field(min_length=1)
 
 
+def is_ip(address: str) -> bool:
+    try:
+        ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _vip(v: str) -> str:
+    if "/" not in v:
+        raise ValueError(
+            "give the virtual IP with its prefix, as it goes on the interface: 10.0.1.10/24"
+        )
+    ip_interface(v)  # ValueError says what is wrong
+    return v
+
+
+class LoadBalancerSettings(_Strict):
+    """keepalived's VRRP between a region's HAProxy hosts (docs/load-balancer.md)."""
+
+    virtual_ip: Annotated[str, AfterValidator(_vip)]
+    virtual_router_id: int = Field(ge=1, le=255)  # unique among VRRP routers on that network
+    interface: str = "eth0"
+    advert_int_s: float = 0.5  # 3 missed adverts + skew: a dead holder is noticed in ~1.8 s
+
+
 class Region(_Strict):
     name: Label
     standby: bool = False  # the disaster-recovery region (docs/dr.md)
     hosts: list[Host] = Field(min_length=1)
+    load_balancer: LoadBalancerSettings | None = None  # needed with two or more haproxy hosts
+
+    def with_role(self, role: Role) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    @model_validator(mode="after")
+    def _renderable(self) -> Region:
+        def names(hosts: list[Host]) -> str:
+            return ", ".join(h.name for h in hosts)
+
+        etcd, redis, haproxy = (self.with_role(r) for r in ("etcd", "redis", "haproxy"))
+        if len(etcd) % 2 == 0 and etcd:
+            raise ValueError(
+                f"{len(etcd)} hosts have the role etcd ({names(etcd)}): etcd needs a majority "
+                "of its members, so give it an odd number (1, 3 or 5)"
+            )
+        if self.with_role("postgres") and not etcd:
+            raise ValueError("hosts have the role postgres but none etcd: Patroni needs etcd")
+        if len(redis) % 2 == 0 and redis:
+            raise ValueError(
+                f"{len(redis)} hosts have the role redis ({names(redis)}): their Sentinels "
+                "need a majority to fail over, so give it an odd number (1, 3 or 5)"
+            )
+        if len(haproxy) >= 2 and self.load_balancer is None:
+            raise ValueError(
+                f"load_balancer: {names(haproxy)} have the role haproxy: give the region a "
+                "load_balancer (a virtual IP keepalived moves between them)"
+            )
+        if self.load_balancer is not None and len({h.name for h in self.hosts}) == len(self.hosts):
+            self.keepalived()  # ValueError naming what keepalived would refuse
+        return self
+
+    def keepalived(self) -> tuple[list[LoadBalancer], VirtualIP] | None:
+        """The region's HAProxy hosts as keepalived peers, first host highest priority."""
+        lb = self.load_balancer
+        if lb is None:
+            return None
+        hosts = self.with_role("haproxy")
+        try:
+            peers = [
+                LoadBalancer(h.name, ip_address(h.address), lb.interface, 200 - 10 * i)
+                for i, h in enumerate(hosts)
+            ]
+            vip = VirtualIP(ip_interface(lb.virtual_ip), lb.virtual_router_id, lb.advert_int_s)
+            check_pair(peers, vip)
+        except ValueError as exc:
+            raise ValueError(f"load_balancer: {exc}") from None
+        return peers, vip
 
 
 class Ports(_Strict):
     node: int = Field(default=8080, ge=1, le=65535)
     prometheus: int = Field(default=9090, ge=1, le=65535)
     alertmanager: int = Field(default=9093, ge=1, le=65535)
+    etcd_client: int = Field(default=2379, ge=1, le=65535)
+    etcd_peer: int = Field(default=2380, ge=1, le=65535)
+    postgres: int = Field(default=5432, ge=1, le=65535)
+    patroni: int = Field(default=8008, ge=1, le=65535)  # Patroni's REST API
+    redis: int = Field(default=6379, ge=1, le=65535)
+    sentinel: int = Field(default=26379, ge=1, le=65535)
+    haproxy_http: int = Field(default=80, ge=1, le=65535)
+    haproxy_https: int = Field(default=443, ge=1, le=65535)  # with tls.haproxy_pem
+    haproxy_stats: int = Field(default=8404, ge=1, le=65535)  # loopback; keepalived asks it
+    haproxy_postgres: int = Field(default=5000, ge=1, le=65535)  # always the primary
+
+
+class EtcdTlsSettings(_Strict):
+    """Each host's own certificate and key at these paths (peers use them too, so they must
+    serve as client and server certificates), and the CA that signed them."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_auth: bool = False  # clients show a certificate too (else: etcd users)
+
+
+class RedisTlsSettings(_Strict):
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+class TlsSettings(_Strict):
+    etcd: EtcdTlsSettings | None = None
+    redis: RedisTlsSettings | None = None
+    haproxy_pem: str | None = None  # certificate chain then key; HTTPS on ports.haproxy_https
+
+
+class SecretFiles(_Strict):
+    """Where each program finds its secrets on a host: written by you (or your secret
+    store), never by `runnerhub render`; the rendered files name these paths only."""
+
+    patroni_env: str = "/etc/patroni/secrets.env"  # PATRONI_*_PASSWORD=..., EnvironmentFile
+    redis: str = "/etc/redis/runnerhub-secrets.conf"  # requirepass, masterauth, ACL users
+    sentinel: str = "/etc/redis/runnerhub-sentinel-secrets.conf"  # requirepass, sentinel *-pass
+    pgbackrest: str = "/etc/pgbackrest/conf.d/secrets.conf"  # repoN-cipher-pass, object store keys
+
+
+class EtcdSettings(_Strict):
+    data_dir: str = "/var/lib/etcd/runnerhub"
+    heartbeat_ms: int = Field(default=100, ge=10)
+    election_ms: int = Field(default=1000, ge=50)
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+
+
+class PostgresSettings(_Strict):
+    """Patroni and the PostgreSQL it runs (Debian's postgresql-15 and patroni packages)."""
+
+    scope: Label = "runnerhub"
+    namespace: str = "/runnerhub-pg/"
+    data_dir: str = "/var/lib/postgresql/15/runnerhub"
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    socket_dir: str = "/var/run/postgresql"
+    log_dir: str = "/var/log/postgresql/runnerhub"
+    pgpass: str = "/var/lib/postgresql/patroni.pgpass"  # Patroni writes it itself
+    ttl: int = 20
+    loop_wait: int = 2
+    retry_timeout: int = 9
+    synchronous_mode: bool = True
+    parameters: dict[str, Any] = {}  # cluster-wide PostgreSQL settings, at bootstrap
+    local_parameters: dict[str, Any] = {}  # each member's own (shared_buffers: 128MB, ...)
+
+    @model_validator(mode="after")
+    def _timing(self) -> PostgresSettings:
+        self.timing().validate()
+        return self
+
+    def timing(self) -> Timing:
+        return Timing(self.ttl, self.loop_wait, self.retry_timeout)
+
+
+class RepoSettings(_Strict):
+    name: Label = "main"
+    path: str = "/var/lib/pgbackrest"
+    encrypted: bool = False  # its repoN-cipher-pass goes in secrets.pgbackrest
+    retention_full: int = Field(default=2, ge=1)
+    retention_diff: int = Field(default=3, ge=1)
+    options: dict[str, str] = {}  # more repoN-* settings: type: s3, s3-bucket: ...
+
+
+class PgBackRestSettings(_Strict):
+    stanza: Label = "runnerhub"
+    repos: list[RepoSettings] = Field(default_factory=lambda: [RepoSettings()], min_length=1)
+    standby_repo: int | None = None  # the repo a standby region replays; default: the last
+    log_path: str = "/var/log/pgbackrest"
+    lock_path: str = "/tmp/pgbackrest"
+    archive_queue_max: str = "1GB"
+
+    @model_validator(mode="after")
+    def _standby_repo(self) -> PgBackRestSettings:
+        if self.standby_repo is not None and not 1 <= self.standby_repo <= len(self.repos):
+            raise ValueError(f"standby_repo: no repository {self.standby_repo}")
+        return self
+
+
+class RedisSettings(_Strict):
+    master_name: str = "runnerhub"
+    data_dir: str = "/var/lib/redis"
+    maxmemory: str = "256mb"
+    down_after_ms: int = Field(default=5000, ge=100)
+    failover_timeout_ms: int = Field(default=10_000, ge=1000)
+
+
+class HAProxySettings(_Strict):
+    maxconn: int = Field(default=2048, ge=1)
 
 
 class PrometheusSettings(_Strict):
@@ -129,6 +317,13 @@ class Topology(_Strict):
     ports: Ports = Ports()
     prometheus: PrometheusSettings = PrometheusSettings()
     alerting: AlertingSettings = AlertingSettings()
+    etcd: EtcdSettings = EtcdSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    pgbackrest: PgBackRestSettings = PgBackRestSettings()
+    redis: RedisSettings = RedisSettings()
+    haproxy: HAProxySettings = HAProxySettings()
+    tls: TlsSettings = TlsSettings()
+    secrets: SecretFiles = SecretFiles()
 
     @model_validator(mode="after")
     def _coherent(self) -> Topology:
@@ -136,6 +331,9 @@ class Topology(_Strict):
         twice = sorted({h for h in hosts if hosts.count(h) > 1})
         if twice:
             raise ValueError(f"host names must be unique: {', '.join(twice)}")
+        taken = sorted({"prometheus", "alertmanager"} & set(hosts))
+        if taken:  # their directories hold the monitoring files
+            raise ValueError(f"a host may not be named {taken[0]}: rendered files use the name")
         regions = [r.name for r in self.regions]
         if len(set(regions)) != len(regions):
             raise ValueError("region names must be unique")
@@ -143,7 +341,26 @@ class Topology(_Strict):
             raise ValueError("exactly one region must be active (the others: standby: true)")
         if not self.hosts_with("node"):
             raise ValueError("no host has the role node: RunnerHub runs nowhere")
+        standby_pg = [r.name for r in self.regions if r.standby and r.with_role("postgres")]
+        if standby_pg and self.primary_endpoint() is None:
+            raise ValueError(
+                f"region {standby_pg[0]} streams from the active region's PostgreSQL endpoint "
+                "(HAProxy): give a host of the active region the role haproxy"
+            )
         return self
+
+    @property
+    def active(self) -> Region:
+        return next(r for r in self.regions if not r.standby)
+
+    def primary_endpoint(self) -> str | None:
+        """Where the active region's primary is reached from elsewhere: its virtual IP, or
+        its one HAProxy host (port: ports.haproxy_postgres)."""
+        region = self.active
+        if region.load_balancer is not None:
+            return str(ip_interface(region.load_balancer.virtual_ip).ip)
+        haproxy = region.with_role("haproxy")
+        return haproxy[0].address if haproxy else None
 
     def hosts_with(self, role: Role) -> list[tuple[Region, Host]]:
         return [(r, h) for r in self.regions for h in r.hosts if role in h.roles]

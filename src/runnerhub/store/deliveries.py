@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from runnerhub.domain.jobs import JobFacts
@@ -161,3 +162,35 @@ async def _record_job_deliveries(
         if rows and await writes.execute(conn, node, _document(rows)) != len(rows):
             raise _DuplicateRace  # rolls the job changes back with it
     return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class JobDeliveryRow:
+    """One delivery that named a job, as a job's history shows it (never its payload)."""
+
+    id: int
+    delivery_guid: str
+    event: str
+    action: str | None
+    received_at: datetime
+    received_by: str  # the node that took it
+    outcome: str
+    detail: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobDeliveryRow:
+        return cls(**row)
+
+
+async def for_job(conn: Conn, job_id: int, limit: int = 200) -> list[JobDeliveryRow]:
+    """The deliveries about a job, oldest first (the newest `limit`)."""
+    cur = await conn.execute(
+        """SELECT * FROM (
+               SELECT id, delivery_guid, event, action, received_at, received_by, outcome,
+                      detail
+                 FROM webhook_deliveries WHERE job_id = %(job)s
+                ORDER BY id DESC LIMIT %(limit)s) AS newest
+            ORDER BY id""",
+        {"job": job_id, "limit": limit},
+    )
+    return [JobDeliveryRow.from_row(r) for r in await cur.fetchall()]

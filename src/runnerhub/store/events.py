@@ -84,3 +84,15 @@ async def at_of(conn: Conn, event_id: int) -> datetime | None:
     cur = await conn.execute("SELECT at FROM events WHERE id = %s", (event_id,))
     row = await cur.fetchone()
     return row["at"] if row else None
+
+
+async def for_subjects(conn: Conn, subjects: Sequence[str], limit: int) -> list[EventRow]:
+    """The events about any of `subjects` (a job and its runners), oldest first."""
+    cur = await conn.execute(
+        f"""SELECT {EVENT_COLUMNS} FROM (
+                SELECT {EVENT_COLUMNS} FROM events WHERE subject = ANY(%(subjects)s::text[])
+                ORDER BY id DESC LIMIT %(limit)s) AS newest
+            ORDER BY id""",
+        {"subjects": list(subjects), "limit": limit},
+    )
+    return [EventRow.from_row(r) for r in await cur.fetchall()]

@@ -10,7 +10,7 @@ from typing import Any
 from runnerhub.store.db import Conn
 
 INCIDENT_COLUMNS = """id, component, kind, summary, node, started_at, detected_at,
-    recovered_at, action, detail, detection_s, recovery_s"""
+    recovered_at, action, detail, detection_s, recovery_s, acknowledged_at, acknowledged_by"""
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class IncidentRow:
     detail: dict[str, Any]
     detection_s: float | None
     recovery_s: float | None
+    acknowledged_at: datetime | None = None  # an operator saw it (the dashboard, the API)
+    acknowledged_by: str | None = None  # the API token's name
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> IncidentRow:
@@ -102,3 +104,15 @@ async def list_incidents(
         {"component": component, "open": open_only, "before": before_id, "limit": limit},
     )
     return [IncidentRow.from_row(r) for r in await cur.fetchall()]
+
+
+async def acknowledge(conn: Conn, incident_id: int, by: str) -> IncidentRow | None:
+    """Mark an incident seen by `by` (the first acknowledgement stays); None: no such id."""
+    cur = await conn.execute(
+        f"""UPDATE incidents SET acknowledged_at = coalesce(acknowledged_at, now()),
+                                 acknowledged_by = coalesce(acknowledged_by, %s)
+            WHERE id = %s RETURNING {INCIDENT_COLUMNS}""",
+        (by, incident_id),
+    )
+    row = await cur.fetchone()
+    return IncidentRow.from_row(row) if row else None

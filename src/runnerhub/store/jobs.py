@@ -408,3 +408,51 @@ async def set_waiting_reasons(conn: Conn, reasons: dict[int, str]) -> None:
             sorted(reasons),
         ),
     )
+
+
+@dataclass(frozen=True)
+class MinuteRow:
+    """One minute of activity: jobs queued and started in it, and how long the jobs that
+    started in it had waited in the queue (seconds; None when none started)."""
+
+    minute: datetime
+    queued: int
+    started: int
+    wait_p50_s: float | None
+    wait_p99_s: float | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MinuteRow:
+        return cls(**row)
+
+
+async def activity(conn: Conn, minutes: int) -> list[MinuteRow]:
+    """The last `minutes` minutes (the current one included), oldest first, every minute
+    present; computed in SQL over the indexes on `queued_at` and `started_at`."""
+    cur = await conn.execute(
+        """WITH bounds AS (
+               SELECT date_trunc('minute', now()) - (%(n)s - 1) * interval '1 minute' AS since
+           ), q AS (
+               SELECT date_trunc('minute', queued_at) AS minute, count(*) AS n
+                 FROM jobs, bounds WHERE queued_at >= bounds.since GROUP BY 1
+           ), s AS (
+               SELECT date_trunc('minute', started_at) AS minute, count(*) AS n,
+                      percentile_cont(0.5) WITHIN GROUP
+                          (ORDER BY extract(epoch FROM started_at - queued_at))
+                          FILTER (WHERE queued_at IS NOT NULL AND started_at >= queued_at)
+                          AS p50,
+                      percentile_cont(0.99) WITHIN GROUP
+                          (ORDER BY extract(epoch FROM started_at - queued_at))
+                          FILTER (WHERE queued_at IS NOT NULL AND started_at >= queued_at)
+                          AS p99
+                 FROM jobs, bounds WHERE started_at >= bounds.since GROUP BY 1
+           )
+           SELECT m.minute, coalesce(q.n, 0)::int AS queued, coalesce(s.n, 0)::int AS started,
+                  s.p50::float8 AS wait_p50_s, s.p99::float8 AS wait_p99_s
+             FROM bounds, generate_series(bounds.since, date_trunc('minute', now()),
+                                          interval '1 minute') AS m(minute)
+             LEFT JOIN q USING (minute) LEFT JOIN s USING (minute)
+            ORDER BY m.minute""",
+        {"n": minutes},
+    )
+    return [MinuteRow.from_row(r) for r in await cur.fetchall()]

@@ -214,3 +214,14 @@ async def recent_scopes(conn: Conn, days: int = 7) -> set[str]:
         (days,),
     )
     return {r["scope"] for r in await cur.fetchall()}
+
+
+async def for_job(conn: Conn, job_id: int, limit: int = 50) -> list[RunnerRow]:
+    """Every runner started for a job or that served it (each attempt), oldest first."""
+    cur = await conn.execute(
+        f"""SELECT {RUNNER_COLUMNS} FROM runners
+            WHERE provisioned_for = %(job)s OR job_id = %(job)s
+            ORDER BY id LIMIT %(limit)s""",
+        {"job": job_id, "limit": limit},
+    )
+    return [RunnerRow.from_row(r) for r in await cur.fetchall()]

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException
 
+from runnerhub.api.auth import Principal
 from runnerhub.api.deps import Admin, Context, Reader
 from runnerhub.api.schemas import (
     CacheOut,
@@ -18,7 +19,7 @@ from runnerhub.api.schemas import (
     StandbyOut,
 )
 from runnerhub.domain.vacancy import still_leading
-from runnerhub.store import leadership, nodes
+from runnerhub.store import events, leadership, nodes
 
 router = APIRouter(tags=["cluster"])
 
@@ -84,17 +85,22 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
 @router.post(
     "/nodes/{node_id}/drain", status_code=202, summary="Stop a node taking traffic and leadership"
 )
-async def drain(node_id: str, ctx: Context, _: Admin) -> dict[str, object]:
-    return await _set_draining(ctx, node_id, True)
+async def drain(node_id: str, ctx: Context, who: Admin) -> dict[str, object]:
+    return await _set_draining(ctx, node_id, True, who)
 
 
 @router.delete("/nodes/{node_id}/drain", summary="Let a drained node serve again")
-async def undrain(node_id: str, ctx: Context, _: Admin) -> dict[str, object]:
-    return await _set_draining(ctx, node_id, False)
+async def undrain(node_id: str, ctx: Context, who: Admin) -> dict[str, object]:
+    return await _set_draining(ctx, node_id, False, who)
 
 
-async def _set_draining(ctx: Context, node_id: str, draining: bool) -> dict[str, object]:
+async def _set_draining(
+    ctx: Context, node_id: str, draining: bool, who: Principal
+) -> dict[str, object]:
     async with ctx.db.connection() as conn, conn.transaction():
         if not await nodes.set_draining(conn, node_id, draining):
             raise HTTPException(404, f"no node {node_id!r} in this cluster")
+        # Audited with the change, in its transaction: who asked, through which node.
+        kind = "operator.node_drained" if draining else "operator.node_undrained"
+        await events.append(conn, ctx.settings.node.id, kind, f"node:{node_id}", by=who.name)
     return {"node": node_id, "draining": draining}

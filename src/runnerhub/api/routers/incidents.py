@@ -1,11 +1,15 @@
-"""`/api/v1/incidents`: failovers and incidents, newest first."""
+"""`/api/v1/incidents`: failovers and incidents, newest first; an operator acknowledges
+one."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated
 
-from runnerhub.api.deps import Context, Reader, cursor_in, cursor_out
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from runnerhub.api.deps import BIGINT_MAX, Admin, Context, Reader, cursor_in, cursor_out
 from runnerhub.api.schemas import IncidentOut, IncidentPage
+from runnerhub.store import events
 from runnerhub.store import incidents as incident_store
 
 router = APIRouter(tags=["incidents"])
@@ -29,3 +33,27 @@ async def list_incidents(
     return IncidentPage(
         items=[IncidentOut.model_validate(r) for r in rows], next_cursor=cursor_out(rows, limit)
     )
+
+
+@router.post(
+    "/incidents/{incident_id}/acknowledge",
+    response_model=IncidentOut,
+    summary="Acknowledge an incident (admin; audited)",
+)
+async def acknowledge(
+    ctx: Context, who: Admin, incident_id: Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+) -> IncidentOut:
+    async with ctx.db.connection() as conn, conn.transaction():
+        row = await incident_store.acknowledge(conn, incident_id, who.name)
+        if row is None:
+            raise HTTPException(404, f"no incident with id {incident_id}")
+        await events.append(
+            conn,
+            ctx.settings.node.id,
+            "operator.incident_acknowledged",
+            f"incident:{incident_id}",
+            by=who.name,
+            component=row.component,
+            acknowledged_at=row.acknowledged_at,
+        )
+    return IncidentOut.model_validate(row)

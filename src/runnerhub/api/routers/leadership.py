@@ -8,13 +8,13 @@ from runnerhub.api.deps import Admin, Context
 from runnerhub.api.schemas import HandoffIn
 from runnerhub.context import NoElection
 from runnerhub.ha.dcs import StoreUnavailable
-from runnerhub.store import nodes
+from runnerhub.store import events, nodes
 
 router = APIRouter(tags=["leadership"])
 
 
 @router.post("/leader/handoff", status_code=202, summary="Ask the leader to step down")
-async def handoff(ctx: Context, _: Admin, body: HandoffIn | None = None) -> dict[str, object]:
+async def handoff(ctx: Context, who: Admin, body: HandoffIn | None = None) -> dict[str, object]:
     target = body.to if body else None
     if target is not None:
         async with ctx.db.connection() as conn:
@@ -29,6 +29,16 @@ async def handoff(ctx: Context, _: Admin, body: HandoffIn | None = None) -> dict
         raise HTTPException(409, str(exc)) from None
     except StoreUnavailable as exc:
         raise HTTPException(503, f"cannot reach etcd: {exc}") from None
+    async with ctx.db.connection() as conn:  # audited: who asked, through which node
+        await events.append(
+            conn,
+            ctx.settings.node.id,
+            "operator.handoff_requested",
+            f"node:{record.node}",
+            by=who.name,
+            epoch=record.epoch,
+            to=target,
+        )
     return {"status": "handoff requested", "from": record.node, "epoch": record.epoch, "to": target}
 
 

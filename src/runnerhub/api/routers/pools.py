@@ -1,13 +1,14 @@
-"""`/api/v1/pools` and `/api/v1/summary`: capacity per pool, and counts at a glance."""
+"""`/api/v1/pools`, `/api/v1/summary` and `/api/v1/activity`: capacity per pool, counts at
+a glance, and jobs per minute."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from runnerhub.api.deps import Context, Reader
-from runnerhub.api.schemas import PoolOut, SummaryOut
+from runnerhub.api.schemas import ActivityOut, MinuteOut, PoolOut, SummaryOut
 from runnerhub.domain.capacity import desired_capacity
 from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
@@ -50,3 +51,18 @@ async def summary(ctx: Context, _: Reader) -> SummaryOut:
         runners[state] = runners.get(state, 0) + n
     age = (datetime.now().astimezone() - oldest).total_seconds() if oldest else 0.0
     return SummaryOut(jobs=jobs, runners=runners, oldest_queued_age_s=max(0.0, age))
+
+
+@router.get(
+    "/activity",
+    response_model=ActivityOut,
+    summary="Jobs queued and started per minute, queue wait p50/p99",
+)
+async def activity(
+    ctx: Context,
+    _: Reader,
+    minutes: int = Query(30, ge=1, le=1440, description="how many minutes back, this one too"),
+) -> ActivityOut:
+    async with ctx.db.connection() as conn:
+        rows = await job_store.activity(conn, minutes)
+    return ActivityOut(minutes=[MinuteOut.model_validate(r) for r in rows])

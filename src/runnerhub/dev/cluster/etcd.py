@@ -4,6 +4,7 @@ Every member listens on loopback only, on ports chosen once and kept in `cluster
 that starting again on the same directory resumes the same cluster with its data (etcd
 stores the peer URLs in its membership and would not accept new ones). Members run in their
 own sessions and are ours to signal: chaos tests kill, pause and resume them one by one.
+Each member's flags come from `runnerhub.render.etcd`, as production configuration files do.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 from runnerhub.dev.cluster.tls import Issued, LocalCA
 from runnerhub.paths import write_private
+from runnerhub.render.etcd import EtcdMemberConfig, EtcdTlsFiles, flags
 
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
@@ -77,48 +79,23 @@ class EtcdMember(ManagedProcess):
     def endpoint(self) -> str:
         return f"{HOST}:{self.client_port}"
 
+    def config(self) -> EtcdMemberConfig:
+        return EtcdMemberConfig(
+            name=self.name,
+            data_dir=self.data_dir,
+            listen_client_urls=[self.client_url],
+            advertise_client_urls=[self.client_url],
+            listen_peer_urls=[self.peer_url],
+            advertise_peer_urls=[self.peer_url],
+            initial_cluster=self.initial_cluster,
+            cluster_token=self.cluster_token,
+            heartbeat_ms=self.heartbeat_ms,
+            election_ms=self.election_ms,
+            client_tls=self.tls.server_files(self.name) if self.tls else None,
+        )
+
     def argv(self) -> list[str]:
-        return [
-            str(find_etcd("etcd")),
-            "--name",
-            self.name,
-            "--data-dir",
-            str(self.data_dir),
-            "--listen-client-urls",
-            self.client_url,
-            "--advertise-client-urls",
-            self.client_url,
-            "--listen-peer-urls",
-            self.peer_url,
-            "--initial-advertise-peer-urls",
-            self.peer_url,
-            # Ignored by etcd once the data directory holds a WAL: a restart rejoins as is.
-            "--initial-cluster",
-            self.initial_cluster,
-            "--initial-cluster-state",
-            "new",
-            "--initial-cluster-token",
-            self.cluster_token,
-            "--heartbeat-interval",
-            str(self.heartbeat_ms),
-            "--election-timeout",
-            str(self.election_ms),
-            # A paused or partitioned member that comes back must not depose a healthy leader.
-            "--pre-vote",
-            "--quota-backend-bytes",
-            str(256 * 1024 * 1024),
-            "--auto-compaction-mode",
-            "revision",
-            "--auto-compaction-retention",
-            "10000",
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-            "--log-level",
-            "warn",
-            *(self.tls.server_args(self.name) if self.tls else ()),
-        ]
+        return [str(find_etcd("etcd")), *flags(self.config())]
 
     def start(self) -> None:
         if not self.alive():
@@ -162,17 +139,9 @@ class EtcdTls:
     # client certificate once authentication is on).
     client_certs: bool = True
 
-    def server_args(self, name: str) -> list[str]:
+    def server_files(self, name: str) -> EtcdTlsFiles:
         issued = self.ca.issue(name, also_client=True)
-        return [
-            *("--cert-file", str(issued.cert), "--key-file", str(issued.key)),
-            # etcd 3.4 asks a client for a certificate whenever it has a CA to check it by.
-            *(
-                ("--trusted-ca-file", str(self.ca.cert), "--client-cert-auth")
-                if self.client_certs
-                else ()
-            ),
-        ]
+        return EtcdTlsFiles(issued.cert, issued.key, self.ca.cert, self.client_certs)
 
     def client(self, name: str = "etcd-admin") -> Issued:
         """A client certificate (made once, kept under the CA's directory)."""

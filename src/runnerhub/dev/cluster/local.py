@@ -40,8 +40,8 @@ from runnerhub.dev.cluster.asking import answer, take_request
 from runnerhub.dev.cluster.dr import restore_in_place
 from runnerhub.dev.cluster.drill import LOST_FLAG, STANDBY_FLAG
 from runnerhub.dev.cluster.etcd import EtcdClientAccess, EtcdError, LocalEtcd
-from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy, TlsFront
-from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError, StandbyOf
+from runnerhub.dev.cluster.haproxy import HAProxyError, LocalHAProxy
+from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniError
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.dev.cluster.podman import (
     RUNNER_IMAGE,
@@ -53,7 +53,13 @@ from runnerhub.dev.cluster.podman import (
 )
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import SERVICE_USER, LocalPostgres, PostgresError
-from runnerhub.dev.cluster.process import ManagedProcess, answers_ok, pid_running, wait_ready
+from runnerhub.dev.cluster.process import (
+    ManagedProcess,
+    answers_ok,
+    pid_running,
+    stop_together,
+    wait_ready,
+)
 from runnerhub.dev.cluster.redis import LocalRedis, RedisError
 from runnerhub.dev.cluster.region import (
     StandbyRegion,
@@ -67,6 +73,8 @@ from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from runnerhub.dr.promote import PromotionReport, promote
 from runnerhub.paths import write_private
+from runnerhub.render.haproxy import TlsFront
+from runnerhub.render.patroni import StandbyOf
 
 # Renders what the API reports (pools, jobs, runners) for the live view.
 StatusView = Callable[[httpx.Client], RenderableType]
@@ -172,8 +180,10 @@ class Service(ManagedProcess):
         """Start it with `env` added to ours."""
         self.spawn(self.argv, env={**os.environ, **(env or {})})
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        # Longer than the other servers': a node finishes its requests and hands over.
+    # Longer than the other servers': a node finishes its requests and hands over.
+    STOP_TIMEOUT_S = 15.0
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         super().stop(timeout_s)
 
 
@@ -970,14 +980,15 @@ class LocalCluster:
 
     def stop(self) -> None:
         self.console.print("stopping…")
-        for svc in [s for s in self.services if s.name.startswith("node")]:
-            svc.stop()
+        # All at once, each with its own grace period: one after the other, the nodes' and
+        # then the other servers' shutdowns added up (15 s of a chaos test's teardown).
+        nodes = [s for s in self.services if s.name.startswith("node")]
+        stop_together(nodes, Service.STOP_TIMEOUT_S)
         self._stop_runner_processes()
         if self.podman is not None:
             self.podman.stop_containers()  # the runners; the image stays for `up` again
             self.podman.stop()
-        for svc in self.services:
-            svc.stop()
+        stop_together(self.services, Service.STOP_TIMEOUT_S)
         if self.region_b is not None:
             self.region_b.stop()  # it follows region A: it goes first
         if self.haproxy is not None:

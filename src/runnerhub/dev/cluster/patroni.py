@@ -5,14 +5,9 @@ Every member is one Patroni process managing one PostgreSQL on loopback ports; e
 same cluster RunnerHub elects its leader in) is the DCS. Synchronous mode is on, so a commit
 is acknowledged only once a replica has it too: losing the primary loses no acknowledged
 write (RPO 0). Patroni and PostgreSQL run as an unprivileged user when we are root, from
-Debian's `patroni` package (its own /usr/bin/python3, never our virtualenv).
-
-Timing (see docs/ha.md): Patroni refuses a `ttl` under 20 s, and needs
-`loop_wait + 2 * retry_timeout <= ttl` so that a primary that cannot reach etcd demotes
-itself before its leader key can expire and a replica be promoted. A dead primary's key
-expires `ttl` after its last renewal, so a failover takes about `ttl`; a short `loop_wait`
-makes the renewal (and so the expiry) recent, and replicas watch the key, so they act as
-soon as it expires.
+Debian's `patroni` package (its own /usr/bin/python3, never our virtualenv). Each member's
+file comes from `runnerhub.render.patroni`, the renderer production configurations come
+from too (timing rules: see there).
 """
 
 from __future__ import annotations
@@ -20,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,17 +29,24 @@ from typing import Any
 import httpx
 
 from runnerhub.dev.cluster.etcd import EtcdClientAccess
-from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo, find_pgbackrest
-from runnerhub.dev.cluster.pgbackrest import Member as BackupMember
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, find_pgbackrest
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.paths import write_private
+from runnerhub.render.patroni import (
+    HOST,
+    SUPERUSER,
+    Credentials,
+    StandbyOf,
+    Timing,
+    render_config,
+)
+from runnerhub.render.pgbackrest import Member as BackupMember
+from runnerhub.render.pgbackrest import Repo
 
-HOST = "127.0.0.1"
 STATE_FILE = "patroni.json"
-SUPERUSER = "runnerhub"
 
 
 class PatroniError(Exception):
@@ -60,48 +62,6 @@ def find_patroni() -> Path:
         "install the Debian package `patroni` (`make` does this) or set RUNNERHUB_PATRONI",
         first=[env_path("RUNNERHUB_PATRONI") or Path("/usr/bin/patroni")],
     )
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Patroni's DCS timing; `validate` holds Patroni's own rules."""
-
-    ttl: int = 20
-    loop_wait: int = 2
-    retry_timeout: int = 9
-
-    def validate(self) -> None:
-        if self.ttl < 20:
-            raise ValueError(f"Patroni's ttl must be at least 20 s, not {self.ttl}")
-        if self.loop_wait < 1 or self.retry_timeout < 3:
-            raise ValueError("Patroni needs loop_wait >= 1 and retry_timeout >= 3")
-        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
-            raise ValueError(
-                f"loop_wait + 2 * retry_timeout ({self.loop_wait} + 2 * {self.retry_timeout}) "
-                f"must not exceed ttl ({self.ttl}): a primary cut off from etcd must demote "
-                "before its key can expire"
-            )
-
-
-@dataclass(frozen=True)
-class StandbyOf:
-    """Another cluster this one follows as a Patroni standby cluster: it streams from
-    `host:port` (the other region's primary endpoint) and, when it cannot, replays the
-    archive through `restore_command` (`archive-get` from a repository both regions read)."""
-
-    host: str
-    port: int
-    restore_command: str | None = None
-
-    def dcs(self) -> dict[str, Any]:
-        section: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "create_replica_methods": ["basebackup"],
-        }
-        if self.restore_command:
-            section["restore_command"] = self.restore_command
-        return section
 
 
 @dataclass(frozen=True)
@@ -130,137 +90,6 @@ class RestoreFrom:
 
     def restore_command(self, data_dir: Path) -> str:
         return f'{self._base(data_dir)} archive-get %f "%p"'
-
-
-@dataclass(frozen=True)
-class Credentials:
-    superuser: str
-    replication: str
-    rewind: str
-
-    @classmethod
-    def generate(cls) -> Credentials:
-        return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
-
-
-# long: one template, read top to bottom like the file it writes
-def render_config(
-    *,
-    scope: str,
-    namespace: str,
-    name: str,
-    api_port: int,
-    pg_port: int,
-    etcd_hosts: Sequence[str],
-    data_dir: Path,
-    run_dir: Path,
-    bin_dir: Path,
-    credentials: Credentials,
-    timing: Timing,
-    synchronous_mode: bool = True,
-    parameters: Mapping[str, Any] | None = None,
-    archive: tuple[str, str] | None = None,
-    restore: tuple[str, str] | None = None,
-    standby_of: StandbyOf | None = None,
-    etcd: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One member's Patroni configuration (pure: the tests check it without Patroni).
-    `parameters` override or add PostgreSQL settings of the cluster-wide (DCS) section;
-    `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest;
-    `restore` (a pgBackRest restore command, its restore_command) bootstraps the cluster
-    from a backup instead of initdb (point-in-time recovery: docs/dr.md); `standby_of`
-    makes it a standby cluster of another (another region: docs/dr.md)."""
-    timing.validate()
-    archiving: dict[str, Any] = {"archive_mode": "on", "archive_timeout": "60s"} if archive else {}
-    config: dict[str, Any] = {
-        "scope": scope,
-        "namespace": namespace,
-        "name": name,
-        "log": {"level": "INFO"},
-        "restapi": {"listen": f"{HOST}:{api_port}", "connect_address": f"{HOST}:{api_port}"},
-        # `etcd`: TLS and a user, when etcd has them (EtcdClientAccess.patroni).
-        "etcd3": {"hosts": list(etcd_hosts), **(etcd or {})},
-        "bootstrap": {
-            "dcs": {
-                "ttl": timing.ttl,
-                "loop_wait": timing.loop_wait,
-                "retry_timeout": timing.retry_timeout,
-                # Never promote a replica that misses more than 1 MiB: with synchronous
-                # mode the synchronous one misses nothing acknowledged.
-                "maximum_lag_on_failover": 1024 * 1024,
-                "synchronous_mode": synchronous_mode,
-                "postgresql": {
-                    "use_pg_rewind": True,
-                    "use_slots": True,
-                    "parameters": {
-                        "wal_level": "replica",
-                        "hot_standby": "on",
-                        "wal_log_hints": "on",
-                        "max_wal_senders": 10,
-                        "max_replication_slots": 10,
-                        "wal_keep_size": "256MB",
-                        # A slot of a replica that is gone must not fill the primary's
-                        # disk: past this much WAL it is given up, and the replica, which
-                        # can no longer stream, is reinitialised (docs/operations.md).
-                        "max_slot_wal_keep_size": "2GB",
-                        "max_connections": 200,
-                        **archiving,
-                        **(parameters or {}),
-                    },
-                },
-            },
-            "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
-        },
-        "postgresql": {
-            "listen": f"{HOST}:{pg_port}",
-            "connect_address": f"{HOST}:{pg_port}",
-            "data_dir": str(data_dir),
-            "bin_dir": str(bin_dir),
-            "pgpass": str(run_dir / f"{name}.pgpass"),
-            # A new replica (or standby cluster) asks for a checkpoint at once rather than
-            # wait for the next one (up to checkpoint_timeout, minutes).
-            "basebackup": [{"checkpoint": "fast"}],
-            # The whole file, written at every start: initdb's own lines trust every local
-            # and loopback connection, and `bootstrap.pg_hba` only adds lines after them.
-            # Anyone on this host (a runner, say) would be let in without a password.
-            "pg_hba": [
-                "local all all scram-sha-256",
-                f"host replication replicator {HOST}/32 scram-sha-256",
-                f"host all all {HOST}/32 scram-sha-256",
-            ],
-            "authentication": {
-                "superuser": {"username": SUPERUSER, "password": credentials.superuser},
-                "replication": {"username": "replicator", "password": credentials.replication},
-                "rewind": {"username": "rewinder", "password": credentials.rewind},
-            },
-            "parameters": {
-                "unix_socket_directories": str(run_dir),
-                "password_encryption": "scram-sha-256",
-                "shared_buffers": "128MB",
-                "logging_collector": "on",
-                "log_directory": str(run_dir / f"{name}-log"),
-                "log_min_messages": "warning",
-            },
-        },
-        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
-    }
-    if archive is not None:
-        config["postgresql"]["parameters"]["archive_command"] = archive[0]
-        config["postgresql"]["recovery_conf"] = {"restore_command": archive[1]}
-    if standby_of is not None:
-        config["bootstrap"]["dcs"]["standby_cluster"] = standby_of.dcs()
-        config["bootstrap"]["dcs"]["synchronous_mode"] = False
-    if restore is not None:
-        # pgBackRest writes the recovery target into postgresql.auto.conf: keep it. The
-        # roles and their passwords come with the backup.
-        config["bootstrap"]["method"] = "pgbackrest"
-        config["bootstrap"]["pgbackrest"] = {
-            "command": restore[0],
-            "no_params": True,
-            "keep_existing_recovery_conf": True,
-            "recovery_conf": {"restore_command": restore[1], "recovery_target_action": "promote"},
-        }
-    return config
 
 
 @dataclass
@@ -478,13 +307,16 @@ class LocalPatroni:
         """Replicas first, then the primary (so it does not wait on a synchronous replica
         that is gone), each with SIGTERM: Patroni stops its PostgreSQL cleanly."""
         primary = self.primary()
-        order = [m for m in self.members if m is not primary] + ([primary] if primary else [])
-        for m in order:
-            m.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                if m.popen is not None:
-                    m.popen.wait(timeout_s)
-            self.kill_member(m)  # whatever is left (a hung Patroni, an orphaned postmaster)
+        replicas = [m for m in self.members if m is not primary]
+        for group in (replicas, [primary] if primary else []):
+            for m in group:  # the replicas together: their shutdowns overlap
+                m.terminate()
+            deadline = time.monotonic() + timeout_s
+            for m in group:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    if m.popen is not None:
+                        m.popen.wait(max(0.1, deadline - time.monotonic()))
+                self.kill_member(m)  # whatever is left (a hung Patroni, an orphaned postmaster)
 
     def destroy(self) -> None:
         self.stop()

@@ -6,7 +6,8 @@ Everything pgBackRest would put under /var (logs, locks, repositories) lives in 
 directory the PostgreSQL service user owns. The cipher pass of an encrypted repository is
 in an include file (`conf.d/`, mode 0600, the service user's): pgBackRest reads it, and so
 does every member's archive-push (which writes encrypted WAL there too); RunnerHub and
-`cluster.json` know only its path.
+`cluster.json` know only its path. The configuration comes from `runnerhub.render.pgbackrest`,
+the renderer production configurations come from too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from runnerhub.paths import write_private
-
-STANZA = "runnerhub"
+from runnerhub.render.pgbackrest import (
+    STANZA,
+    Member,
+    Repo,
+    archive_get_command,
+    archive_push_command,
+    render_conf,
+)
 
 
 class PgBackRestError(Exception):
@@ -37,21 +44,6 @@ def find_pgbackrest() -> Path:
     if found is None:
         raise PgBackRestError("pgbackrest not found: apt-get install pgbackrest")
     return Path(found)
-
-
-@dataclass(frozen=True)
-class Repo:
-    index: int
-    name: str  # for people: region-a, region-b
-    path: Path
-    encrypted: bool = False
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str
-    data_dir: Path
-    port: int
 
 
 @dataclass
@@ -97,10 +89,10 @@ class LocalPgBackRest:
         return f"{find_pgbackrest()} --config-path={self.config_path} --stanza={self.stanza}"
 
     def archive_command(self, member: Member) -> str:
-        return f"{find_pgbackrest()} {self._options(member)} archive-push %p"
+        return archive_push_command(f"{find_pgbackrest()} {self._options(member)}")
 
     def restore_command(self, member: Member) -> str:
-        return f'{find_pgbackrest()} {self._options(member)} archive-get %f "%p"'
+        return archive_get_command(f"{find_pgbackrest()} {self._options(member)}")
 
     def write(self, members: Sequence[Member], socket_dir: Path, user: str, password: str) -> None:
         """The configuration, the cipher pass, the libpq password file, the directories."""
@@ -109,9 +101,17 @@ class LocalPgBackRest:
         for d in dirs:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._own(d)
-        self._private(
-            self.config_path / "pgbackrest.conf", render_conf(self, members, socket_dir, user)
+        conf = render_conf(
+            repos=self.repos,
+            members=members,
+            log_path=self.log_path,
+            lock_path=self.root / "lock",
+            socket_dir=socket_dir,
+            user=user,
+            stanza=self.stanza,
+            archive_queue_max=self.archive_queue_max,
         )
+        self._private(self.config_path / "pgbackrest.conf", conf)
         # For a connection over the socket, libpq matches the socket directory as the host.
         self._private(self.pgpass_file, f"{socket_dir}:*:*:{user}:{password}\n")
         if any(r.encrypted for r in self.repos):
@@ -178,56 +178,3 @@ class LocalPgBackRest:
             "user": user,
             "repos": [{"index": r.index, "name": r.name, "path": str(r.path)} for r in self.repos],
         }
-
-
-def render_conf(b: LocalPgBackRest, members: Sequence[Member], socket_dir: Path, user: str) -> str:
-    """pgbackrest.conf (pure). No comment may follow a value on its line: pgBackRest would
-    take it as part of the value."""
-    lines = [
-        "# written by RunnerHub's local cluster; the cipher pass is in conf.d/, not here",
-        "[global]",
-        f"log-path={b.log_path}",
-        f"lock-path={b.root / 'lock'}",
-        "log-level-console=info",
-        "log-level-file=detail",
-        "process-max=1",
-        "# a file found corrupt is reported at once, not retried for 15 s (a local disk)",
-        "job-retry=0",
-        "compress-type=zst",
-        "compress-level=3",
-        "start-fast=y",
-        *(
-            [
-                "# copy the files from a replica; the primary only starts and stops the backup",
-                "backup-standby=y",
-            ]
-            if len(members) > 1
-            else []
-        ),
-        "# Synchronous: pgBackRest before 2.59 (Debian 12 has 2.45) does not enforce",
-        "# archive-push-queue-max asynchronously while a WAL file keeps failing (its",
-        "# issue 2629): pg_wal could fill the disk. Synchronously it always does.",
-        "archive-async=n",
-        "# WAL waiting in pg_wal past this is dropped (a PITR gap), never a full disk",
-        f"archive-push-queue-max={b.archive_queue_max}",
-        "archive-timeout=30",
-    ]
-    for r in b.repos:
-        lines += [
-            f"# repo{r.index}: {r.name}",
-            f"repo{r.index}-type=posix",
-            f"repo{r.index}-path={r.path}",
-            f"repo{r.index}-retention-full=2",
-            f"repo{r.index}-retention-diff=3",
-        ]
-        if r.encrypted:
-            lines.append(f"repo{r.index}-cipher-type=aes-256-cbc")
-    lines += ["", f"[{b.stanza}]"]
-    for i, m in enumerate(members, start=1):
-        lines += [
-            f"pg{i}-path={m.data_dir}",
-            f"pg{i}-port={m.port}",
-            f"pg{i}-socket-path={socket_dir}",
-            f"pg{i}-user={user}",
-        ]
-    return "\n".join(lines) + "\n"

@@ -7,7 +7,8 @@ nothing is persisted: no AOF, no snapshots, and a data node that (re)starts star
 
 Processes run in their own sessions and are ours to signal: tests kill, pause and restart
 them one by one. Sentinel and Redis rewrite their own configuration files as roles change
-(`CONFIG REWRITE`), so a restart with the same file resumes the current topology.
+(`CONFIG REWRITE`), so a restart with the same file resumes the current topology. The
+files come from `runnerhub.render.redis`, the renderer production configurations come from too.
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
 from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.paths import write_private
+from runnerhub.render.redis import (
+    HOST,
+    Address,
+    ServerTls,
+    render_redis_config,
+    render_sentinel_config,
+)
 
-HOST = "127.0.0.1"
 # The machine's own Redis and Sentinel: never ours, even if the kernel offers the port.
 RESERVED_PORTS = frozenset({6379, 26379})
 DEFAULT_MASTER_NAME = "runnerhub"
 
-Address = tuple[str, int]
 Kind = Literal["redis", "sentinel"]
 Role = Literal["primary", "replica"]
 T = TypeVar("T")
@@ -63,137 +69,6 @@ def pick_port(host: str = HOST) -> int:
         port = free_port(host)
         if port not in RESERVED_PORTS:
             return port
-
-
-# -- configuration (pure) -------------------------------------------------------------------
-
-
-def _quote(value: str) -> str:
-    """A config-file string argument (Redis accepts C-style escapes inside double quotes)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-@dataclass(frozen=True)
-class ServerTls:
-    """A Redis process's TLS: its certificate and key, the CA its peers' are checked by.
-    Clients need no certificate (`tls-auth-clients no`): they show a password instead."""
-
-    cert: Path
-    key: Path
-    ca: Path
-
-    def lines(self, port: int) -> list[str]:
-        return [
-            "port 0",  # TLS only
-            f"tls-port {port}",
-            f"tls-cert-file {_quote(str(self.cert))}",
-            f"tls-key-file {_quote(str(self.key))}",
-            f"tls-ca-cert-file {_quote(str(self.ca))}",
-            "tls-auth-clients no",
-            "tls-replication yes",  # replicas and Sentinels reach their peers over TLS too
-        ]
-
-
-# What RunnerHub's own ACL user may do: its keys and channels only (`runnerhub:*`), no
-# dangerous command (CONFIG, FLUSHALL, KEYS, DEBUG...), but INFO (it reads the replication)
-# and ROLE (redis-py checks a primary with it).
-NODE_ACL = "~runnerhub:* &runnerhub:* +@all -@dangerous +info +role"
-
-
-def render_redis_config(
-    port: int,
-    password: str,
-    data_dir: Path,
-    *,
-    replica_of: Address | None = None,
-    bind: str = HOST,
-    maxmemory: str = "64mb",
-    tls: ServerTls | None = None,
-    users: Mapping[str, str] | None = None,
-) -> str:
-    """A Redis 7 data node: loopback only, password on clients and on its own replication;
-    with `tls`, TLS only; `users`: ACL users (name: password) with `NODE_ACL`."""
-    if not password:
-        raise ValueError("a Redis node needs a password")
-    listen = tls.lines(port) if tls else [f"port {port}"]
-    lines = [
-        "# Written by runnerhub.dev.cluster.redis; Redis rewrites it when its role changes.",
-        f"bind {bind}",
-        *listen,
-        "protected-mode yes",
-        "daemonize no",
-        'logfile ""',  # stdout, which LocalRedis sends to the node's log file
-        f"dir {_quote(str(data_dir))}",
-        "dbfilename dump.rdb",
-        # Nothing here must survive: no snapshots, no append-only file.
-        'save ""',
-        "appendonly no",
-        f"requirepass {_quote(password)}",
-        f"masterauth {_quote(password)}",
-        "replica-read-only yes",
-        # A full sync streams at once instead of waiting 5 s for more replicas to join it.
-        "repl-diskless-sync yes",
-        "repl-diskless-sync-delay 0",
-        # Every key we write has a TTL; when full, evict among those rather than refuse writes.
-        f"maxmemory {maxmemory}",
-        "maxmemory-policy volatile-lru",
-    ]
-    for name, secret in (users or {}).items():
-        if not name.isidentifier() or not secret or any(c.isspace() for c in secret):
-            raise ValueError(f"invalid ACL user {name!r} or password")
-        lines.append(f"user {name} on >{secret} {NODE_ACL}")
-    if replica_of is not None:
-        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
-    return "\n".join(lines) + "\n"
-
-
-def render_sentinel_config(
-    port: int,
-    master_name: str,
-    master: Address,
-    password: str,
-    data_dir: Path,
-    *,
-    quorum: int = 2,
-    down_after_ms: int = 1000,
-    failover_timeout_ms: int = 10_000,
-    parallel_syncs: int = 1,
-    bind: str = HOST,
-    tls: ServerTls | None = None,
-) -> str:
-    """A Sentinel watching `master`: the same password for clients, its peers and the data
-    nodes, timings for a fast local failover; with `tls`, TLS only."""
-    if not password:
-        raise ValueError("a Sentinel needs a password")
-    if quorum < 1:
-        raise ValueError("the quorum must be at least 1")
-    if not master_name or any(c.isspace() for c in master_name):
-        raise ValueError(f"invalid master name {master_name!r}")
-    pw = _quote(password)
-    return (
-        "\n".join(
-            [
-                "# Written by runnerhub.dev.cluster.redis; Sentinel rewrites it as it learns.",
-                f"bind {bind}",
-                *(tls.lines(port) if tls else [f"port {port}"]),
-                "protected-mode yes",
-                "daemonize no",
-                'logfile ""',
-                f"dir {_quote(str(data_dir))}",
-                f"requirepass {pw}",
-                # Sentinels talk to each other with the password they require themselves.
-                f"sentinel sentinel-pass {pw}",
-                "sentinel resolve-hostnames no",
-                "sentinel announce-hostnames no",
-                f"sentinel monitor {master_name} {master[0]} {master[1]} {quorum}",
-                f"sentinel auth-pass {master_name} {pw}",
-                f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
-                f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
-                f"sentinel parallel-syncs {master_name} {parallel_syncs}",
-            ]
-        )
-        + "\n"
-    )
 
 
 def majority_address(answers: Sequence[Address | None]) -> Address | None:

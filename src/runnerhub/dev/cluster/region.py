@@ -23,9 +23,11 @@ import psycopg
 import yaml
 
 from runnerhub.dev.cluster.etcd import LocalEtcd
-from runnerhub.dev.cluster.patroni import LocalPatroni, StandbyOf
-from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, Repo
+from runnerhub.dev.cluster.patroni import LocalPatroni
+from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.paths import write_private
+from runnerhub.render.patroni import StandbyOf
+from runnerhub.render.pgbackrest import Repo
 
 # The repository region B reads region A's archive from: the one in region B's storage.
 REGION_B_REPO = 2
