@@ -13,15 +13,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runnerhub.cache import SharedCache
 from runnerhub.config import Settings
+from runnerhub.context import NodeContext
 from runnerhub.dev.cluster.podman import LocalPodman, build_runner_rootfs
 from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.migrate import migrate
+from tests.apps import in_process_client
 
 TEMPLATE_DB = "rh_template"
 _db_counter = itertools.count()
@@ -118,6 +121,15 @@ def make_settings(dsn: str, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings_factory(dsn: str) -> Callable[..., Settings]:
     return lambda **kw: make_settings(dsn, **kw)
+
+
+@pytest.fixture
+async def client(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API and intake of a node on `db`, in process (tests/apps.py)."""
+    async with in_process_client(NodeContext(settings_factory(), db)) as c:
+        yield c
 
 
 @pytest.fixture

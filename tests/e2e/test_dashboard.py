@@ -7,11 +7,13 @@ A wrong token is refused at login; a read token sees the leader, the pools and a
 from queued to completed without a reload; it is refused an action (403, shown); the
 leader is SIGKILLed and the page shows the new one within 5 s of the takeover; an admin
 hands leadership off from the page (confirmed, audited). Screenshots (desktop and a
-phone-sized window) go to the module's temporary directory; one taken during the failover
-is copied to docs/img/dashboard-failover.png."""
+phone-sized window) go to the module's temporary directory; with
+RUNNERHUB_UPDATE_SCREENSHOT=1, the one taken during the failover replaces
+docs/img/dashboard-failover.png (the README's; a plain run leaves the checkout alone)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -294,8 +296,9 @@ def test_the_page_shows_the_new_leader_within_5s_of_a_sigkill(dash: Dash) -> Non
         f"takeover → page: {seen - elected:.2f}s"
     )
     assert seen - elected < LEADER_GOAL_S, (seen - elected, seen - killed)
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(during, DOCS_IMG / "dashboard-failover.png")
+    if os.environ.get("RUNNERHUB_UPDATE_SCREENSHOT") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(during, DOCS_IMG / "dashboard-failover.png")
 
 
 def test_an_admin_hands_leadership_off_from_the_page(dash: Dash) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
-import pytest
 
 from runnerhub.config import Settings
 from runnerhub.context import NodeContext
@@ -21,18 +20,6 @@ from tests.payloads import signed, workflow_job
 
 READ = {"Authorization": "Bearer read-token-0123456789"}
 ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
-
-
-@pytest.fixture
-async def client(
-    db: Pool, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = node_app(NodeContext(settings_factory(), db))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://node"
-    ) as c:
-        yield c
-    await app.state.intake.batcher.close()
 
 
 async def deliver(

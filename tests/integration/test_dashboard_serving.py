@@ -6,36 +6,20 @@ gzip, the first page's size budget; and the read endpoints and audited actions i
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import httpx
 import pytest
 
-from runnerhub.config import Settings
-from runnerhub.context import NodeContext
 from runnerhub.store import incidents, nodes
 from runnerhub.store.db import Pool
 from runnerhub.web.router import load_assets
-from tests.apps import node_app
 from tests.payloads import signed, workflow_job
 
 READ = {"Authorization": "Bearer read-token-0123456789"}
 ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 BUDGET_BYTES = 500_000
-
-
-@pytest.fixture
-async def client(
-    db: Pool, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = node_app(NodeContext(settings_factory(), db))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://node"
-    ) as c:
-        yield c
-    await app.state.intake.batcher.close()
 
 
 def assert_secure(r: httpx.Response) -> None:

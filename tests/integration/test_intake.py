@@ -23,18 +23,6 @@ from tests.conftest import make_settings
 from tests.payloads import signed, workflow_job
 
 
-@pytest.fixture
-async def client(
-    db: Pool, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[httpx.AsyncClient]:
-    ctx = NodeContext(settings_factory(), db)
-    app = node_app(ctx)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
-        yield c
-    await app.state.intake.batcher.close()
-
-
 async def post(client: httpx.AsyncClient, payload: Any, **kw: Any) -> httpx.Response:
     body, headers = signed(payload, **kw)
     return await client.post("/webhooks/github", content=body, headers=headers)

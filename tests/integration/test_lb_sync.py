@@ -61,14 +61,6 @@ def haproxy_config(port: int, admin_socket: Path) -> str:
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    cluster = LocalEtcd(tmp_path / "etcd", members=1)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture
 def haproxy(tmp_path: Path) -> Iterator[tuple[str, HAProxyRuntime, subprocess.Popen[bytes]]]:
     port, socket = free_port(), tmp_path / "admin.sock"
     cfg = tmp_path / "haproxy.cfg"

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import pytest
 import uvicorn
 from prometheus_client import REGISTRY
 
@@ -54,14 +53,6 @@ class Proxy:
         for w in self.writers:
             w.transport.abort()
         await self.server.wait_closed()
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    cluster = LocalEtcd(tmp_path / "etcd", members=1)
-    cluster.start()
-    yield cluster
-    cluster.destroy()
 
 
 def node_settings(

@@ -66,7 +66,6 @@ def test_nodes_beyond_the_slots_are_named_not_dropped_silently() -> None:
 
 
 def test_membership_forgets_only_the_long_silent() -> None:
-    assert is_member("http://10.0.0.1:8080", False, 5.0, 300.0)
-    assert is_member("http://10.0.0.1:8080", True, 5.0, 300.0)
-    assert not is_member("http://10.0.0.1:8080", False, 300.0, 300.0)
-    assert not is_member(None, False, 0.0, 300.0)
+    assert is_member("http://10.0.0.1:8080", 5.0, 300.0)
+    assert not is_member("http://10.0.0.1:8080", 300.0, 300.0)
+    assert not is_member(None, 0.0, 300.0)

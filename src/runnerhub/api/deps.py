@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
 from runnerhub.api.auth import Principal, Role, TokenAuth, request_source
 from runnerhub.context import NodeContext
+from runnerhub.store import events
+from runnerhub.store.db import Conn
 
 # Async, all of them: FastAPI runs a plain `def` dependency in a thread pool.
 
@@ -85,3 +87,13 @@ def cursor_in(cursor: str | None) -> int | None:
     if not 0 <= value <= BIGINT_MAX:
         raise HTTPException(400, "cursor is not one this API handed out")
     return value
+
+
+async def audit(
+    conn: Conn, ctx: NodeContext, who: Principal, action: str, subject: str, **detail: Any
+) -> None:
+    """An operator's action through the API, as event `operator.<action>`: who asked (the
+    token's name) and through which node, in the caller's transaction."""
+    await events.append(
+        conn, ctx.settings.node.id, f"operator.{action}", subject, by=who.name, **detail
+    )

@@ -93,7 +93,7 @@ def plan(slots: Sequence[Slot], members: Sequence[Member]) -> Plan:
     return Plan(changes, sorted(unplaced))
 
 
-def is_member(url: str | None, draining: bool, silent_s: float, forget_after_s: float) -> bool:
+def is_member(url: str | None, silent_s: float, forget_after_s: float) -> bool:
     """A node is in HAProxy's list while it has a URL and was heard from lately; a node
     that died stays (its health check takes it out of service at once) until it has been
     silent `forget_after_s`, so a restart does not shuffle slots. Draining ones stay, in

@@ -125,7 +125,7 @@ async def members_from(nodes: Sequence[dict[str, Any]], forget_after_s: float) -
     out = []
     for n in nodes:
         silent_s = (newest - seen[n["id"]]).total_seconds() if newest else 0.0
-        if not is_member(n.get("url"), bool(n["draining"]), silent_s, forget_after_s):
+        if not is_member(n.get("url"), silent_s, forget_after_s):
             continue
         addr, port = await _address(str(n["url"]))
         out.append(Member(n["id"], addr, port, bool(n["draining"])))

@@ -9,7 +9,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException
 
 from runnerhub.api.auth import Principal
-from runnerhub.api.deps import Admin, Context, Reader
+from runnerhub.api.deps import Admin, Context, Reader, audit
 from runnerhub.api.schemas import (
     CacheOut,
     ClusterOut,
@@ -19,7 +19,7 @@ from runnerhub.api.schemas import (
     StandbyOut,
 )
 from runnerhub.domain.vacancy import still_leading
-from runnerhub.store import events, leadership, nodes
+from runnerhub.store import leadership, nodes
 
 router = APIRouter(tags=["cluster"])
 
@@ -100,7 +100,8 @@ async def _set_draining(
     async with ctx.db.connection() as conn, conn.transaction():
         if not await nodes.set_draining(conn, node_id, draining):
             raise HTTPException(404, f"no node {node_id!r} in this cluster")
-        # Audited with the change, in its transaction: who asked, through which node.
-        kind = "operator.node_drained" if draining else "operator.node_undrained"
-        await events.append(conn, ctx.settings.node.id, kind, f"node:{node_id}", by=who.name)
+        # Audited with the change, in its transaction.
+        await audit(
+            conn, ctx, who, "node_drained" if draining else "node_undrained", f"node:{node_id}"
+        )
     return {"node": node_id, "draining": draining}

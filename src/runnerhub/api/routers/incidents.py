@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from runnerhub.api.deps import BIGINT_MAX, Admin, Context, Reader, cursor_in, cursor_out
+from runnerhub.api.deps import BIGINT_MAX, Admin, Context, Reader, audit, cursor_in, cursor_out
 from runnerhub.api.schemas import IncidentOut, IncidentPage
-from runnerhub.store import events
 from runnerhub.store import incidents as incident_store
 
 router = APIRouter(tags=["incidents"])
@@ -47,12 +46,12 @@ async def acknowledge(
         row = await incident_store.acknowledge(conn, incident_id, who.name)
         if row is None:
             raise HTTPException(404, f"no incident with id {incident_id}")
-        await events.append(
+        await audit(
             conn,
-            ctx.settings.node.id,
-            "operator.incident_acknowledged",
+            ctx,
+            who,
+            "incident_acknowledged",
             f"incident:{incident_id}",
-            by=who.name,
             component=row.component,
             acknowledged_at=row.acknowledged_at,
         )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from runnerhub.api.deps import Admin, Context
+from runnerhub.api.deps import Admin, Context, audit
 from runnerhub.api.schemas import HandoffIn
 from runnerhub.context import NoElection
 from runnerhub.ha.dcs import StoreUnavailable
-from runnerhub.store import events, nodes
+from runnerhub.store import nodes
 
 router = APIRouter(tags=["leadership"])
 
@@ -29,13 +29,13 @@ async def handoff(ctx: Context, who: Admin, body: HandoffIn | None = None) -> di
         raise HTTPException(409, str(exc)) from None
     except StoreUnavailable as exc:
         raise HTTPException(503, f"cannot reach etcd: {exc}") from None
-    async with ctx.db.connection() as conn:  # audited: who asked, through which node
-        await events.append(
+    async with ctx.db.connection() as conn:
+        await audit(
             conn,
-            ctx.settings.node.id,
-            "operator.handoff_requested",
+            ctx,
+            who,
+            "handoff_requested",
             f"node:{record.node}",
-            by=who.name,
             epoch=record.epoch,
             to=target,
         )

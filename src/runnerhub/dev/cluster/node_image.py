@@ -45,8 +45,14 @@ from packaging.markers import Marker, default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from runnerhub.dev.cluster.podman import CONTAINERS_CONF, PodmanError, find_podman
-from runnerhub.dev.cluster.process import find_binary
+from runnerhub.dev.cluster.podman import (
+    CONTAINERS_CONF,
+    PodmanError,
+    find_podman,
+    image_exists,
+    mmdebstrap_tar,
+    run_podman,
+)
 
 NODE_IMAGE = "localhost/runnerhub:latest"
 INFRA_IMAGE = "localhost/runnerhub-infra:latest"
@@ -123,19 +129,7 @@ def _replace_cached(prefix: str, path: Path, source: Path) -> None:
 
 
 def build_rootfs(recipe: Rootfs, out: Path) -> Path:
-    mmdebstrap = find_binary("mmdebstrap", PodmanError, "apt-get install mmdebstrap")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial")
-    r = subprocess.run(
-        [str(mmdebstrap), *recipe.argv(partial)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        raise PodmanError(f"mmdebstrap ({recipe.name}) failed: {r.stderr[-2000:]}")
-    partial.replace(out)
-    return out
+    return mmdebstrap_tar(recipe.argv, out, recipe.name)
 
 
 def cached_rootfs(recipe: Rootfs) -> Path:
@@ -350,24 +344,10 @@ class ImageEngine:
         }
 
     def podman(self, *args: str, timeout_s: float = 600) -> str:
-        r = subprocess.run(
-            [str(find_podman()), *args],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=timeout_s,
-            check=False,
-        )
-        if r.returncode != 0:
-            raise PodmanError(f"podman {' '.join(args)}: {(r.stdout + r.stderr)[-3000:]}")
-        return r.stdout
+        return run_podman([str(find_podman())], args, self.env(), timeout_s)
 
     def has_image(self, image: str) -> bool:
-        try:
-            self.podman("image", "exists", image, timeout_s=30)
-        except PodmanError:
-            return False
-        return True
+        return image_exists(self.podman, image)
 
     def destroy(self) -> None:
         """Every container, network, volume and image of it, then its directories."""

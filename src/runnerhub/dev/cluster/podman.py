@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,29 +51,61 @@ def find_podman() -> Path:
     return find_binary("podman", PodmanError, "apt-get install podman runc")
 
 
-def build_runner_rootfs(out: Path) -> Path:
-    """The runner image's base: a Debian root file system with python3, as a tar, made
-    from Debian's packages with mmdebstrap (no registry needed)."""
+def mmdebstrap_tar(argv: Callable[[Path], list[str]], out: Path, what: str) -> Path:
+    """A Debian root file system as a tar at `out`, made by mmdebstrap with `argv(partial)`
+    (its arguments, ending with where to write); `out` appears only once it is whole."""
     mmdebstrap = find_binary("mmdebstrap", PodmanError, "apt-get install mmdebstrap")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     r = subprocess.run(
-        [
-            str(mmdebstrap),
+        [str(mmdebstrap), *argv(partial)], capture_output=True, text=True, check=False
+    )
+    if r.returncode != 0:
+        raise PodmanError(f"mmdebstrap ({what}) failed: {r.stderr[-2000:]}")
+    partial.replace(out)
+    return out
+
+
+def build_runner_rootfs(out: Path) -> Path:
+    """The runner image's base: a Debian root file system with python3, as a tar, made
+    from Debian's packages with mmdebstrap (no registry needed)."""
+    return mmdebstrap_tar(
+        lambda partial: [
             "--variant=essential",
             "--format=tar",
             "--include=python3,ca-certificates",
             "bookworm",
             str(partial),
         ],
+        out,
+        "runner",
+    )
+
+
+def run_podman(
+    prefix: Sequence[str], args: Sequence[str], env: Mapping[str, str], timeout_s: float
+) -> str:
+    """`prefix + args` (prefix: podman and its storage options); its output, or a
+    PodmanError naming the command and the tail of what it said."""
+    r = subprocess.run(
+        [*prefix, *args],
         capture_output=True,
         text=True,
+        env=dict(env),
+        timeout=timeout_s,
         check=False,
     )
     if r.returncode != 0:
-        raise PodmanError(f"mmdebstrap failed: {r.stderr[-2000:]}")
-    partial.replace(out)
-    return out
+        raise PodmanError(f"podman {' '.join(args)}: {(r.stdout + r.stderr)[-3000:]}")
+    return r.stdout
+
+
+def image_exists(podman: Callable[..., str], image: str) -> bool:
+    try:
+        podman("image", "exists", image, timeout_s=30)
+    except PodmanError:
+        return False
+    return True
 
 
 @dataclass
@@ -116,17 +149,7 @@ class LocalPodman(ManagedProcess):
         return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERS_CONF": str(self.conf)}
 
     def podman(self, *args: str, timeout_s: float = 300) -> str:
-        r = subprocess.run(
-            self._argv(*args),
-            capture_output=True,
-            text=True,
-            env=self._env(),
-            timeout=timeout_s,
-            check=False,
-        )
-        if r.returncode != 0:
-            raise PodmanError(f"podman {' '.join(args)}: {r.stderr[-2000:]}")
-        return r.stdout
+        return run_podman(self._argv(), args, self._env(), timeout_s)
 
     def start(self, timeout_s: float = 30.0) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -159,11 +182,7 @@ class LocalPodman(ManagedProcess):
         )
 
     def has_image(self, image: str) -> bool:
-        try:
-            self.podman("image", "exists", image, timeout_s=30)
-        except PodmanError:
-            return False
-        return True
+        return image_exists(self.podman, image)
 
     def stop_containers(self) -> None:
         """Stop and remove every container it runs (the runners)."""
