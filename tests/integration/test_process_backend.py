@@ -27,9 +27,10 @@ import json, os, sys, signal
 out = sys.argv[1]
 if len(sys.argv) > 2 and sys.argv[2] == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-with open(out, "w") as f:
+with open(out + ".tmp", "w") as f:  # then renamed: the test reads it once it exists
     json.dump({"jit": os.environ.get("ACTIONS_RUNNER_INPUT_JITCONFIG"),
                "name": os.environ.get("RUNNERHUB_RUNNER_NAME"), "argv": sys.argv}, f)
+os.replace(out + ".tmp", out)
 if len(sys.argv) > 2 and sys.argv[2] == "exit":
     sys.exit(3)
 while True:
