@@ -217,6 +217,8 @@ class PgBackRest:
             raise PgBackRestError(f"{command}: {exc}") from None
         if code != 0:
             message, pgbr_code = error_of(text[-OUTPUT_TAIL:])
+            if not text.strip():  # nothing said: at least how it ended
+                message = f"killed by signal {-code}" if code < 0 else f"exit {code}, no output"
             raise PgBackRestError(f"{command}: {message}", pgbr_code)
         return text
 
