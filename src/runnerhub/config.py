@@ -701,12 +701,15 @@ class HealthSettings(_Strict):
     github_interval_s: float = Field(default=5.0, gt=0)  # GET /rate_limit costs no budget
     # Patroni REST APIs (http://host:8008), to report every PostgreSQL member.
     patroni_urls: list[str] = Field(default_factory=list)
+    # HAProxy stats pages (http://host:8404/stats, with `stats show-legends`), to report the
+    # load balancers' backends and servers; the nodes must be able to reach them.
+    haproxy_stats_urls: list[str] = Field(default_factory=list)
     # Patroni's restapi.authentication, when it has one: only remediation's requests to
     # reinitialise a replica need it (reading the cluster does not).
     patroni_username: str | None = None
     patroni_password: SecretStr | None = None
 
-    @field_validator("patroni_urls")
+    @field_validator("patroni_urls", "haproxy_stats_urls")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         for url in v:

@@ -20,6 +20,8 @@ import httpx
 import psycopg
 import pytest
 from rich.console import Console
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from runnerhub.cli import topology
 from runnerhub.cli.events import show_events
@@ -29,7 +31,9 @@ from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniMember
 from runnerhub.dev.cluster.redis import LocalRedis
 from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import Timeout, wait_until_sync
+from runnerhub.render.haproxy import WEBHOOKS
 from tests import checks
+from tests.browser import chromium, rows, signed_in, text, until
 from tests.chaos.alerting import Watch, watching
 
 pytestmark = pytest.mark.chaos
@@ -54,6 +58,23 @@ def alerts(dbha: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """Prometheus and Alertmanager watching the cluster, as an operator's would."""
     with watching(dbha, tmp_path_factory.mktemp("alerting")) as watch:
         yield watch
+
+
+@pytest.fixture(scope="module")
+def page(dbha: LocalCluster) -> Iterator[WebDriver]:
+    """The dashboard in a real browser, through HAProxy with a read token, as an operator
+    would watch the faults."""
+    b = chromium()
+    try:
+        signed_in(b, dbha.api_url, dbha.secrets.read_token)
+        yield b
+    finally:
+        b.quit()
+
+
+def pg_rows(b: WebDriver) -> dict[str, str]:
+    """The dashboard's PostgreSQL members: name → role."""
+    return {r[0]: r[1] for r in rows(b, "#pg tbody tr") if len(r) > 1}
 
 
 @pytest.fixture
@@ -154,7 +175,39 @@ def in_recovery(m: PatroniMember, password: str) -> bool | None:
         return None
 
 
-def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster, alerts: Watch) -> None:
+def test_the_dashboard_shows_every_part_of_the_ha_cluster(
+    whole: LocalCluster, page: WebDriver
+) -> None:
+    """`up --ha` as the dashboard shows it: the Patroni members (one leader), Redis and
+    each Sentinel, HAProxy's backends with every node up, the etcd members, the live stream
+    on, and no banner."""
+    c, b = whole, page
+    pg = patroni(c)
+    assert c.redis is not None and c.etcd is not None
+    leader = pg.wait_primary()
+    until(b, lambda b: pg_rows(b).get(leader.name) == "leader", 15)
+    assert set(pg_rows(b)) == {m.name for m in pg.members}
+    assert sorted(pg_rows(b).values()).count("leader") == 1
+    redis = until(b, lambda b: (r := rows(b, "#redis tbody tr")) and len(r) > 1 and r, 15)
+    assert [r[0] for r in redis].count("primary") == 1
+    assert [r[0] for r in redis].count("sentinel") == len(c.redis.sentinels)
+
+    def webhook_servers(b: WebDriver) -> dict[str, str]:
+        return {r[2]: r[3] for r in rows(b, "#lb tbody tr") if len(r) > 3 and r[1] == WEBHOOKS}
+
+    nodes = {name: "up" for name in c.node_urls}
+    until(b, lambda b: webhook_servers(b) == nodes, 15)
+    lb = rows(b, "#lb tbody tr")
+    assert {r[2] for r in lb if r[1] == "postgres_primary"} == {m.name for m in pg.members}
+    until(b, lambda b: len(rows(b, "#etcd tbody tr")) == len(c.etcd.members), 15)
+    until(b, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on", 10)
+    assert not b.find_element(By.ID, "banner").is_displayed(), text(b, "#banner")
+    assert text(b, "#leader-name") == c.leader()
+
+
+def test_sigkill_the_postgres_primary_under_load(
+    whole: LocalCluster, alerts: Watch, page: WebDriver
+) -> None:
     dbha = whole
     pg = patroni(dbha)
     with Load(dbha.sim_url, RATE) as load:
@@ -177,6 +230,9 @@ def test_sigkill_the_postgres_primary_under_load(whole: LocalCluster, alerts: Wa
         new = pg.wait_primary(40, other_than=old.name)
         promoted_s = time.monotonic() - killed
         assert promoted_s < pg.timing.ttl + 10, promoted_s
+        # The dashboard (polling /health every 5 s) shows the new primary.
+        until(page, lambda b: pg_rows(b).get(new.name) == "leader", 15)
+        print(f"dashboard: new primary shown {time.monotonic() - killed - promoted_s:.1f}s after")
         # A person hears of it (Alertmanager's webhook, standing in for Slack), and hears
         # that it is over once the new primary takes writes.
         paged_s = alerts.reached("RunnerHubDatabaseFailover", "firing", killed, 40)

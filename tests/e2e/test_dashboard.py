@@ -18,23 +18,33 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.local import Service
 from runnerhub.dev.cluster.postgres import LocalPostgres
 from runnerhub.dev.waiting import wait_until_sync
+from tests.browser import (
+    NotSeen,
+    chromium,
+    click,
+    confirm,
+    go,
+    rows,
+    sign_in,
+    signed_in,
+    text,
+    until,
+)
 from tests.conftest import TEMPLATE_DB
 from tests.e2e.harness import Cluster
 from tests.e2e.test_failover import move_leadership_off, wait_leader
@@ -44,6 +54,7 @@ pytestmark = pytest.mark.e2e
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 GPU = ["self-hosted", "linux", "x64", "gpu"]  # the harness's gpu pool: at most 3 runners
 LEADER_GOAL_S = 5.0
+RETRY_BASE_S = 8.0
 T = TypeVar("T")
 
 
@@ -70,23 +81,6 @@ class Dash:
         return path
 
 
-def chromium() -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,900",
-        "--force-prefers-reduced-motion",
-        "--force-dark-mode",  # the default theme in the screenshots
-    ):
-        options.add_argument(arg)
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    return webdriver.Chrome(options=options, service=ChromeService(executable_path=driver))
-
-
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory, postgres: LocalPostgres) -> Iterator[Dash]:
     base = tmp_path_factory.mktemp("dashboard")
@@ -103,7 +97,10 @@ def dash(tmp_path_factory: pytest.TempPathFactory, postgres: LocalPostgres) -> I
             {"name": "admin", "token": cluster.admin_token, "role": "admin"},
             {"name": "viewer", "token": read_token, "role": "read"},
         ]
-        nodes = cluster.start_ha_nodes(3, etcd.endpoints, api_tokens=tokens)
+        # A failed provisioning is retried 8 to 16 s later (not 0.2 s): the retry test
+        # can tell the operator's retry from the scheduler's own.
+        retry = {"retry_base_s": RETRY_BASE_S, "retry_max_s": 30}
+        nodes = cluster.start_ha_nodes(3, etcd.endpoints, api_tokens=tokens, scheduler=retry)
         browser = chromium()
         shots = base / "screenshots"
         shots.mkdir()
@@ -116,62 +113,13 @@ def dash(tmp_path_factory: pytest.TempPathFactory, postgres: LocalPostgres) -> I
         etcd.destroy()
 
 
-def until(d: Dash, what: Callable[[WebDriver], T], timeout_s: float, poll_s: float = 0.05) -> T:
-    wait = WebDriverWait(
-        d.browser,
-        timeout_s,
-        poll_frequency=poll_s,
-        ignored_exceptions=[StaleElementReferenceException],
-    )
-    return wait.until(what)  # type: ignore[no-any-return]
-
-
-def text(b: WebDriver, css: str) -> str:
-    found = b.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
-
-
-def sign_in(d: Dash, token: str) -> None:
-    b = d.browser
-    b.get(f"{d.url}/ui/")
-
-    def settled(b: WebDriver) -> str | None:
-        for view in ("token", "status"):
-            if b.find_element(By.ID, view).is_displayed():
-                return view
-        return None
-
-    if until(d, settled, 10) == "status":  # still signed in from before: sign out
-        b.find_element(By.ID, "logout").click()
-    until(d, lambda b: b.find_element(By.ID, "token").is_displayed(), 10)
-    assert b.execute_script("return sessionStorage.length") == 0
-    b.find_element(By.ID, "token").send_keys(token)
-    b.find_element(By.ID, "login-submit").click()
-
-
-def signed_in(d: Dash, token: str) -> None:
-    sign_in(d, token)
-    until(d, lambda b: b.find_element(By.ID, "status").is_displayed(), 10)
-    until(d, lambda b: text(b, "#leader-name") not in ("", "…"), 10)
-
-
-def go(d: Dash, view: str) -> None:
-    d.browser.find_element(By.CSS_SELECTOR, f'#nav a[data-view="{view}"]').click()
-    until(d, lambda b: b.find_element(By.ID, f"view-{view}").is_displayed(), 5)
-
-
-def confirm(d: Dash) -> None:
-    until(d, lambda b: b.find_element(By.ID, "confirm").is_displayed(), 5)
-    d.browser.find_element(By.ID, "confirm-ok").click()
-
-
 def api(d: Dash, path: str) -> Any:
     return d.cluster.api(path, base=d.url)
 
 
 def test_a_wrong_token_is_refused_at_login(dash: Dash) -> None:
-    sign_in(dash, "not-a-token-" + secrets.token_hex(4))
-    error = until(dash, lambda b: text(b, "#login-error"), 10)
+    sign_in(dash.browser, dash.url, "not-a-token-" + secrets.token_hex(4))
+    error = until(dash.browser, lambda b: text(b, "#login-error"), 10)
     assert "refused (401)" in error and "unknown API token" in error
     b = dash.browser
     assert b.find_element(By.ID, "view-login").is_displayed()
@@ -181,20 +129,38 @@ def test_a_wrong_token_is_refused_at_login(dash: Dash) -> None:
 
 
 def test_a_read_token_sees_the_leader_pools_and_a_job_run_without_a_reload(dash: Dash) -> None:
-    signed_in(dash, dash.read_token)
+    signed_in(dash.browser, dash.url, dash.read_token)
     b = dash.browser
     # The page's leader is the API's (read again each time: the first election may settle).
-    until(dash, lambda b: text(b, "#leader-name") == api(dash, "/api/v1/cluster")["leader"], 10)
-    until(dash, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#nodes tr[data-node]")) == 3, 10)
-    until(dash, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on", 10)
+    until(
+        dash.browser,
+        lambda b: text(b, "#leader-name") == api(dash, "/api/v1/cluster")["leader"],
+        10,
+    )
+    until(
+        dash.browser,
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#nodes tr[data-node]")) == 3,
+        10,
+    )
+    until(
+        dash.browser,
+        lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on",
+        10,
+    )
     assert "read token" in text(b, "#who")
     assert b.execute_script("return sessionStorage.getItem('runnerhub.token')") == dash.read_token
-    until(dash, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#checks tr[data-check]")) > 3, 10)
-    until(dash, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#etcd tbody tr")) == 3, 10)
+    until(
+        dash.browser,
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#checks tr[data-check]")) > 3,
+        10,
+    )
+    until(dash.browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#etcd tbody tr")) == 3, 10)
     dash.shot("desktop-cluster")
 
-    go(dash, "work")
-    until(dash, lambda b: b.find_elements(By.CSS_SELECTOR, '#pools tr[data-pool="gpu"]'), 10)
+    go(dash.browser, "work")
+    until(
+        dash.browser, lambda b: b.find_elements(By.CSS_SELECTOR, '#pools tr[data-pool="gpu"]'), 10
+    )
     b.execute_script("window.__sameDocument = true")  # gone if the page reloads
     # Four jobs for a pool of at most three runners: one of them waits, saying why.
     ids = dash.cluster.enqueue("acme/web", GPU, count=4, duration_s=4)
@@ -206,48 +172,92 @@ def test_a_read_token_sees_the_leader_pools_and_a_job_run_without_a_reload(dash:
                 return i, rows[0].text
         return None
 
-    job, _row = until(dash, a_queued_row, 20)
+    job, _row = until(dash.browser, a_queued_row, 20)
     dash.shot("desktop-work-queued")
-    until(dash, lambda b: b.find_elements(By.CSS_SELECTOR, f'#jobs-done tr[data-job="{job}"]'), 60)
+    until(
+        dash.browser,
+        lambda b: b.find_elements(By.CSS_SELECTOR, f'#jobs-done tr[data-job="{job}"]'),
+        60,
+    )
     assert b.execute_script("return window.__sameDocument === true")
     assert not b.find_elements(By.CSS_SELECTOR, f'#jobs-queued tr[data-job="{job}"]')
-    until(dash, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-rate svg rect.kk"), 15)
+    until(dash.browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-rate svg rect.kk"), 15)
     dash.shot("desktop-work-done")
 
     # The job's page: its deliveries, state changes and runner attempts, with the nodes.
-    b.find_element(By.CSS_SELECTOR, f'#jobs-done tr[data-job="{job}"] a').click()
-    until(dash, lambda b: text(b, "#job-state") == "completed", 10)
-    history = until(dash, lambda b: text(b, "#job-history tbody"), 10)
+    click(dash.browser, f'#jobs-done tr[data-job="{job}"] a')
+    until(dash.browser, lambda b: text(b, "#job-state") == "completed", 10)
+    history = until(dash.browser, lambda b: text(b, "#job-history tbody"), 10)
     assert "delivery workflow_job.queued" in history and "node-0" in history
     assert "job." in history and "runner." in history
-    until(dash, lambda b: b.find_elements(By.CSS_SELECTOR, "#job-runners tbody tr td.st"), 10)
+    until(
+        dash.browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#job-runners tbody tr td.st"), 10
+    )
 
     # A phone-sized window: the same page, no horizontal scrolling of the page itself.
-    go(dash, "cluster")
+    go(dash.browser, "cluster")
     b.set_window_size(390, 844)
     try:
         until(
-            dash,
+            b,
             lambda b: b.execute_script(
                 "return document.documentElement.scrollWidth <= window.innerWidth"
             ),
             5,
         )
         dash.shot("phone-cluster")
-        go(dash, "work")
+        go(dash.browser, "work")
         dash.shot("phone-work")
     finally:
         b.set_window_size(1280, 900)
 
 
+def test_an_admin_retries_a_failed_provisioning_from_the_job_page(dash: Dash) -> None:
+    """GitHub refuses the runner's registration twice (422); the job page shows the failed
+    attempts and, to an admin, a retry; pressed, the runner is provisioned at once, well
+    before the backed-off time the scheduler had set, and the retry is audited."""
+    c = dash.cluster
+    signed_in(dash.browser, dash.url, c.admin_token)
+    c.sim("POST", "/_sim/faults", json={"responses": {"generate-jitconfig": [422, 422]}})
+    try:
+        [job] = c.enqueue("acme/web", GPU, count=1, duration_s=1)
+
+        def failed_twice() -> dict[str, Any] | None:
+            rows = c.query(
+                "SELECT name, attempts, next_attempt_at FROM runners WHERE job_id = %s", job
+            )
+            return rows[0] if rows and rows[0]["attempts"] >= 2 else None
+
+        runner = wait_until_sync(failed_twice, 30, "two failed provisioning attempts")
+    finally:
+        c.sim("DELETE", "/_sim/faults")
+    scheduled = runner["next_attempt_at"]  # the scheduler's own next try: 8 to 16 s away
+    dash.browser.execute_script(f"location.hash = '#/job/{job}'")
+    until(dash.browser, lambda b: b.find_element(By.ID, "job-retry").is_displayed(), 10)
+    until(dash.browser, lambda b: "failed (attempt 2)" in text(b, "#job-facts"), 10)  # why it waits
+    click(dash.browser, "#job-retry")
+    confirm(dash.browser)
+    toast = until(
+        dash.browser, lambda b: "retry job" in text(b, "#toast") and text(b, "#toast"), 10
+    )
+    assert f"retry job {job}: done (retry requested)" in toast, toast
+    c.wait_db_completed([job], 60)
+    [row] = c.query("SELECT registered_at FROM runners WHERE name = %s", runner["name"])
+    assert row["registered_at"] < scheduled, (row["registered_at"], scheduled)
+    until(dash.browser, lambda b: text(b, "#job-state") == "completed", 15)
+    assert not dash.browser.find_element(By.ID, "job-retry").is_displayed()
+    audit = api(dash, "/api/v1/events?kind=operator.provisioning_retried")["items"]
+    assert [(e["subject"], e["detail"]["by"]) for e in audit] == [(f"job:{job}", "admin")]
+    dash.shot("desktop-job-retried")
+
+
 def test_a_read_token_is_refused_an_action_and_sees_why(dash: Dash) -> None:
-    signed_in(dash, dash.read_token)
+    signed_in(dash.browser, dash.url, dash.read_token)
     target = dash.nodes[1].name
     button = f'#nodes tr[data-node="{target}"] button'
-    until(dash, lambda b: b.find_elements(By.CSS_SELECTOR, button), 10)
-    dash.browser.find_element(By.CSS_SELECTOR, button).click()
-    confirm(dash)
-    toast = until(dash, lambda b: "refused" in text(b, "#toast") and text(b, "#toast"), 10)
+    click(dash.browser, button)
+    confirm(dash.browser)
+    toast = until(dash.browser, lambda b: "refused" in text(b, "#toast") and text(b, "#toast"), 10)
     assert "refused (403)" in toast and "'admin'" in toast, toast
     info = api(dash, "/api/v1/cluster")
     assert [n["draining"] for n in info["nodes"] if n["id"] == target] == [False]
@@ -256,23 +266,23 @@ def test_a_read_token_is_refused_an_action_and_sees_why(dash: Dash) -> None:
 def test_the_page_shows_the_new_leader_within_5s_of_a_sigkill(dash: Dash) -> None:
     c, entry = dash.cluster, dash.entry
     leader, epoch = move_leadership_off(c, dash.nodes, entry)
-    signed_in(dash, dash.read_token)
-    until(dash, lambda b: text(b, "#leader-name") == leader.name, 10)
+    signed_in(dash.browser, dash.url, dash.read_token)
+    until(dash.browser, lambda b: text(b, "#leader-name") == leader.name, 10)
     assert leader.popen is not None
     killed = time.time()
     leader.popen.send_signal(signal.SIGKILL)
     during: Path | None = None
     try:  # the vacancy, if the page catches it (it lasts about a lease): not the test
-        until(dash, lambda b: "no leader" in text(b, "#banner"), 4)
+        until(dash.browser, lambda b: "no leader" in text(b, "#banner"), 4)
         during = dash.shot("failover-vacant")
-    except TimeoutException:
+    except NotSeen:
         pass
 
     def new_leader_shown(b: WebDriver) -> str | None:
         shown = text(b, "#leader-name")
         return shown if shown not in ("", "…", "none", leader.name) else None
 
-    successor = until(dash, new_leader_shown, 15, poll_s=0.02)
+    successor = until(dash.browser, new_leader_shown, 15, poll_s=0.02)
     seen = time.time()
     if during is None:
         during = dash.shot("failover-new-leader")
@@ -305,19 +315,68 @@ def test_an_admin_hands_leadership_off_from_the_page(dash: Dash) -> None:
     c = dash.cluster
     alive = [n for n in dash.nodes if n.alive()]
     before = api(dash, "/api/v1/cluster")
-    signed_in(dash, c.admin_token)
+    signed_in(dash.browser, dash.url, c.admin_token)
     assert "admin token" in text(dash.browser, "#who")
-    until(dash, lambda b: text(b, "#leader-name") == before["leader"], 10)
+    until(dash.browser, lambda b: text(b, "#leader-name") == before["leader"], 10)
     target = next(n.name for n in alive if n.name != before["leader"])
     dash.browser.find_element(By.ID, "handoff").click()
-    until(dash, lambda b: b.find_element(By.ID, "confirm").is_displayed(), 5)
+    until(dash.browser, lambda b: b.find_element(By.ID, "confirm").is_displayed(), 5)
     Select(dash.browser.find_element(By.ID, "confirm-target")).select_by_value(target)
-    confirm(dash)
-    toast = until(dash, lambda b: text(b, "#toast"), 10)
+    confirm(dash.browser)
+    toast = until(dash.browser, lambda b: text(b, "#toast"), 10)
     assert "leader handoff: done" in toast, toast
     new, _epoch = wait_leader(c, alive, dash.entry, newer_than=int(before["epoch"]))
     assert new.name == target
-    until(dash, lambda b: text(b, "#leader-name") == target, 5)
+    until(dash.browser, lambda b: text(b, "#leader-name") == target, 5)
     audit = api(dash, "/api/v1/events?kind=operator.handoff_requested")["items"]
     assert audit and audit[0]["detail"]["by"] == "admin"
     assert audit[0]["subject"] == f"node:{before['leader']}"
+
+
+def test_the_live_stream_comes_back_after_its_node_dies_and_misses_nothing(dash: Dash) -> None:
+    """The node serving the page is SIGKILLed: the page says the stream is off; what
+    happens meanwhile (a drain and undrain through another node) is on the page once the
+    node is back, from the stream's Last-Event-ID, without a reload."""
+    c, entry, b = dash.cluster, dash.entry, dash.browser
+    move_leadership_off(c, dash.nodes, entry)
+    signed_in(b, dash.url, dash.read_token)
+    go(b, "events")
+    until(b, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on", 10)
+    until(b, lambda b: rows(b, "#backup-repos tbody tr") == [["backups are off on this node"]], 10)
+    b.execute_script("window.__sameDocument = true")
+    kinds = ("operator.node_drained", "operator.node_undrained")
+    for kind in kinds:  # none yet in this module
+        assert not b.find_elements(By.CSS_SELECTOR, f'#events li[data-kind="{kind}"]')
+    assert entry.popen is not None
+    entry.popen.send_signal(signal.SIGKILL)
+    entry.popen.wait(10)
+    until(b, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") != "on", 10)
+
+    other = next(n for n in dash.nodes if n is not entry and n.alive())
+    target = next(n.name for n in dash.nodes if n is not entry and n is not other)
+    admin = {"Authorization": f"Bearer {c.admin_token}"}
+    for method in ("POST", "DELETE"):  # drain, then undrain: two audit events
+        r = httpx.request(
+            method, f"{c.node_url(other)}/api/v1/nodes/{target}/drain", headers=admin, timeout=5
+        )
+        assert r.status_code in (200, 202), r.text
+
+    entry.start()
+    wait_until_sync(lambda: answers(f"{dash.url}/readyz"), 30, "the page's node back")
+    began = time.monotonic()
+    until(b, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on", 20)
+    print(f"stream back {time.monotonic() - began:.1f}s after its node was ready")
+    for kind in kinds:
+        until(
+            b,
+            lambda b, k=kind: b.find_elements(By.CSS_SELECTOR, f'#events li[data-kind="{k}"]'),
+            10,
+        )
+    assert b.execute_script("return window.__sameDocument === true")
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -15,6 +15,7 @@ import pytest
 
 from runnerhub.dev.cluster.podman import LocalPodman, PodmanError
 from runnerhub.dev.cluster.postgres import LocalPostgres
+from tests.browser import chromium, go, rows, signed_in, text, until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,20 +112,37 @@ def running_with(arg: str) -> list[Path]:
     return found
 
 
-def test_ctrl_c_stops_every_process(state: Path) -> None:
+def test_the_dashboard_shows_the_demo_and_ctrl_c_stops_every_process(state: Path) -> None:
+    """`runnerhub up` as `make demo` runs it: its dashboard in a real browser (sign in with
+    the read token from cluster.json; the one node leads; the demo's pools; demo jobs
+    complete on the page without a reload); then Ctrl-C with runners running stops every
+    process."""
     import signal
 
     from runnerhub.dev.waiting import wait_until_sync
 
     proc = subprocess.Popen(
-        up_command(state, demo_jobs=20, exit_after_demo=False),
+        up_command(state, demo_jobs=30, exit_after_demo=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         cluster_file = state / "cluster.json"
         wait_until_sync(cluster_file.exists, 60, "the cluster to come up")
-        pids = json.loads(cluster_file.read_text())["pids"]
+        info = json.loads(cluster_file.read_text())
+        pids = info["pids"]
+        assert info["dashboard_url"] == f"{info['api_url']}/ui/"
+        b = chromium()
+        try:
+            signed_in(b, info["api_url"], info["read_token"])
+            until(b, lambda b: text(b, "#leader-name") == "node-1", 10)
+            go(b, "work")
+            until(b, lambda b: len(rows(b, "#pools tbody tr[data-pool]")) >= 1, 10)
+            b.execute_script("window.__sameDocument = true")  # gone if the page reloads
+            until(b, lambda b: len(rows(b, "#jobs-done tbody tr[data-job]")) >= 2, 60)
+            assert b.execute_script("return window.__sameDocument === true")
+        finally:
+            b.quit()
         runner_dir = state / "runners" / "runners"
         # Interrupt with runners running: Ctrl-C must stop those too.
         wait_until_sync(lambda: any(runner_dir.glob("*.json")), 60, "a runner to start")

@@ -6,14 +6,16 @@ gzip, the first page's size budget; and the read endpoints and audited actions i
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import httpx
+import psycopg
 import pytest
 
-from runnerhub.store import incidents, nodes
+from runnerhub.store import incidents, nodes, runners
 from runnerhub.store.db import Pool
+from runnerhub.store.jobs import NOTIFY_CHANNEL
 from runnerhub.web.router import load_assets
 from tests.payloads import signed, workflow_job
 
@@ -250,4 +252,50 @@ async def test_acknowledging_an_incident_and_draining_are_admin_only_and_audited
         ("operator.incident_acknowledged", f"incident:{iid}", "root"),
         ("operator.node_drained", "node:node-test", "root"),
         ("operator.node_undrained", "node:node-test", "root"),
+    ]
+
+
+async def test_retrying_a_failed_provisioning_brings_it_forward_wakes_the_scheduler_and_is_audited(
+    client: httpx.AsyncClient, db: Pool, dsn: str
+) -> None:
+    await deliver(client, 5151, "queued")
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    async with db.connection() as conn:
+        await runners.insert_requested(
+            conn,
+            name="rh-5151-1",
+            pool="default",
+            scope="acme/app",
+            labels=["self-hosted"],
+            job_id=5151,
+            generation=1,
+            backend="process",
+            node="node-test",
+        )
+        # Nothing failed yet: there is nothing to retry.
+        r = await client.post("/api/v1/jobs/5151/retry", headers=ADMIN)
+        assert r.status_code == 409 and "no failed provisioning" in r.json()["detail"], r.text
+        await runners.record_failure(conn, "rh-5151-1", "jit: 422", later, "node-test")
+
+    assert (await client.post("/api/v1/jobs/5151/retry", headers=READ)).status_code == 403
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        r = await client.post("/api/v1/jobs/5151/retry", headers=ADMIN)
+        assert r.status_code == 202, r.text
+        assert r.json() == {"status": "retry requested", "job_id": 5151, "runners": ["rh-5151-1"]}
+        woke = [n async for n in listener.notifies(timeout=5, stop_after=1)]
+        assert [n.channel for n in woke] == [NOTIFY_CHANNEL]
+    async with db.connection() as conn:
+        row = await runners.get(conn, "rh-5151-1")
+    assert row is not None and row.next_attempt_at is not None
+    assert row.next_attempt_at <= datetime.now(UTC) and row.attempts == 1
+
+    assert (await client.post("/api/v1/jobs/5152/retry", headers=ADMIN)).status_code == 404
+    await deliver(client, 5151, "completed")
+    done = await client.post("/api/v1/jobs/5151/retry", headers=ADMIN)
+    assert done.status_code == 409 and "completed" in done.json()["detail"]
+    audit = (await client.get("/api/v1/events?kind=operator.", headers=READ)).json()["items"]
+    retried = [e for e in audit if e["kind"] == "operator.provisioning_retried"]
+    assert [(e["subject"], e["detail"]["by"], e["detail"]["runners"]) for e in retried] == [
+        ("job:5151", "root", ["rh-5151-1"])
     ]

@@ -4,6 +4,7 @@ request (retry-on + redispatch + a buffered body), and a reload refuses no reque
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -31,6 +32,9 @@ from runnerhub.dev.cluster.haproxy import (
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import wait_until_sync
+from runnerhub.health import checks
+from runnerhub.health.model import Outcome
+from runnerhub.render.haproxy import BACKEND, WEBHOOKS
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION_PEM = "/etc/haproxy/certs/runnerhub.pem"
@@ -436,3 +440,44 @@ def test_tls_is_terminated_plain_http_is_redirected_and_a_flooding_source_gets_4
         assert r.headers["location"] == "https://runnerhub.example/webhooks/github?x=1"
     finally:
         hp.stop()
+
+
+def test_the_load_balancers_check_reads_each_haproxy_and_says_what_is_down(
+    proxy: LocalHAProxy, backends: list[HttpBackend]
+) -> None:
+    """The nodes' `load_balancers` health check (and so the dashboard) against a real
+    HAProxy's stats page: each server's state; a backend with nobody up, and a stats page
+    that does not answer (a closed port), make it degraded, never failing."""
+    a, b, _ = backends
+    proxy.start([a.entry, b.entry])
+    url = proxy.stats_url
+    assert url is not None
+    closed = f"http://127.0.0.1:{free_port()}/stats"
+
+    async def run(urls: list[str]) -> Outcome:
+        async with httpx.AsyncClient(timeout=1) as http:
+            return await checks.load_balancers(urls, http)()
+
+    def states(o: Outcome) -> dict[str, str]:
+        return {s["server"]: s["status"] for s in o.detail["servers"] if s["backend"] == WEBHOOKS}
+
+    wait_until_sync(lambda: asyncio.run(run([url])).status == "ok", 5, "both up")
+    ok = asyncio.run(run([url]))
+    assert states(ok) == {"node-a": "up", "node-b": "up"}
+    assert {s["addr"] for s in ok.detail["servers"] if s["server"] == "node-a"} == {
+        f"127.0.0.1:{a.port}"
+    }
+
+    a.ready = b.ready = False
+    both = {BACKEND, WEBHOOKS}  # each checks the nodes on its own
+    wait_until_sync(
+        lambda: {b.split()[-1] for b in asyncio.run(run([url])).detail["backends_down"]} == both,
+        5,
+        "nobody up in either backend",
+    )
+    down = asyncio.run(run([url, closed]))
+    assert down.status == "degraded" and states(down) == {"node-a": "down", "node-b": "down"}
+    assert down.message is not None and WEBHOOKS in down.message and closed in down.message, (
+        down.message
+    )
+    assert down.detail["unreachable"] == [f"{closed}: ConnectError"]

@@ -44,6 +44,14 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
+class RetryOut(BaseModel):
+    """A retry asked for: the leader's scheduler provisions these runners again at once."""
+
+    status: str = "retry requested"
+    job_id: int
+    runners: list[str]
+
+
 class DeliveryOut(_FromRow):
     """A webhook delivery about a job (its payload is not shown)."""
 

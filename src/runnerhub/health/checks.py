@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +30,7 @@ from runnerhub.ha.dcs import LeaderStore, StoreUnavailable
 from runnerhub.health.model import Outcome
 from runnerhub.health.monitor import CheckFn
 from runnerhub.intake.spool import Spool
+from runnerhub.lb import stats as lb_stats
 from runnerhub.store import backups as backup_store
 from runnerhub.store.db import HungServerGuard, Pool
 from runnerhub.store.replication import read_server
@@ -151,6 +153,42 @@ def patroni(urls: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
         if down:
             return Outcome("degraded", detail, f"members not running: {', '.join(map(str, down))}")
         return Outcome("ok", detail)
+
+    return check
+
+
+def load_balancers(stats_urls: Sequence[str], http: httpx.AsyncClient) -> CheckFn:
+    """Each HAProxy's backends and servers, from its stats page as CSV. Never failing (the
+    node itself serves either way); degraded when a stats page does not answer or a whole
+    backend has no server up. One server down is only shown: in the PostgreSQL backend
+    every replica is down by design."""
+
+    async def one(url: str) -> tuple[str, str, str | BaseException]:
+        name = url.split("://", 1)[-1].split("/", 1)[0]
+        try:
+            r = await http.get(f"{url};csv")
+            r.raise_for_status()
+            return url, name, r.text
+        except httpx.HTTPError as exc:
+            return url, name, exc
+
+    async def check() -> Outcome:
+        rows: list[dict[str, Any]] = []
+        unreachable: list[str] = []
+        down: list[str] = []
+        for url, name, got in await asyncio.gather(*(one(u) for u in stats_urls)):
+            if isinstance(got, BaseException):
+                unreachable.append(f"{url}: {type(got).__name__}")
+                continue
+            rows += [{"haproxy": name, **asdict(s)} for s in lb_stats.servers(got)]
+            down += [f"{name} {b}" for b in lb_stats.backends_down(got)]
+        detail = {"servers": rows, "unreachable": unreachable, "backends_down": down}
+        problems = []
+        if unreachable:
+            problems.append(f"stats page not answering: {', '.join(unreachable)}")
+        if down:
+            problems.append(f"no server up in: {', '.join(down)}")
+        return Outcome("degraded" if problems else "ok", detail, "; ".join(problems) or None)
 
     return check
 

@@ -91,6 +91,8 @@ def node_checks(s: Settings, monitor: HealthMonitor, on: Subjects) -> list[Check
         specs.append(spec("redis", checks.redis(on.cache)))
     if h.patroni_urls:
         specs.append(spec("patroni", checks.patroni(h.patroni_urls, on.http)))
+    if h.haproxy_stats_urls:
+        specs.append(spec("load_balancers", checks.load_balancers(h.haproxy_stats_urls, on.http)))
     if s.node.standby:
         lag = checks.standby_region(on.standby, s.database.standby_lag_alert_s)
         specs.append(spec("standby_region", lag))

@@ -170,6 +170,9 @@ def render_config(
             "    stats enable",
             "    stats uri /stats",
             "    stats refresh 5s",
+            # Server addresses in the CSV too: the nodes' load_balancers check (and the
+            # dashboard) tell a free server-template slot from a server. Loopback only.
+            "    stats show-legends",
         ]
     if postgres_port is not None:
         if not postgres_members:

@@ -9,6 +9,7 @@ from typing import Any
 
 from runnerhub.store import events
 from runnerhub.store.db import Conn
+from runnerhub.store.jobs import NOTIFY_CHANNEL
 
 LIVE_STATES = ("requested", "registered", "running", "busy")
 
@@ -174,6 +175,20 @@ async def record_failure(
         error=error,
         next_attempt_at=next_attempt_at.isoformat(),
     )
+
+
+async def retry_now(conn: Conn, job_id: int) -> list[str]:
+    """Bring forward the next provisioning attempt of the job's runners whose last attempt
+    failed (an operator fixed the cause), and wake the leader's scheduler: the attempt
+    count stays, so the history still says how many failed. Returns the runners' names."""
+    cur = await conn.execute(
+        f"""UPDATE runners SET next_attempt_at = now(), updated_at = now()
+            WHERE job_id = %s AND state IN ('requested', 'registered')
+              AND last_error IS NOT NULL
+            RETURNING name, pg_notify('{NOTIFY_CHANNEL}', '')""",
+        (job_id,),
+    )
+    return [r["name"] for r in await cur.fetchall()]
 
 
 async def spare_serials(conn: Conn, n: int) -> list[int]:

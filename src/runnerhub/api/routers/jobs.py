@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from runnerhub.api.deps import BIGINT_MAX, Context, Reader, cursor_in, cursor_out
+from runnerhub.api.deps import BIGINT_MAX, Admin, Context, Reader, audit, cursor_in, cursor_out
 from runnerhub.api.schemas import (
     DeliveryOut,
     EventOut,
@@ -14,6 +14,7 @@ from runnerhub.api.schemas import (
     JobOut,
     JobPage,
     JobStateParam,
+    RetryOut,
     RunnerOut,
 )
 from runnerhub.store import deliveries as delivery_store
@@ -79,3 +80,29 @@ async def job_history(
         runners=[RunnerOut.model_validate(r) for r in runners],
         events=[EventOut.model_validate(e) for e in events],
     )
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=RetryOut,
+    summary="Retry a queued job's failed provisioning now (admin; audited)",
+)
+async def retry_provisioning(
+    ctx: Context, who: Admin, job_id: Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+) -> RetryOut:
+    """For when the cause is fixed (a backend back, a quota raised): the leader's scheduler
+    tries at once instead of at the backed-off time. Still one runner per job: the same
+    runner is retried, by name."""
+    async with ctx.db.connection() as conn, conn.transaction():
+        row = await job_store.get_job(conn, job_id)
+        if row is None:
+            raise HTTPException(404, f"no job with id {job_id}")
+        if row.state != "queued":
+            raise HTTPException(409, f"job {job_id} is {row.state}: it needs no runner")
+        names = await runner_store.retry_now(conn, job_id)
+        if not names:
+            why = row.waiting_reason or "no runner is being provisioned for it"
+            raise HTTPException(409, f"job {job_id} has no failed provisioning to retry ({why})")
+        await audit(conn, ctx, who, "provisioning_retried", f"job:{job_id}", runners=names)
+    return RetryOut(job_id=job_id, runners=names)

@@ -250,6 +250,7 @@ class LocalCluster:
         self.etcd: LocalEtcd | None = None
         self.haproxy: LocalHAProxy | None = None
         self.tls_port = 0  # HAProxy's HTTPS port (HA only)
+        self.haproxy_stats_port = 0  # its stats page: the nodes' load_balancers check reads it
         self.stopping = threading.Event()
         if self.ha and self.nodes < 2:
             self.nodes = 3
@@ -309,6 +310,7 @@ class LocalCluster:
             # GitHub's deliveries reach HAProxy over TLS (a certificate from a local CA);
             # the plain port stays, on loopback, for the local tools.
             self.tls_port = free_port()
+            self.haproxy_stats_port = free_port()
             self.webhook_url = f"https://127.0.0.1:{self.tls_port}/webhooks/github"
         ports = [free_port() for _ in range(self.nodes)] if self.ha else [self.port]
 
@@ -332,6 +334,14 @@ class LocalCluster:
         if self.dr:
             self._start_region_b()
         self._write_cluster_file()
+        self.console.print(
+            f"[green]✓[/green] dashboard at {self.dashboard_url} (sign in with the admin or "
+            f"read token in {self.state_dir / 'cluster.json'})"
+        )
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.api_url}/ui/"
 
     def _start_etcd(self) -> None:
         # TLS (a certificate from the local CA) and users: the nodes may touch only the
@@ -487,6 +497,7 @@ class LocalCluster:
         self.haproxy = LocalHAProxy(
             self.state_dir / "haproxy",
             frontend_port=self.port,
+            stats_port=self.haproxy_stats_port,
             postgres_members=[(m.name, "127.0.0.1", m.pg_port, m.api_port) for m in members],
             tls=TlsFront(self.tls_port, pem, redirect=False),
         )
@@ -657,8 +668,13 @@ class LocalCluster:
                 "ca_file": str(self.ca.cert),
                 "check_s": 1,
             }
+        health: dict[str, Any] = {}
         if self.pg_cluster is not None:  # /health reports every PostgreSQL member
-            config["health"] = {"patroni_urls": [m.api_url for m in self.pg_cluster.members]}
+            health["patroni_urls"] = [m.api_url for m in self.pg_cluster.members]
+        if self.haproxy_stats_port:  # and HAProxy's backends
+            health["haproxy_stats_urls"] = [f"http://127.0.0.1:{self.haproxy_stats_port}/stats"]
+        if health:
+            config["health"] = health
         if self.pg_cluster is not None and self.pg_cluster.pgbackrest is not None:
             config["backup"] = self._backup_settings(self.pg_cluster.pgbackrest)
         for section, value in self.overrides.items():
@@ -704,6 +720,7 @@ class LocalCluster:
                 n: str(self.state_dir / f"{n}.yaml") for n in [*self.node_urls, *self.standby_urls]
             },
             "api_url": self.api_url,
+            "dashboard_url": self.dashboard_url,
             "node_urls": self.node_urls,
             "etcd_endpoints": self.etcd.endpoints if self.etcd else [],
             # etcd speaks TLS (this CA) and has users: Patroni's, for `dr restore`.
@@ -854,6 +871,7 @@ class LocalCluster:
         return Panel.fit(
             f"[b]RunnerHub is up[/b]  (state: {self.state_dir})\n"
             f"{ha}"
+            f"  dashboard   {self.dashboard_url}\n"
             f"  API         {self.api_url}/api/v1   docs: {self.api_url}/docs\n"
             f"  webhooks    {self.webhook_url}\n"
             f"  metrics     {self.api_url}/metrics\n"

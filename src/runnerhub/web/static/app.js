@@ -307,6 +307,11 @@ function renderMembers() {
       stateCell(s.ok === false ? 'down' : 'ok')));
   }
   fill('redis', rows, 'Redis is not configured');
+  const lb = check('load_balancers');
+  $('lb-line').textContent = lb ? `${lb.status}${lb.message ? `: ${lb.message}` : ''}` : 'no HAProxy stats page configured (health.haproxy_stats_urls)';
+  fill('lb', ((lb && lb.detail && lb.detail.servers) || []).map((s) => h('tr', { 'data-lb-server': `${s.backend}/${s.server}` },
+    h('td', {}, s.haproxy), h('td', {}, s.backend), h('td', {}, s.server), stateCell(s.status))),
+  lb ? 'no server reported' : 'not configured');
   const etcd = check('etcd');
   $('etcd-line').textContent = etcd ? `${etcd.status}${etcd.message ? `: ${etcd.message}` : ''}` : 'no election configured (one node)';
   fill('etcd', ((etcd && etcd.detail && etcd.detail.members) || []).map((m) => h('tr', {},
@@ -428,6 +433,8 @@ function refreshJob() {
     ].sort((a, b) => new Date(a.at) - new Date(b.at));
     fill('job-history', lines.map((l) => h('tr', {}, h('td', {}, time(l.at)), h('td', {}, l.what),
       h('td', {}, l.node), h('td', { class: 'wrap' }, l.detail))), 'nothing recorded');
+    const failing = hist.runners.some((r) => r.last_error && ['requested', 'registered'].includes(r.state));
+    $('job-retry').hidden = !(j.state === 'queued' && failing);
     fill('job-runners', hist.runners.map((r) => h('tr', {}, h('td', {}, r.name), stateCell(r.state),
       h('td', {}, r.attempts), h('td', { class: 'wrap' }, r.last_error ?? ''), h('td', {}, time(r.created_at)),
       h('td', {}, time(r.exited_at)))), 'no runner was started for it');
@@ -438,10 +445,20 @@ function refreshJob() {
 
 function refreshEvents() {
   return once('events', async () => {
-    const [incidents, backups] = await Promise.all([
+    const [incidents, backups, status] = await Promise.all([
       api('/api/v1/incidents?limit=30'),
       api('/api/v1/backups?limit=15'),
+      api('/api/v1/backups/status'),
     ]);
+    // The newest restore test, good or not (a failed one is what an operator must see).
+    const restoreTest = (r) => {
+      const c = r.checks.find((x) => x.kind === 'restore_test');
+      return c ? `${c.ok ? 'ok' : 'FAILED'} ${ago(c.finished_at)}` : 'never';
+    };
+    fill('backup-repos', (status.enabled ? status.repos : []).map((r) => h('tr', { 'data-repo': r.repo },
+      h('td', {}, `${r.repo} ${r.name}`), ...['full', 'diff', 'incr', 'verify'].map((k) => h('td', {}, r.last[k] ? ago(r.last[k]) : 'never')),
+      h('td', {}, restoreTest(r)), stateCell(r.overdue.length ? r.overdue.join(', ') : 'ok'))),
+    status.enabled ? 'no repository configured' : 'backups are off on this node');
     const admin = state.role === 'admin';
     fill('incidents', incidents.items.map((i) => h('tr', { 'data-incident': i.id },
       h('td', {}, time(i.detected_at)), h('td', {}, i.component), h('td', { class: 'wrap' }, i.summary),
@@ -552,6 +569,13 @@ async function acknowledge(incident) {
     api(`/api/v1/incidents/${incident.id}/acknowledge`, { method: 'POST' }));
   refreshEvents();
 }
+
+$('job-retry').addEventListener('click', async () => {
+  const id = state.jobId;
+  if (!(await confirmAction(`Retry provisioning job ${id}'s runner now, not at its backed-off time?`))) return;
+  await act(`retry job ${id}`, () => api(`/api/v1/jobs/${id}/retry`, { method: 'POST' }));
+  refreshJob();
+});
 
 // -- start ------------------------------------------------------------------------------
 
