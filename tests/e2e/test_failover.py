@@ -5,6 +5,8 @@ runs exactly once. Real etcd (3 members), PostgreSQL, node processes and runners
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -145,28 +147,33 @@ def test_a_frozen_leader_writes_nothing_when_it_wakes(cluster: Cluster, etcd: Lo
     assert "runnerhub_leader 0.0" in metrics
 
 
-def cli(c: Cluster, via: Service, *args: str) -> str:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runnerhub.cli.main",
-            *args,
-            "--url",
-            c.node_url(via),
-            "--token",
-            c.admin_token,
-        ],
+def run_cli(c: Cluster, via: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    """`runnerhub ARGS` with node `via`'s URL and the admin token."""
+    where = ("--url", c.node_url(via), "--token", c.admin_token)
+    return subprocess.run(
+        [sys.executable, "-m", "runnerhub.cli.main", *args, *where],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
+
+
+def cli(c: Cluster, via: Service, *args: str) -> str:
+    out = run_cli(c, via, *args)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def cli_fails(c: Cluster, via: Service, *args: str) -> str:
+    out = run_cli(c, via, *args)
+    assert out.returncode != 0, out.stdout
+    return out.stderr
+
+
+def cli_or_error(c: Cluster, via: Service, *args: str) -> str:
+    out = run_cli(c, via, *args)
+    return out.stdout + out.stderr
 
 
 def test_drain_handoff_and_tokens_from_the_command_line(cluster: Cluster, etcd: LocalEtcd) -> None:
@@ -209,3 +216,20 @@ def test_drain_handoff_and_tokens_from_the_command_line(cluster: Cluster, etcd: 
     assert "revoked 'dashboard'" in cli(cluster, target, "token", "revoke", "dashboard")
     for n in nodes:
         assert httpx.get(f"{cluster.node_url(n)}/api/v1/jobs", headers=bearer).status_code == 401
+
+    entry_url = cluster.node_url(entry)
+    # Reconcile now, asked of a follower: it reaches the leader (store/listener.py), audited.
+    assert "the leader reconciles now" in cli(cluster, entry, "reconcile")
+    audit = cluster.api("/api/v1/events?kind=operator.reconcile_requested", base=entry_url)
+    assert [e["detail"]["by"] for e in audit["items"]] == ["admin"]
+
+    # A node gone for good is forgotten; one still alive is not.
+    alive = cli_fails(cluster, entry, "node", "remove", target.name)
+    assert f"node '{target.name}' is alive" in alive, alive
+    target.stop()
+    wait_until_sync(
+        lambda: "removed" in cli_or_error(cluster, entry, "node", "remove", target.name),
+        10,
+        "the stopped node to be forgotten",
+    )
+    assert target.name not in [n["id"] for n in leadership(cluster, entry)["nodes"]]

@@ -299,3 +299,26 @@ async def test_retrying_a_failed_provisioning_brings_it_forward_wakes_the_schedu
     assert [(e["subject"], e["detail"]["by"], e["detail"]["runners"]) for e in retried] == [
         ("job:5151", "root", ["rh-5151-1"])
     ]
+
+
+async def test_a_node_gone_for_good_is_removed_one_alive_is_not(
+    client: httpx.AsyncClient, db: Pool
+) -> None:
+    async with db.connection() as conn:
+        await nodes.heartbeat(conn, "node-gone", "http://gone", 7, "follower")
+        await nodes.heartbeat(conn, "node-alive", "http://alive", 8, "follower")
+        await conn.execute(
+            "UPDATE nodes SET last_seen = now() - interval '1 hour' WHERE id = 'node-gone'"
+        )
+    assert (await client.delete("/api/v1/nodes/node-gone", headers=READ)).status_code == 403
+    alive = await client.delete("/api/v1/nodes/node-alive", headers=ADMIN)
+    assert alive.status_code == 409 and "stop it first" in alive.json()["detail"], alive.text
+    assert (await client.delete("/api/v1/nodes/node-none", headers=ADMIN)).status_code == 404
+    gone = await client.delete("/api/v1/nodes/node-gone", headers=ADMIN)
+    assert gone.status_code == 200 and gone.json() == {"node": "node-gone", "removed": True}
+    listed = [n["id"] for n in (await client.get("/api/v1/cluster", headers=READ)).json()["nodes"]]
+    assert "node-gone" not in listed and "node-alive" in listed
+    audit = (await client.get("/api/v1/events?kind=operator.node_removed", headers=READ)).json()
+    assert [(e["subject"], e["detail"]["by"]) for e in audit["items"]] == [
+        ("node:node-gone", "root")
+    ]

@@ -232,7 +232,7 @@ def test_every_quoted_runnerhub_command_exists_with_its_options() -> None:
 
 BAD = {
     "a wrong flag": "runnerhub token create ci --rol admin",
-    "a wrong command": "runnerhub node remove node-3",
+    "a wrong command": "runnerhub node evict node-3",
     "a wrong group option": "runnerhub --version",
     "a flag of another command": "runnerhub backups --open",
     "behind a prompt": "$ runnerhub leader handoff --node node-2",

@@ -27,6 +27,8 @@ leader_app = typer.Typer(help="The elected leader.", no_args_is_help=True)
 app.add_typer(leader_app, name="leader")
 node_app = typer.Typer(help="Nodes of the cluster.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+job_app = typer.Typer(help="One job.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
 cluster_app = typer.Typer(help="The whole (local) cluster.", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
 chaos_app = typer.Typer(help="Inject faults into a local cluster.", no_args_is_help=True)
@@ -268,8 +270,9 @@ def render_files(
     ],
     out: Annotated[Path, typer.Option(help="The directory to write the files under.")],
 ) -> None:
-    """Write the configuration of the programs around RunnerHub (Prometheus and
-    Alertmanager today) for the hosts a topology file describes."""
+    """Write every program's configuration for the hosts a topology file describes: etcd,
+    Patroni with PostgreSQL, pgBackRest, Redis, Sentinel, HAProxy, keepalived, Prometheus
+    and Alertmanager (the renderers `up --ha` uses)."""
     from runnerhub.cli.render import render_topology
 
     sys.exit(render_topology(topology, out))
@@ -498,6 +501,44 @@ def node_drain(
     method = "DELETE" if undo else "POST"
     answer = _admin_call(state_dir, url, token, method, f"/api/v1/nodes/{node}/drain")
     typer.echo(f"{answer['node']}: draining={answer['draining']}")
+
+
+@node_app.command("remove")
+def node_remove(
+    node: Annotated[str, typer.Argument(help="The node's id.")],
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Forget a node that is gone for good (decommissioned): it leaves the cluster's list,
+    the load balancer's slots and the dashboard. Refused while it still heartbeats."""
+    answer = _admin_call(state_dir, url, token, "DELETE", f"/api/v1/nodes/{node}")
+    typer.echo(f"{answer['node']}: removed")
+
+
+@job_app.command("retry")
+def job_retry(
+    job_id: Annotated[int, typer.Argument(help="The job's id.", min=0)],
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Retry a queued job's failed runner provisioning now, not at its backed-off time
+    (once the cause is fixed). Still one runner per job: the same runner, by name."""
+    answer = _admin_call(state_dir, url, token, "POST", f"/api/v1/jobs/{job_id}/retry")
+    typer.echo(f"job {answer['job_id']}: retrying {', '.join(answer['runners'])} now")
+
+
+@app.command("reconcile")
+def reconcile_now(
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Run the leader's reconciler now (ask any node): GitHub's queued and running jobs,
+    missed deliveries and runners compared with what RunnerHub holds."""
+    _admin_call(state_dir, url, token, "POST", "/api/v1/reconcile")
+    typer.echo("the leader reconciles now")
 
 
 def parse_duration(text: str) -> float:

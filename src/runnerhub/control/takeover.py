@@ -21,8 +21,9 @@ from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.incidents.tracker import Incident
 from runnerhub.store import events, leadership, nodes
 from runnerhub.store.db import UNAVAILABLE
+from runnerhub.store.jobs import NOTIFY_CHANNEL
 from runnerhub.store.leadership import LeaderRow
-from runnerhub.store.listener import listen
+from runnerhub.store.listener import RECONCILE_CHANNEL, listen
 
 log = structlog.get_logger("runnerhub.node")
 
@@ -149,7 +150,17 @@ class LeaderOffice:
         stop = self._stop
         self._tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
         self._tasks.append(
-            asyncio.create_task(listen(dsn, self.scheduler.wake, stop), name="listener")
+            asyncio.create_task(
+                listen(
+                    dsn,
+                    {
+                        NOTIFY_CHANNEL: self.scheduler.wake,
+                        RECONCILE_CHANNEL: self.ctx.wake_reconciler,
+                    },
+                    stop,
+                ),
+                name="listener",
+            )
         )
         live = self.ctx.live
         if self.ctx.settings.redis.enabled and live is not None:

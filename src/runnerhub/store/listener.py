@@ -1,4 +1,5 @@
-"""LISTEN for job changes so the scheduler wakes the moment a job is queued.
+"""LISTEN on the leader: job changes wake the scheduler the moment a job is queued, and an
+operator's "reconcile now" (asked of any node) wakes the reconciler.
 
 Intake NOTIFYs in the same transaction that stores the job, so the notification arrives only
 once the job is committed. The connection is our own (LISTEN needs a session that stays), and
@@ -9,33 +10,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import psycopg
 import structlog
 
-from runnerhub.store.jobs import NOTIFY_CHANNEL
+from runnerhub.store.db import Conn
 
 log = structlog.get_logger("runnerhub.store.listener")
 
+RECONCILE_CHANNEL = "runnerhub_reconcile"  # "reconcile now", asked of any node
+
+
+async def ask_leader_to_reconcile(conn: Conn) -> None:
+    """Delivered to the leader's listener when the caller's transaction commits."""
+    await conn.execute("SELECT pg_notify(%s, '')", (RECONCILE_CHANNEL,))
+
 
 async def listen(
-    dsn: str, on_notify: Callable[[], None], stop: asyncio.Event, retry_s: float = 1.0
+    dsn: str,
+    on_notify: Mapping[str, Callable[[], None]],
+    stop: asyncio.Event,
+    retry_s: float = 1.0,
 ) -> None:
+    """Call `on_notify[channel]` for each notification on that channel (and each once on
+    every (re)connection: for anything that happened while nobody listened)."""
     while not stop.is_set():
         try:
             conn = await psycopg.AsyncConnection.connect(
                 dsn, autocommit=True, application_name="runnerhub-listen", connect_timeout=3
             )
             async with conn:
-                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                on_notify()  # anything that happened while we were not listening
+                for channel, wake in on_notify.items():
+                    await conn.execute(f"LISTEN {channel}")
+                    wake()
                 while not stop.is_set():
                     # A short timeout lets us notice `stop`; psycopg keeps what arrives
                     # between two calls in a backlog, so nothing is missed.
-                    async for _ in conn.notifies(timeout=0.5):
-                        on_notify()
+                    async for n in conn.notifies(timeout=0.5):
+                        if (heard := on_notify.get(n.channel)) is not None:
+                            heard()
         except psycopg.OperationalError as exc:
-            log.warning("job listener lost its connection; retrying", error=str(exc))
+            log.warning("listener lost its connection; retrying", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=retry_s)

@@ -105,3 +105,19 @@ async def _set_draining(
             conn, ctx, who, "node_drained" if draining else "node_undrained", f"node:{node_id}"
         )
     return {"node": node_id, "draining": draining}
+
+
+@router.delete("/nodes/{node_id}", summary="Forget a node that is gone for good (admin; audited)")
+async def remove_node(node_id: str, ctx: Context, who: Admin) -> dict[str, object]:
+    """For a decommissioned node: it leaves /api/v1/cluster (and so the load balancer's
+    slots and the dashboard). Refused while it still heartbeats: a node that comes back
+    is simply listed again."""
+    silent_for = 3 * ctx.settings.ha.heartbeat_s  # what /api/v1/cluster calls not healthy
+    async with ctx.db.connection() as conn, conn.transaction():
+        why = await nodes.remove(conn, node_id, silent_for)
+        if why == "unknown":
+            raise HTTPException(404, f"no node {node_id!r} in this cluster")
+        if why is not None:
+            raise HTTPException(409, f"node {node_id!r} is alive: {why}")
+        await audit(conn, ctx, who, "node_removed", f"node:{node_id}")
+    return {"node": node_id, "removed": True}

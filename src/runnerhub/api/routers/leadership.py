@@ -9,6 +9,7 @@ from runnerhub.api.schemas import HandoffIn
 from runnerhub.context import NoElection
 from runnerhub.ha.dcs import StoreUnavailable
 from runnerhub.store import nodes
+from runnerhub.store.listener import ask_leader_to_reconcile
 
 router = APIRouter(tags=["leadership"])
 
@@ -42,7 +43,12 @@ async def handoff(ctx: Context, who: Admin, body: HandoffIn | None = None) -> di
     return {"status": "handoff requested", "from": record.node, "epoch": record.epoch, "to": target}
 
 
-@router.post("/reconcile", status_code=202, summary="Run the reconciler now (admin)")
-async def reconcile(ctx: Context, _: Admin) -> dict[str, str]:
-    ctx.wake_reconciler()
+@router.post("/reconcile", status_code=202, summary="Run the reconciler now (admin; audited)")
+async def reconcile(ctx: Context, who: Admin) -> dict[str, str]:
+    """Asked of any node (behind a load balancer, usually a follower): the leader's
+    listener hears it through PostgreSQL and runs its reconciler at once."""
+    ctx.wake_reconciler()  # this node, when it leads
+    async with ctx.db.connection() as conn, conn.transaction():
+        await ask_leader_to_reconcile(conn)
+        await audit(conn, ctx, who, "reconcile_requested", "reconciler")
     return {"status": "reconcile requested"}
