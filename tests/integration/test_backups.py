@@ -55,6 +55,7 @@ from tests.github_process import LINUX, GitHub, github_sim, node_config, start_n
 
 HOUR = 3600.0
 ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+READ = {"Authorization": "Bearer read-token-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +254,31 @@ async def test_each_repository_gets_every_kind_of_backup_verified_and_restored(
         cur = await conn.execute("SELECT string_agg(detail::text, ' ') AS all FROM events")
         everything = (await cur.fetchone() or {}).get("all") or ""
     assert secret not in everything + str(listed) + str(status) + capsys.readouterr().out
+
+    # An operator's "back up now" (asked of any node): the leader's next cycle runs it
+    # before the schedule, records it like a scheduled one, and on the request.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node_app(ctx)), base_url="http://n"
+    ) as c:
+        run = "/api/v1/backups/run"
+        assert (
+            await c.post(run, json={"repo": 2, "what": "incr"}, headers=READ)
+        ).status_code == 403
+        nope = await c.post(run, json={"repo": 3, "what": "incr"}, headers=ADMIN)
+        assert nope.status_code == 404 and "region-a" in nope.json()["detail"], nope.text
+        bad = await c.post(run, json={"repo": 2, "what": "everything"}, headers=ADMIN)
+        assert bad.status_code == 422
+        asked = await c.post(run, json={"repo": 2, "what": "incr"}, headers=ADMIN)
+        assert asked.status_code == 202, asked.text
+        rid = asked.json()["id"]
+        assert asked.json()["finished_at"] is None and asked.json()["requested_by"] == "root"
+        await loop.cycle()  # nothing is due by the schedule: only the request runs
+        outcome_of = (await c.get(f"/api/v1/backups/requests/{rid}", headers=READ)).json()
+    assert outcome_of["ok"] is True and outcome_of["node"] == "node-test", outcome_of
+    assert outcome_of["started_at"] <= outcome_of["finished_at"]
+    async with db.connection() as conn:
+        twos = await backup_store.list_backups(conn, 2, 50, None)
+    assert [b.kind for b in twos] == ["incr", "full"]
 
 
 @pytest.mark.parametrize("fault", ["unwritable", "full"])

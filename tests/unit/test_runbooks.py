@@ -135,6 +135,8 @@ def command_problems(root: TyperGroup, words: list[str]) -> list[str]:
     rest = list(words)
     problems: list[str] = []
     while isinstance(command, TyperGroup):
+        if command.invoke_without_command and (not rest or rest[0].startswith("-")):
+            break  # the group runs itself (`runnerhub backups --url …`), with its options
         while rest and rest[0].startswith("-"):
             flag = rest.pop(0).split("=", 1)[0]
             if flag not in options(command):

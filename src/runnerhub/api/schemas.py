@@ -263,6 +263,24 @@ class RepoStatusOut(BaseModel):
     checks: list[BackupCheckOut]  # the newest verify and restore test, good or not
 
 
+class BackupRequestIn(BaseModel):
+    repo: int = Field(ge=1, le=256)
+    what: Literal["full", "diff", "incr", "verify", "restore_test"]
+
+
+class BackupRequestOut(_FromRow):
+    id: int
+    repo: int
+    what: str
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None  # by the leader
+    finished_at: datetime | None
+    ok: bool | None  # None until finished
+    error: str | None
+    node: str | None  # the leader that ran it
+
+
 class BackupStatusOut(BaseModel):
     enabled: bool
     repos: list[RepoStatusOut]

@@ -249,18 +249,58 @@ def events(
     sys.exit(show_events(state_dir, url, token, kind or [], follow, limit))
 
 
-@app.command()
+backups_app = typer.Typer(help="Backups (docs/dr.md).")
+app.add_typer(backups_app, name="backups")
+
+
+@backups_app.callback(invoke_without_command=True)
 def backups(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=500, help="How many backups to list.")] = 15,
     state_dir: StateOpt = DEFAULT_STATE,
     url: UrlOpt = None,
     token: ReadTokenOpt = None,
 ) -> None:
     """Backups: each repository's newest full, diff, incr, verify and restore test, what is
-    overdue or failing, then the newest backups."""
+    overdue or failing, then the newest backups (`runnerhub backups run` takes one now)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from runnerhub.cli.backups import show_backups
 
     sys.exit(show_backups(state_dir, url, token, limit))
+
+
+@backups_app.command("run")
+def backups_run(
+    repo: Annotated[int, typer.Option(min=1, help="The repository (1, 2…).")] = 1,
+    what: Annotated[str, typer.Option(help="full, diff, incr, verify or restore_test.")] = "full",
+    wait: Annotated[bool, typer.Option(help="Wait for the outcome.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.", min=1)] = 6 * 3600,
+    state_dir: StateOpt = DEFAULT_STATE,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Ask the leader to back up (or verify, or test a restore) now, before anything the
+    schedule calls for, recorded like a scheduled one; ask any node. Exit 0 when it
+    succeeded (or, with --no-wait, was accepted), 1 when it failed."""
+    import time
+
+    answer = _admin_call(
+        state_dir, url, token, "POST", "/api/v1/backups/run", {"repo": repo, "what": what}
+    )
+    rid = answer["id"]
+    typer.echo(f"request {rid}: {what} of repository {repo}, asked of the leader")
+    deadline = time.monotonic() + timeout
+    while wait and answer["finished_at"] is None:
+        if time.monotonic() > deadline:
+            _fail(f"request {rid} not finished after {timeout:g} s", code=1)
+        time.sleep(1.0)
+        answer = _admin_call(state_dir, url, token, "GET", f"/api/v1/backups/requests/{rid}")
+    if not wait:
+        return
+    if not answer["ok"]:
+        _fail(f"request {rid} failed on {answer['node']}: {answer['error']}", code=1)
+    typer.echo(f"request {rid}: done by {answer['node']}")
 
 
 @app.command("render")

@@ -38,11 +38,13 @@ from runnerhub.domain.backups import (
     archive_behind,
     due_backup,
     due_check,
+    kind_or_check,
     next_job,
 )
 from runnerhub.store import backups as backup_store
 from runnerhub.store import events
 from runnerhub.store.backups import NewBackup
+from runnerhub.store.listener import BACKUP_CHANNEL
 
 log = structlog.get_logger("runnerhub.backups")
 
@@ -92,6 +94,7 @@ FAILURES = Counter(
 
 class Backups(ControlLoop):
     name = "backups"
+    notify_channel = BACKUP_CHANNEL  # an operator's request wakes it at once
 
     def __init__(self, ctx: NodeContext) -> None:
         self.settings = ctx.settings.backup
@@ -121,17 +124,41 @@ class Backups(ControlLoop):
         if now >= self._archive_checked + self.settings.archive_check_s:
             await self.check_archive()
             self._archive_checked = now
+        if await self._requested():
+            self.wake()  # another request, or the schedule, next
+            return
         job = next_job(self.schedules, done, now)
         if job is None:
             return
         self.ctx.ensure_may_act()
-        if isinstance(job.what, Kind):
-            await self._backup(job.repo, job.what)
-        elif job.what is Check.VERIFY:
-            await self._verify(job.repo)
-        else:
-            await self._restore_test(job.repo)
+        await self._run(job.repo, job.what)
         self.wake()  # something else may be due as well
+
+    async def _run(self, repo: int, what: Kind | Check) -> tuple[bool, str | None]:
+        if isinstance(what, Kind):
+            return await self._backup(repo, what)
+        if what is Check.VERIFY:
+            return await self._verify(repo)
+        return await self._restore_test(repo)
+
+    async def _requested(self) -> bool:
+        """An operator's request first (`runnerhub backups run`), recorded like a scheduled
+        one and on the request; False when there is none."""
+        async with self.ctx.db.connection() as conn:
+            req = await backup_store.next_request(conn)
+        if req is None:
+            return False
+        self.ctx.ensure_may_act()
+        async with self.ctx.control_tx() as conn:
+            await backup_store.start_request(conn, req.id, self.node)
+        log.info("backup requested by an operator", request=req.id, repo=req.repo, what=req.what)
+        if req.repo in self.names:
+            ok, error = await self._run(req.repo, kind_or_check(req.what))
+        else:  # the API checks; the configuration may have changed since
+            ok, error = False, f"no repository {req.repo} in this leader's configuration"
+        async with self.ctx.control_tx() as conn:
+            await backup_store.finish_request(conn, req.id, ok, error)
+        return True
 
     async def check_archive(self) -> None:
         """Each repository's newest WAL against the newest the primary reports archived:
@@ -152,7 +179,7 @@ class Backups(ControlLoop):
 
     # -- backups ---------------------------------------------------------------------------
 
-    async def _backup(self, repo: int, kind: Kind) -> None:
+    async def _backup(self, repo: int, kind: Kind) -> tuple[bool, str | None]:
         attempt = uuid.uuid4().hex[:12]
         started = datetime.now(UTC)
         space = self.space.get(repo)
@@ -165,10 +192,9 @@ class Backups(ControlLoop):
             log.info("backup starting", repo=repo, kind=kind.value, attempt=attempt)
             info, from_standby = await self.pgbackrest.backup(repo, kind, attempt)
         except PgBackRestError as exc:
-            await self._record_backup(
-                NewBackup(repo, kind, False, started, datetime.now(UTC), error=str(exc)), None
-            )
-            return
+            failed = NewBackup(repo, kind, False, started, datetime.now(UTC), error=str(exc))
+            await self._record_backup(failed, None)
+            return False, failed.error
         record = NewBackup(
             repo,
             kind,
@@ -184,6 +210,7 @@ class Backups(ControlLoop):
             lsn_stop=info.lsn_stop,
         )
         await self._record_backup(record, from_standby)
+        return True, None
 
     async def _record_backup(self, b: NewBackup, from_standby: bool | None) -> None:
         duration = (b.finished_at - b.started_at).total_seconds()
@@ -213,7 +240,7 @@ class Backups(ControlLoop):
 
     # -- checks ----------------------------------------------------------------------------
 
-    async def _verify(self, repo: int) -> None:
+    async def _verify(self, repo: int) -> tuple[bool, str | None]:
         started = datetime.now(UTC)
         try:
             result = await self.pgbackrest.verify(repo)
@@ -222,18 +249,19 @@ class Backups(ControlLoop):
         except PgBackRestError as exc:
             ok, error, detail = False, str(exc), {}
         await self._record_check(repo, Check.VERIFY, ok, started, error, detail, None)
+        return ok, error
 
-    async def _restore_test(self, repo: int) -> None:
+    async def _restore_test(self, repo: int) -> tuple[bool, str | None]:
         started = datetime.now(UTC)
         try:
             newest = await self._newest_backup(repo)
         except PgBackRestError as exc:
             await self._record_check(repo, Check.RESTORE_TEST, False, started, str(exc), {}, None)
-            return
+            return False, str(exc)
         if newest is None:
             error = "no backup in the repository to restore"
             await self._record_check(repo, Check.RESTORE_TEST, False, started, error, {}, None)
-            return
+            return False, error
         log.info("restore test starting", repo=repo, label=newest.label)
         report = await self.restore_test.run(repo, newest, self.ctx.db)
         await self._record_check(
@@ -245,6 +273,7 @@ class Backups(ControlLoop):
             report.detail,
             newest.label,
         )
+        return report.ok, report.error
 
     async def _newest_backup(self, repo: int) -> BackupInfo | None:
         found = [b for b in (await self.pgbackrest.info()).backups if b.repo == repo]

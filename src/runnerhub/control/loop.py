@@ -19,6 +19,8 @@ class ControlLoop(ABC):
     # database answers nothing and keeps its TCP connections open: without a limit a cycle
     # would wait for ever; cancelled, psycopg drops the connection it waited on.
     cycle_deadline_s: float | None = None
+    # A PostgreSQL NOTIFY channel that wakes this loop on the leader (store/listener.py).
+    notify_channel: str | None = None
 
     def __init__(self, interval_s: float, min_gap_s: float = 0.0) -> None:
         self.interval_s = interval_s

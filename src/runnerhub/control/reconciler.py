@@ -35,6 +35,7 @@ from runnerhub.store import jobs as job_store
 from runnerhub.store import runners as runner_store
 from runnerhub.store.deliveries import known_guids
 from runnerhub.store.jobs import load_for_update, lock_jobs, plan_writes
+from runnerhub.store.listener import RECONCILE_CHANNEL
 
 log = structlog.get_logger("runnerhub.reconciler")
 
@@ -55,6 +56,7 @@ class SweepReport:
 
 class Reconciler(ControlLoop):
     name = "reconciler"
+    notify_channel = RECONCILE_CHANNEL  # "reconcile now", asked of any node
 
     def __init__(
         self, ctx: NodeContext, github: GitHubClient, backends: Mapping[str, RunnerBackend]

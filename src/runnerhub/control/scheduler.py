@@ -45,6 +45,7 @@ log = structlog.get_logger("runnerhub.scheduler")
 
 class Scheduler(ControlLoop):
     name = "scheduler"
+    notify_channel = job_store.NOTIFY_CHANNEL  # intake's queued job, an operator's retry
     cycle_deadline_s = 30.0  # and each runner's provisioning too: see _guarded
 
     def __init__(

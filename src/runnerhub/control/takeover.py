@@ -21,9 +21,8 @@ from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.incidents.tracker import Incident
 from runnerhub.store import events, leadership, nodes
 from runnerhub.store.db import UNAVAILABLE
-from runnerhub.store.jobs import NOTIFY_CHANNEL
 from runnerhub.store.leadership import LeaderRow
-from runnerhub.store.listener import RECONCILE_CHANNEL, listen
+from runnerhub.store.listener import listen
 
 log = structlog.get_logger("runnerhub.node")
 
@@ -149,19 +148,14 @@ class LeaderOffice:
         dsn = self.ctx.settings.database.dsn.get_secret_value()
         stop = self._stop
         self._tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
-        self._tasks.append(
-            asyncio.create_task(
-                listen(
-                    dsn,
-                    {
-                        NOTIFY_CHANNEL: self.scheduler.wake,
-                        RECONCILE_CHANNEL: self.ctx.wake_reconciler,
-                    },
-                    stop,
-                ),
-                name="listener",
-            )
-        )
+        # Notifications wake the loops they concern (a queued job, "reconcile now", "back
+        # up now"): at once, not at their next tick.
+        wakes = {
+            loop.notify_channel: loop.wake
+            for loop in [*self.loops, self.scheduler]
+            if loop.notify_channel is not None
+        }
+        self._tasks.append(asyncio.create_task(listen(dsn, wakes, stop), name="listener"))
         live = self.ctx.live
         if self.ctx.settings.redis.enabled and live is not None:
             # Without Redis each node reads the events itself; with it the leader publishes.

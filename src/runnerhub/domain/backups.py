@@ -28,6 +28,11 @@ class Check(StrEnum):
     RESTORE_TEST = "restore_test"  # restore the newest backup, start it, check it
 
 
+def kind_or_check(text: str) -> Kind | Check:
+    """ "full", "diff", "incr", "verify" or "restore_test" as what it names (ValueError else)."""
+    return Kind(text) if text in {k.value for k in Kind} else Check(text)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """One repository's schedule; None: never (for that kind or check)."""

@@ -212,3 +212,66 @@ async def failures_since_success(conn: Conn) -> list[Failure]:
         for r in await cur.fetchall()
         if not r["ok"]
     ]
+
+
+# -- operators' requests (migration 0009) ---------------------------------------------------
+
+REQUEST_COLUMNS = """id, repo, what, requested_by, requested_at, started_at, finished_at, ok,
+    error, node"""
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    id: int
+    repo: int
+    what: str  # full, diff, incr, verify, restore_test
+    requested_by: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    ok: bool | None
+    error: str | None
+    node: str | None
+
+
+async def request(conn: Conn, repo: int, what: Kind | Check, by: str) -> RequestRow:
+    cur = await conn.execute(
+        f"""INSERT INTO backup_requests (repo, what, requested_by) VALUES (%s, %s, %s)
+            RETURNING {REQUEST_COLUMNS}""",
+        (repo, what.value, by),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return RequestRow(**row)
+
+
+async def get_request(conn: Conn, request_id: int) -> RequestRow | None:
+    cur = await conn.execute(
+        f"SELECT {REQUEST_COLUMNS} FROM backup_requests WHERE id = %s", (request_id,)
+    )
+    row = await cur.fetchone()
+    return RequestRow(**row) if row else None
+
+
+async def next_request(conn: Conn) -> RequestRow | None:
+    """The oldest request not finished (a deposed leader's half-run one included)."""
+    cur = await conn.execute(
+        f"""SELECT {REQUEST_COLUMNS} FROM backup_requests WHERE finished_at IS NULL
+            ORDER BY id LIMIT 1"""
+    )
+    row = await cur.fetchone()
+    return RequestRow(**row) if row else None
+
+
+async def start_request(conn: Conn, request_id: int, node: str) -> None:
+    await conn.execute(
+        "UPDATE backup_requests SET started_at = now(), node = %s WHERE id = %s",
+        (node, request_id),
+    )
+
+
+async def finish_request(conn: Conn, request_id: int, ok: bool, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE backup_requests SET finished_at = now(), ok = %s, error = %s WHERE id = %s",
+        (ok, error, request_id),
+    )

@@ -20,11 +20,12 @@ from runnerhub.store.db import Conn
 log = structlog.get_logger("runnerhub.store.listener")
 
 RECONCILE_CHANNEL = "runnerhub_reconcile"  # "reconcile now", asked of any node
+BACKUP_CHANNEL = "runnerhub_backups"  # an operator's backup request
 
 
-async def ask_leader_to_reconcile(conn: Conn) -> None:
+async def notify(conn: Conn, channel: str) -> None:
     """Delivered to the leader's listener when the caller's transaction commits."""
-    await conn.execute("SELECT pg_notify(%s, '')", (RECONCILE_CHANNEL,))
+    await conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
 
 async def listen(

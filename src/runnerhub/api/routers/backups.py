@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
-from runnerhub.api.deps import Context, Reader, cursor_in, cursor_out
+from runnerhub.api.deps import BIGINT_MAX, Admin, Context, Reader, audit, cursor_in, cursor_out
 from runnerhub.api.schemas import (
     BackupCheckOut,
     BackupOut,
     BackupPage,
+    BackupRequestIn,
+    BackupRequestOut,
     BackupStatusOut,
     RepoStatusOut,
 )
 from runnerhub.backup.pgbackrest import repo_names, schedules
-from runnerhub.domain.backups import Done, overdue
+from runnerhub.domain.backups import Done, kind_or_check, overdue
 from runnerhub.store import backups as backup_store
+from runnerhub.store.listener import BACKUP_CHANNEL, notify
 
 router = APIRouter(tags=["backups"])
 
@@ -64,3 +68,44 @@ async def backup_status(ctx: Context, _: Reader) -> BackupStatusOut:
             )
         )
     return BackupStatusOut(enabled=settings.enabled, repos=repos)
+
+
+@router.post(
+    "/backups/run",
+    status_code=202,
+    response_model=BackupRequestOut,
+    summary="Back up (or verify, or test a restore) now (admin; audited)",
+)
+async def run_backup(ctx: Context, who: Admin, body: BackupRequestIn) -> BackupRequestOut:
+    """Asked of any node: the leader's backup loop runs it before anything the schedule
+    calls for, and records it like a scheduled one (so an overdue alert clears). Poll
+    `GET /api/v1/backups/requests/{id}` for the outcome."""
+    settings = ctx.settings.backup
+    if not settings.enabled:
+        raise HTTPException(409, "backups are off in this node's configuration (backup.enabled)")
+    names = repo_names(settings)
+    if body.repo not in names:
+        have = ", ".join(f"{n} ({name})" for n, name in sorted(names.items()))
+        raise HTTPException(404, f"no repository {body.repo}; this cluster has {have}")
+    async with ctx.db.connection() as conn, conn.transaction():
+        row = await backup_store.request(conn, body.repo, kind_or_check(body.what), who.name)
+        await notify(conn, BACKUP_CHANNEL)
+        await audit(
+            conn, ctx, who, "backup_requested", f"repo:{body.repo}", what=body.what, request=row.id
+        )
+    return BackupRequestOut.model_validate(row)
+
+
+@router.get(
+    "/backups/requests/{request_id}",
+    response_model=BackupRequestOut,
+    summary="An operator's backup request and, once run, its outcome",
+)
+async def backup_request(
+    ctx: Context, _: Reader, request_id: Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+) -> BackupRequestOut:
+    async with ctx.db.connection() as conn:
+        row = await backup_store.get_request(conn, request_id)
+    if row is None:
+        raise HTTPException(404, f"no backup request {request_id}")
+    return BackupRequestOut.model_validate(row)

@@ -9,7 +9,7 @@ from runnerhub.api.schemas import HandoffIn
 from runnerhub.context import NoElection
 from runnerhub.ha.dcs import StoreUnavailable
 from runnerhub.store import nodes
-from runnerhub.store.listener import ask_leader_to_reconcile
+from runnerhub.store.listener import RECONCILE_CHANNEL, notify
 
 router = APIRouter(tags=["leadership"])
 
@@ -49,6 +49,6 @@ async def reconcile(ctx: Context, who: Admin) -> dict[str, str]:
     listener hears it through PostgreSQL and runs its reconciler at once."""
     ctx.wake_reconciler()  # this node, when it leads
     async with ctx.db.connection() as conn, conn.transaction():
-        await ask_leader_to_reconcile(conn)
+        await notify(conn, RECONCILE_CHANNEL)
         await audit(conn, ctx, who, "reconcile_requested", "reconciler")
     return {"status": "reconcile requested"}
