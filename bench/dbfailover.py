@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -49,7 +48,7 @@ import psycopg
 
 from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.local import LocalCluster
-from runnerhub.dev.cluster.patroni import LocalPatroni, PatroniMember
+from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.workload import (
     Load,
     delivery_waits,
@@ -116,47 +115,14 @@ class LagSampler:
                 await asyncio.sleep(self.every_s)
 
 
-def writable(pg: LocalPatroni) -> bool:
-    try:
-        with psycopg.connect(pg.dsn(connect_timeout_s=1), autocommit=True) as conn:
-            conn.execute("CREATE TEMP TABLE probe (x int)")  # a write, not just a login
-            return True
-    except psycopg.Error:
-        return False
-
-
-def freeze(m: PatroniMember) -> list[int]:
-    """The member's machine hangs: Patroni, the postmaster and every backend stopped."""
-    pids = [p for p in [m.pid, *chaos.postgres_tree(str(m.data_dir))] if p]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    return pids
-
-
-def wake(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
-def sync_standby(pg: LocalPatroni) -> PatroniMember:
-    def named() -> str | None:
-        topo = pg.topology() or {}
-        return next(
-            (x["name"] for x in topo.get("members", []) if x.get("role") == "sync_standby"), None
-        )
-
-    return pg.member(str(wait_until_sync(named, 60, "a synchronous standby", interval_s=0.2)))
-
-
 def standby_round(c: LocalCluster, pg: LocalPatroni) -> Round:
     """SIGKILL the synchronous standby; restart it once writes go on without it."""
     pg.wait_healthy(120)
-    victim = sync_standby(pg)
+    victim = pg.sync_standby()
     fault_wall = time.time()
     t0 = time.monotonic()
     pg.kill_member(victim)
-    wait_until_sync(lambda: writable(pg), 90, "writes again", interval_s=0.1)
+    wait_until_sync(pg.writable, 90, "writes again", interval_s=0.1)
     writable_s = time.monotonic() - t0
     pg.start_member(victim)
     pg.wait_healthy(120)
@@ -168,11 +134,11 @@ def one_round(c: LocalCluster, pg: LocalPatroni, kind: str = "kill") -> Round:
     old = pg.wait_primary()
     fault_wall = time.time()
     t0 = time.monotonic()
-    frozen = freeze(old) if kind == "freeze" else []
+    frozen = chaos.freeze_host(old.pid, str(old.data_dir)) if kind == "freeze" else []
     if not frozen:
         pg.kill_member(old)
     # A write that succeeds on another member: the new primary is in office.
-    wait_until_sync(lambda: writable(pg), 90, "a writable primary", interval_s=0.1)
+    wait_until_sync(pg.writable, 90, "a writable primary", interval_s=0.1)
     writable_s = time.monotonic() - t0
 
     def provisioned() -> float | None:
@@ -190,7 +156,7 @@ def one_round(c: LocalCluster, pg: LocalPatroni, kind: str = "kill") -> Round:
     except AssertionError:
         first = None
     if frozen:
-        wake(frozen)  # Patroni wakes, finds its leader key gone, and demotes it
+        chaos.thaw(frozen)  # Patroni wakes, finds its leader key gone, and demotes it
     else:
         pg.start_member(old)  # it comes back and rejoins as a replica
     pg.wait_healthy(120)

@@ -115,6 +115,22 @@ def postgres_tree(data_dir: str) -> list[int]:
     return postmaster + sorted(children_of(postmaster[0]))
 
 
+def freeze_host(patroni_pid: int | None, data_dir: str) -> list[int]:
+    """A PostgreSQL member's machine hangs (or is cut off one way): its Patroni, postmaster
+    and every backend SIGSTOPped; TCP connections to it stay open and nothing answers.
+    The pids, for `thaw`."""
+    pids = [p for p in [patroni_pid, *postgres_tree(data_dir)] if p]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def thaw(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 def postgres_process(data_dir: str, title: str) -> int | None:
     """The server's child process whose title names `title` (e.g. "startup": the process
     that replays WAL on a replica)."""

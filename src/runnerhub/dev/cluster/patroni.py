@@ -413,6 +413,26 @@ class LocalPatroni:
         primary = self.primary()
         return [m for m in self.members if m is not primary]
 
+    def sync_standby(self, timeout_s: float = 60.0) -> PatroniMember:
+        """The member Patroni names synchronous standby (waiting for one)."""
+
+        def named() -> str | None:
+            members = (self.topology() or {}).get("members", [])
+            return next((x["name"] for x in members if x.get("role") == "sync_standby"), None)
+
+        return self.member(str(wait_until_sync(named, timeout_s, "a synchronous standby")))
+
+    def writable(self) -> bool:
+        """A write succeeds on whichever member the DSN reaches (a primary is in office)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn(connect_timeout_s=1), autocommit=True) as conn:
+                conn.execute("CREATE TEMP TABLE probe (x int)")  # a write, not just a login
+                return True
+        except psycopg.Error:
+            return False
+
     def topology(self) -> dict[str, Any] | None:
         """Patroni's `GET /cluster` from any member that answers."""
         for m in self.members:
