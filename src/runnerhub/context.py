@@ -104,7 +104,6 @@ class NodeContext:
     health: HealthMonitor | None = None  # background health checks (None: none run)
     state: NodeState = field(default_factory=NodeState)
     started_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
-    reconcile_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def database_ok(self, timeout_s: float = 1.0) -> bool:
         """Can this node write to PostgreSQL right now? Answers within `timeout_s`."""
@@ -114,9 +113,6 @@ class NodeContext:
             return True
         except UNAVAILABLE_OR_SLOW:
             return False
-
-    def wake_reconciler(self) -> None:
-        self.reconcile_wakeup.set()
 
     def ensure_may_act(self) -> None:
         """Before an action outside the database (GitHub, a backend): only while leading."""

@@ -71,7 +71,6 @@ class Reconciler(ControlLoop):
         self._pools = [MatchPool.of(p.name, p.labels, p.min_idle, p.max_runners) for p in s.pools]
         self._scope = Scope(s.github.repositories, s.github.organizations)
         self._deliveries_swept: datetime | None = None
-        self.wakeup = ctx.reconcile_wakeup  # the API's "reconcile now" wakes us
 
     async def cycle(self) -> None:
         await self._sweeps(self._sweep_jobs, self._sweep_deliveries, self._sweep_runners)

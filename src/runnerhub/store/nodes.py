@@ -78,19 +78,17 @@ async def last_seen(conn: Conn, node: str) -> datetime | None:
     return row["last_seen"] if row else None
 
 
-async def remove(conn: Conn, node: str, silent_for_s: float) -> str | None:
-    """Forget a node that has gone for good: its row, only if it has been silent for at
-    least `silent_for_s` (a node that still heartbeats would write it back at once, and
-    the cluster would lose sight of it meanwhile). None when done, else why not."""
+async def silent_for_update(conn: Conn, node: str) -> float | None:
+    """Seconds since the node's last heartbeat, its row locked for the caller's
+    transaction (None: no such node)."""
     cur = await conn.execute(
         "SELECT extract(epoch FROM now() - last_seen) AS silent_s FROM nodes WHERE id = %s "
         "FOR UPDATE",
         (node,),
     )
     row = await cur.fetchone()
-    if row is None:
-        return "unknown"
-    if float(row["silent_s"]) < silent_for_s:
-        return f"it sent a heartbeat {float(row['silent_s']):.1f} s ago: stop it first"
+    return float(row["silent_s"]) if row else None
+
+
+async def delete(conn: Conn, node: str) -> None:
     await conn.execute("DELETE FROM nodes WHERE id = %s", (node,))
-    return None

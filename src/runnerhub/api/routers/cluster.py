@@ -29,7 +29,7 @@ async def cluster(ctx: Context, _: Reader) -> ClusterOut:
     async with ctx.db.connection() as conn:
         rows = await nodes.list_nodes(conn)
         lead = await leadership.current(conn)
-    stale_after = 3 * ctx.settings.ha.heartbeat_s
+    stale_after = _stale_after(ctx)
     replication = ctx.state.replication
     standby = ctx.state.standby
     cache_status = ctx.cache.status()
@@ -112,12 +112,19 @@ async def remove_node(node_id: str, ctx: Context, who: Admin) -> dict[str, objec
     """For a decommissioned node: it leaves /api/v1/cluster (and so the load balancer's
     slots and the dashboard). Refused while it still heartbeats: a node that comes back
     is simply listed again."""
-    silent_for = 3 * ctx.settings.ha.heartbeat_s  # what /api/v1/cluster calls not healthy
     async with ctx.db.connection() as conn, conn.transaction():
-        why = await nodes.remove(conn, node_id, silent_for)
-        if why == "unknown":
+        silent_s = await nodes.silent_for_update(conn, node_id)
+        if silent_s is None:
             raise HTTPException(404, f"no node {node_id!r} in this cluster")
-        if why is not None:
+        if silent_s < _stale_after(ctx):
+            # A node that still heartbeats would write its row back at once.
+            why = f"it sent a heartbeat {silent_s:.1f} s ago: stop it first"
             raise HTTPException(409, f"node {node_id!r} is alive: {why}")
+        await nodes.delete(conn, node_id)
         await audit(conn, ctx, who, "node_removed", f"node:{node_id}")
     return {"node": node_id, "removed": True}
+
+
+def _stale_after(ctx: Context) -> float:
+    """Silent this long, a node is not healthy (three missed heartbeats)."""
+    return 3 * ctx.settings.ha.heartbeat_s

@@ -45,9 +45,8 @@ async def handoff(ctx: Context, who: Admin, body: HandoffIn | None = None) -> di
 
 @router.post("/reconcile", status_code=202, summary="Run the reconciler now (admin; audited)")
 async def reconcile(ctx: Context, who: Admin) -> dict[str, str]:
-    """Asked of any node (behind a load balancer, usually a follower): the leader's
-    listener hears it through PostgreSQL and runs its reconciler at once."""
-    ctx.wake_reconciler()  # this node, when it leads
+    """Asked of any node (behind a load balancer, usually a follower), itself included:
+    the leader's listener hears it through PostgreSQL and runs its reconciler at once."""
     async with ctx.db.connection() as conn, conn.transaction():
         await notify(conn, RECONCILE_CHANNEL)
         await audit(conn, ctx, who, "reconcile_requested", "reconciler")

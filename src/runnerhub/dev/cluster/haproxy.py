@@ -10,9 +10,7 @@ finishes its requests, closes kept-alive connections after their next answer, th
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import signal
 import socket
 import subprocess
@@ -31,6 +29,7 @@ from runnerhub.dev.cluster.process import (
     find_binary,
     wait_ready,
 )
+from runnerhub.lb.stats import stats_rows
 from runnerhub.render.haproxy import (
     WEBHOOK_RATE_PER_10S,
     WEBHOOKS,
@@ -290,5 +289,5 @@ class LocalHAProxy(ManagedProcess):
     def _stats_rows(self, backend: str) -> list[dict[str, str]]:
         if self.stats_url is None:
             raise HAProxyError("this HAProxy has no stats page (stats_port=None)")
-        text = httpx.get(f"{self.stats_url};csv", timeout=2).text.lstrip("# ")
-        return [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == backend]
+        text = httpx.get(f"{self.stats_url};csv", timeout=2).text
+        return [r for r in stats_rows(text) if r.get("pxname") == backend]
