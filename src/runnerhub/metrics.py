@@ -54,6 +54,10 @@ PROVISION_FAILURES = Counter(
     "Runner provisioning attempts that failed, by stage.",
     ["stage"],
 )
+# Exported at 0 from the start: a series that appears at 1 hides its first failure from
+# RunnerHubProvisioningFailing (which counts the rise within its window).
+for _stage in ("github", "backend"):  # the scheduler's stages
+    PROVISION_FAILURES.labels(_stage)
 GITHUB_CALLS = Counter(
     "runnerhub_github_api_calls_total",
     "GitHub API calls, by endpoint template, method and status (0: no response).",

@@ -33,7 +33,7 @@ from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from runnerhub.render.haproxy import WEBHOOKS
 from tests import checks
-from tests.browser import chromium, rows, signed_in, text, until
+from tests.browser import chromium, go, rows, signed_in, text, until
 from tests.chaos.alerting import Watch, watching
 
 pytestmark = pytest.mark.chaos
@@ -203,6 +203,12 @@ def test_the_dashboard_shows_every_part_of_the_ha_cluster(
     until(b, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "on", 10)
     assert not b.find_element(By.ID, "banner").is_displayed(), text(b, "#banner")
     assert text(b, "#leader-name") == c.leader()
+
+    # The replication-lag chart: this minute's lag of the replicas, as the nodes wrote it.
+    go(b, "work")
+    lag = until(b, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-lag svg circle.k2"), 20)
+    assert lag and "most-behind replica" in text(b, "#chart-lag")
+    go(b, "cluster")  # where the fault tests below watch the members
 
 
 def test_sigkill_the_postgres_primary_under_load(

@@ -182,6 +182,8 @@ def test_a_read_token_sees_the_leader_pools_and_a_job_run_without_a_reload(dash:
     assert b.execute_script("return window.__sameDocument === true")
     assert not b.find_elements(By.CSS_SELECTOR, f'#jobs-queued tr[data-job="{job}"]')
     until(dash.browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-rate svg rect.kk"), 15)
+    # The intake rate: these jobs' deliveries, in this minute's bar or the last one's.
+    until(dash.browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-intake svg rect.s1"), 5)
     dash.shot("desktop-work-done")
 
     # The job's page: its deliveries, state changes and runner attempts, with the nodes.

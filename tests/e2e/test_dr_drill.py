@@ -135,6 +135,19 @@ def test_a_drill_loses_region_a_and_region_b_runs_every_job_once(
     wait_until_sync(lambda: sim_jobs(c.sim_url)[job]["status"] == "completed", 60, "a job")
     assert len(sim_jobs(c.sim_url)[job]["executions"]) == 1
 
+    # The drill is on record in the database it ended in (region B's), which region A
+    # copied when it rejoined: the API (and the dashboard) show it from region A now.
+    r = httpx.get(
+        f"{c.api_url}/api/v1/dr/drills",
+        headers={"Authorization": f"Bearer {c.secrets.read_token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    [drill] = r.json()["items"]
+    assert (drill["jobs_lost"], drill["ran_twice"]) == (0, 0)
+    assert drill["rto_webhook_s"] == report.rto_webhook_s
+    assert drill["report"]["era"] == 1 and drill["report"]["failback_s"] == report.failback_s
+
 
 def leader_epoch(url: str, token: str) -> int | None:
     try:

@@ -207,6 +207,20 @@ async def test_activity_counts_jobs_per_minute_with_wait_percentiles(
             """INSERT INTO jobs (id, run_id, repository, labels, state, queued_at, last_source)
                VALUES (9100, 1, 'acme/app', '{}', 'queued', now(), 'webhook')"""
         )
+        # Four deliveries two minutes ago; two replicas' lag samples a minute ago.
+        await conn.execute(
+            """INSERT INTO webhook_deliveries (delivery_guid, event, received_at, received_by,
+                                               outcome)
+               SELECT 'act-' || g, 'workflow_job',
+                      date_trunc('minute', now()) - interval '2 minutes' + g * interval '1 s',
+                      'test', 'stored'
+                 FROM generate_series(1, 4) AS g"""
+        )
+        await conn.execute(
+            """INSERT INTO replication_lag (minute, replica, replay_lag_s)
+               VALUES (date_trunc('minute', now()) - interval '1 minute', 'pg-2', 0.5),
+                      (date_trunc('minute', now()) - interval '1 minute', 'pg-3', 2.25)"""
+        )
     r = await client.get("/api/v1/activity?minutes=5", headers=READ)
     assert r.status_code == 200, r.text
     minutes = r.json()["minutes"]
@@ -216,6 +230,8 @@ async def test_activity_counts_jobs_per_minute_with_wait_percentiles(
     busy = minutes[1]
     assert busy["wait_p50_s"] == pytest.approx(5.5) and busy["wait_p99_s"] == pytest.approx(9.91)
     assert minutes[0]["wait_p50_s"] is None
+    assert [m["deliveries"] for m in minutes] == [0, 0, 4, 0, 0]
+    assert [m["replica_lag_s"] for m in minutes] == [None, None, None, 2.25, None]
     first = datetime.fromisoformat(minutes[0]["minute"])
     assert first.second == 0 and first <= datetime.now(UTC)
     assert (await client.get("/api/v1/activity?minutes=0", headers=READ)).status_code == 422

@@ -23,7 +23,7 @@ from runnerhub.dev.waiting import wait_until
 from runnerhub.lb.runtime import HAProxyRuntime
 from runnerhub.lb.sync import LoadBalancerSync, SyncError
 from runnerhub.node import Node
-from runnerhub.render.haproxy import BACKEND, WEBHOOKS
+from runnerhub.render.haproxy import BACKEND, SLOT_PREFIX, WEBHOOKS
 from tests.integration.test_step_down import node_settings, serving
 
 READ_TOKEN = "read-token-0123456789"
@@ -36,7 +36,7 @@ def haproxy_config(port: int, admin_socket: Path) -> str:
     backend = [
         "    option httpchk GET /readyz",
         "    default-server check inter 200ms fastinter 100ms downinter 500ms fall 2 rise 1",
-        f"    server-template node 1-{SLOTS} 127.0.0.1:1 disabled",
+        f"    server-template {SLOT_PREFIX} 1-{SLOTS} 0.0.0.0:0 disabled",
     ]
     return "\n".join(
         [
@@ -115,8 +115,8 @@ async def test_haproxy_follows_nodes_that_start_drain_and_go(
         assert done.returncode == 0, done.stderr
         for backend in (WEBHOOKS, BACKEND):
             held = {s.name: (s.port, s.state) for s in await runtime.slots(backend)}
-            assert held["node1"] == (a.settings.node.port, "ready"), held
-            assert all(held[f"node{i}"][1] == "maint" for i in range(2, SLOTS + 1)), held
+            assert held[f"{SLOT_PREFIX}1"] == (a.settings.node.port, "ready"), held
+            assert all(held[f"{SLOT_PREFIX}{i}"][1] == "maint" for i in range(2, SLOTS + 1)), held
         await wait_until(lambda: serves(front, {"a"}), 10, "a to answer through HAProxy")
 
         # b starts: the next round adds it, and both get traffic.

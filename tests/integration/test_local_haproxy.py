@@ -277,7 +277,9 @@ def test_the_production_example_passes_haproxy_check_and_matches_the_generated_o
     example.write_text(text.replace(PRODUCTION_PEM, str(pem)))
     check_config(example)
     tls = TlsFront(443, Path(PRODUCTION_PEM))
-    ours = sections(render_config([], 8080, 8404, tls=tls).replace(str(pem), PRODUCTION_PEM))
+    ours = sections(
+        render_config([], 8080, 8404, tls=tls, slots=16).replace(str(pem), PRODUCTION_PEM)
+    )
     theirs = sections(text)
     for name in [
         "defaults",

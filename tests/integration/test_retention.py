@@ -77,3 +77,21 @@ async def test_events_stay_append_only_outside_the_retention_cutoff(db: Pool) ->
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 await conn.execute(sql)
     assert await _count(db, "SELECT count(*) AS n FROM events WHERE kind = 'new'") == 1
+
+
+async def test_replication_lag_samples_go_after_two_days(
+    db: Pool, settings_factory: Callable[..., Settings]
+) -> None:
+    async with db.connection() as conn:
+        for days in (3, 1):
+            await conn.execute(
+                """INSERT INTO replication_lag (minute, replica, replay_lag_s)
+                   VALUES (date_trunc('minute', now()) - make_interval(days => %s), 'pg-x', 1)""",
+                (days,),
+            )
+    # Whatever the deliveries' and events' settings, even with both kept for ever.
+    settings = settings_factory(retention={"deliveries_days": None, "events_days": None})
+    await Retention(NodeContext(settings, db)).cycle()
+    sql = "SELECT count(*) AS n FROM replication_lag WHERE replica = 'pg-x'"
+    assert await _count(db, sql) == 1
+    assert await _count(db, f"{sql} AND minute > now() - interval '2 days'") == 1

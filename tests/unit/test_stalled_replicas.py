@@ -1,9 +1,10 @@
 """Which replica to reinitialise (domain.replicas): only a running replica without a stream
-from the leader for the whole limit, one at a time, and never on a confused picture."""
+from the leader for the whole limit, one at a time, and never on a confused picture; and
+what a node writes of the lag for the dashboard's chart."""
 
 from __future__ import annotations
 
-from runnerhub.domain.replicas import Member, PrimaryView, StalledReplicas
+from runnerhub.domain.replicas import LagMinutes, Member, PrimaryView, Replica, StalledReplicas
 
 
 def member(name: str, role: str = "replica", state: str = "running", port: int = 0) -> Member:
@@ -116,3 +117,26 @@ def test_patroni_credentials_go_only_to_a_configured_url() -> None:
         "not a url",
     ):
         assert configured_base(other, mine) is None
+
+
+# -- what a node writes for the replication-lag chart ------------------------------------
+
+
+def replica(name: str, lag: float | None) -> Replica:
+    return Replica(name, None, "streaming", "async", lag, lag, lag, 0, False)
+
+
+def test_a_minute_is_written_once_per_replica_and_again_only_when_its_lag_grows() -> None:
+    chart = LagMinutes()
+    first = [replica("pg-2", 0.1), replica("pg-3", None)]
+    assert chart.due(100, first) == first  # a new minute: every replica
+    chart.written(100, first)
+    assert chart.due(100, [replica("pg-2", 0.1), replica("pg-3", 0.0)]) == []
+    assert chart.due(100, [replica("pg-2", 0.05)]) == []  # less than written: nothing
+    grew = [replica("pg-2", 3.0)]
+    assert chart.due(100, grew) == grew
+    chart.written(100, grew)
+    assert chart.due(100, grew) == []
+    assert chart.due(101, [replica("pg-2", 0.0)]) == [replica("pg-2", 0.0)]  # the next minute
+    # A write that failed is not remembered: the same reading is due again.
+    assert chart.due(101, [replica("pg-4", 1.0)]) == [replica("pg-4", 1.0)]

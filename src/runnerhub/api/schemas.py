@@ -286,6 +286,25 @@ class BackupStatusOut(BaseModel):
     repos: list[RepoStatusOut]
 
 
+class DrillOut(_FromRow):
+    """A DR drill: RTO (fault → the first delivery, the first runner, in region B) and RPO
+    (deliveries region A acknowledged that region B lacks; jobs lost or run twice)."""
+
+    id: int
+    started_at: datetime
+    recorded_at: datetime
+    jobs_lost: int
+    ran_twice: int
+    rto_webhook_s: float | None
+    rto_runner_s: float | None
+    acknowledged_missing: int
+    report: dict[str, Any] = Field(description="everything the drill measured")
+
+
+class DrillPage(BaseModel):
+    items: list[DrillOut]
+
+
 class TokenIn(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
     role: Literal["read", "admin"]
@@ -321,13 +340,18 @@ class JobHistoryOut(BaseModel):
 
 class MinuteOut(_FromRow):
     minute: datetime
+    deliveries: int = Field(description="webhook deliveries taken in (duplicates not counted)")
     queued: int
     started: int
     wait_p50_s: float | None
     wait_p99_s: float | None
+    replica_lag_s: float | None = Field(
+        description="the most any PostgreSQL replica was behind the primary (seconds)"
+    )
 
 
 class ActivityOut(BaseModel):
-    """Jobs queued and started per minute, and the queue wait of those that started."""
+    """Per minute: deliveries taken in, jobs queued and started, the queue wait of those
+    that started, and replication lag."""
 
     minutes: list[MinuteOut]

@@ -1,4 +1,5 @@
-"""The leader's retention: deliveries and events older than their configured age are
+"""The leader's retention: deliveries and events older than their configured age, and the
+replication-lag chart's samples older than two days (the chart reaches back one), are
 deleted, a batch per short transaction (`store.retention`), at most `max_batches` per table
 and cycle, so a large backlog is worked off over several cycles and never in the hot path.
 What went is counted (`runnerhub_retention_deleted_total`) and recorded as one event."""
@@ -18,6 +19,8 @@ from runnerhub.store.retention import Table, delete_batch
 
 log = structlog.get_logger("runnerhub.retention")
 
+LAG_SAMPLES_KEPT = timedelta(days=2)
+
 
 class Retention(ControlLoop):
     name = "retention"
@@ -29,7 +32,7 @@ class Retention(ControlLoop):
 
     def _ages(self) -> dict[Table, timedelta]:
         r = self.ctx.settings.retention
-        ages: dict[Table, timedelta] = {}
+        ages: dict[Table, timedelta] = {"replication_lag": LAG_SAMPLES_KEPT}
         if r.deliveries_days is not None:
             ages["webhook_deliveries"] = timedelta(days=r.deliveries_days)
         if r.events_days is not None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import psycopg
 import structlog
 
 from runnerhub import metrics
 from runnerhub.context import NodeContext
+from runnerhub.domain.replicas import LagMinutes, ReplicationStatus
 from runnerhub.store import replication
 from runnerhub.store.db import UNAVAILABLE
 
@@ -24,6 +26,7 @@ MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
 
 async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
     db = ctx.settings.database
+    chart = LagMinutes()
     while not stop.is_set():
         try:
             async with ctx.db.connection(2.0) as conn:
@@ -40,8 +43,25 @@ async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
             # Unreachable, or a role without pg_monitor: monitoring is lost, nothing else.
             ctx.state.replication = ctx.state.archiver = ctx.state.standby = None
             log.debug("replication state not read", error=type(exc).__name__)
+        else:
+            await _chart_lag(ctx, chart, status)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=db.replication_check_s)
+
+
+async def _chart_lag(ctx: NodeContext, chart: LagMinutes, status: ReplicationStatus) -> None:
+    """The dashboard's replication-lag chart, written by every node that reads the primary
+    (the chart outlives any one node; a lost write only leaves a gap in it)."""
+    minute = int(time.time() // 60)
+    due = [] if status.in_recovery else chart.due(minute, status.replicas)
+    if not due:
+        return
+    try:
+        async with ctx.db.connection(2.0) as conn:
+            await replication.record_lag(conn, minute, due)
+        chart.written(minute, due)
+    except MONITORING_ERRORS as exc:
+        log.debug("replication lag not charted", error=type(exc).__name__)
 
 
 async def watch_cache(ctx: NodeContext, stop: asyncio.Event) -> None:

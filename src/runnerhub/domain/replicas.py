@@ -179,3 +179,32 @@ class StalledReplicas:
     def _reset(self, leader: str | None) -> None:
         self._since.clear()
         self._leader = leader
+
+
+# -- the replication-lag chart: what a node writes of what it reads ---------------------
+
+
+class LagMinutes:
+    """Each replica's highest lag this minute, as far as this node has written it: a
+    reading is worth writing when it opens a minute or exceeds what was written for it, so
+    a node writes about one row a minute per replica however often it reads."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, tuple[int, float]] = {}  # replica -> (minute, lag written)
+
+    def due(self, minute: int, replicas: Sequence[Replica]) -> list[Replica]:
+        """Of this reading (`minute`: whole minutes since the epoch), what to write."""
+        out = []
+        for r in replicas:
+            lag = r.replay_lag_s if r.replay_lag_s is not None else 0.0
+            seen = self._written.get(r.name)
+            if seen is None or seen[0] != minute or lag > seen[1]:
+                out.append(r)
+        return out
+
+    def written(self, minute: int, replicas: Sequence[Replica]) -> None:
+        for r in replicas:
+            lag = r.replay_lag_s if r.replay_lag_s is not None else 0.0
+            seen = self._written.get(r.name)
+            if seen is None or seen[0] != minute or lag > seen[1]:
+                self._written[r.name] = (minute, lag)

@@ -325,6 +325,7 @@ def haproxy_file(t: Topology, region: Region, host: Host) -> str:
         tls=TlsFront(t.ports.haproxy_https, Path(pem)) if pem else None,
         header=_comment(head).splitlines(),
         system=True,
+        slots=t.haproxy.slots,
     )
 
 

@@ -29,6 +29,10 @@ SYSTEM_GLOBAL = (
 
 BACKEND = "runnerhub_nodes"
 WEBHOOKS = "runnerhub_webhooks"  # the same nodes, with a short answer timeout for deliveries
+# Free server slots are named slot1, slot2, ... (never a node's name: HAProxy refuses two
+# servers of one name) and wait in maintenance at 0.0.0.0:0, which is how the stats page
+# tells a free slot from a server (lb/stats.py).
+SLOT_PREFIX = "slot"
 Backend = tuple[str, str, int]  # (server name, host, port)
 PatroniMember = tuple[str, str, int, int]  # (server name, host, PostgreSQL port, REST port)
 
@@ -64,12 +68,18 @@ def render_config(
     webhook_rate_per_10s: int | None = WEBHOOK_RATE_PER_10S,
     header: Sequence[str] = (HEADER,),
     system: bool = False,
+    slots: int = 0,
 ) -> str:
     """An HAProxy 2.6 configuration for RunnerHub nodes; with `postgres_port`, also a TCP
     listener that always leads to the current Patroni primary among `postgres_members`;
     with `tls`, HTTPS too; with `webhook_rate_per_10s`, a per-source limit on deliveries.
     `bind_host` "" binds every address (a host behind a virtual IP accepts on it as soon
-    as the VIP arrives); `system` adds what a system-wide HAProxy needs (SYSTEM_GLOBAL)."""
+    as the VIP arrives); `system` adds what a system-wide HAProxy needs (SYSTEM_GLOBAL);
+    `slots` adds that many free server slots to each node backend, for nodes added later
+    (`runnerhub lb sync` fills them through the runtime API: docs/load-balancer.md)."""
+    if not 0 <= slots <= 256:
+        raise ValueError(f"haproxy slots must be 0-256, not {slots}")
+    spare = [f"    server-template {SLOT_PREFIX} 1-{slots} 0.0.0.0:0 disabled"] if slots else []
     out = [
         *header,
         "global",
@@ -142,7 +152,7 @@ def render_config(
         "    http-reuse safe",
         "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
     ]
-    out += [f"    server {name} {host}:{port}" for name, host, port in backends]
+    out += [f"    server {name} {host}:{port}" for name, host, port in backends] + spare
     out += [
         "",
         f"backend {BACKEND}",
@@ -160,7 +170,7 @@ def render_config(
         "    http-reuse safe",
         "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
     ]
-    out += [f"    server {name} {host}:{port}" for name, host, port in backends]
+    out += [f"    server {name} {host}:{port}" for name, host, port in backends] + spare
     if stats_port is not None:
         out += [
             "",

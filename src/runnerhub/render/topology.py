@@ -244,6 +244,9 @@ class RedisSettings(_Strict):
 
 class HAProxySettings(_Strict):
     maxconn: int = Field(default=2048, ge=1)
+    # Free server slots in each node backend beside the topology's nodes, for nodes added
+    # later: `runnerhub lb sync` fills them without a reload (docs/load-balancer.md).
+    slots: int = Field(default=16, ge=0, le=256)
 
 
 class PrometheusSettings(_Strict):

@@ -412,14 +412,17 @@ async def set_waiting_reasons(conn: Conn, reasons: dict[int, str]) -> None:
 
 @dataclass(frozen=True)
 class MinuteRow:
-    """One minute of activity: jobs queued and started in it, and how long the jobs that
-    started in it had waited in the queue (seconds; None when none started)."""
+    """One minute of activity: deliveries taken in, jobs queued and started in it, how long
+    the jobs that started in it had waited in the queue (seconds; None when none started),
+    and the most any replica was behind the primary (None when nobody measured it)."""
 
     minute: datetime
+    deliveries: int
     queued: int
     started: int
     wait_p50_s: float | None
     wait_p99_s: float | None
+    replica_lag_s: float | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> MinuteRow:
@@ -428,7 +431,8 @@ class MinuteRow:
 
 async def activity(conn: Conn, minutes: int) -> list[MinuteRow]:
     """The last `minutes` minutes (the current one included), oldest first, every minute
-    present; computed in SQL over the indexes on `queued_at` and `started_at`."""
+    present; computed in SQL over the indexes on `queued_at`, `started_at`, the deliveries'
+    `received_at` and the lag samples' minute."""
     cur = await conn.execute(
         """WITH bounds AS (
                SELECT date_trunc('minute', now()) - (%(n)s - 1) * interval '1 minute' AS since
@@ -446,12 +450,22 @@ async def activity(conn: Conn, minutes: int) -> list[MinuteRow]:
                           FILTER (WHERE queued_at IS NOT NULL AND started_at >= queued_at)
                           AS p99
                  FROM jobs, bounds WHERE started_at >= bounds.since GROUP BY 1
+           ), d AS (
+               SELECT date_trunc('minute', received_at) AS minute, count(*) AS n
+                 FROM webhook_deliveries, bounds WHERE received_at >= bounds.since
+                GROUP BY 1
+           ), l AS (
+               SELECT minute, max(replay_lag_s) AS lag
+                 FROM replication_lag, bounds WHERE minute >= bounds.since GROUP BY 1
            )
-           SELECT m.minute, coalesce(q.n, 0)::int AS queued, coalesce(s.n, 0)::int AS started,
-                  s.p50::float8 AS wait_p50_s, s.p99::float8 AS wait_p99_s
+           SELECT m.minute, coalesce(d.n, 0)::int AS deliveries,
+                  coalesce(q.n, 0)::int AS queued, coalesce(s.n, 0)::int AS started,
+                  s.p50::float8 AS wait_p50_s, s.p99::float8 AS wait_p99_s,
+                  l.lag::float8 AS replica_lag_s
              FROM bounds, generate_series(bounds.since, date_trunc('minute', now()),
                                           interval '1 minute') AS m(minute)
              LEFT JOIN q USING (minute) LEFT JOIN s USING (minute)
+             LEFT JOIN d USING (minute) LEFT JOIN l USING (minute)
             ORDER BY m.minute""",
         {"n": minutes},
     )

@@ -8,6 +8,7 @@ the primary; on a lone server the list of replicas is simply empty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from runnerhub.domain.backups import Archiver
 from runnerhub.domain.replicas import (
@@ -129,3 +130,23 @@ async def read_standby(conn: Conn) -> StandbyStatus | None:
     if r is None or not r["recovery"]:
         return None
     return StandbyStatus(r["server"], r["lag"], bool(r["streaming"]), r["received"], r["replayed"])
+
+
+async def record_lag(conn: Conn, minute: int, replicas: list[Replica]) -> None:
+    """Each replica's lag for the replication-lag chart (migration 0010): the minute's row
+    keeps the highest. Committed locally: a chart sample must never wait for a synchronous
+    standby (the one it measures may be the one that is gone)."""
+    at = datetime.fromtimestamp(minute * 60, UTC)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = local")
+        for r in replicas:
+            await conn.execute(
+                """INSERT INTO replication_lag (minute, replica, replay_lag_s, replay_lag_bytes)
+                   VALUES (%s, %s, %s, %s)
+                   ON CONFLICT (minute, replica) DO UPDATE SET
+                       replay_lag_s = greatest(replication_lag.replay_lag_s,
+                                               excluded.replay_lag_s),
+                       replay_lag_bytes = greatest(replication_lag.replay_lag_bytes,
+                                                   excluded.replay_lag_bytes)""",
+                (at, r.name, r.replay_lag_s, r.replay_lag_bytes),
+            )

@@ -11,8 +11,8 @@ from typing import Literal
 
 from runnerhub.store.db import Conn
 
-Table = Literal["webhook_deliveries", "events"]
-_TIME = {"webhook_deliveries": "received_at", "events": "at"}
+Table = Literal["webhook_deliveries", "events", "replication_lag"]
+_TIME = {"webhook_deliveries": "received_at", "events": "at", "replication_lag": "minute"}
 
 
 async def delete_batch(conn: Conn, table: Table, cutoff: datetime, batch: int) -> int:

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from runnerhub.api.routers import (
     backups,
     cluster,
+    drills,
     events,
     incidents,
     jobs,
@@ -21,6 +22,17 @@ PREFIX = "/api/v1"
 
 def api_v1() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
-    for module in (jobs, runners, pools, cluster, events, incidents, leadership, backups, tokens):
+    for module in (
+        jobs,
+        runners,
+        pools,
+        cluster,
+        events,
+        incidents,
+        leadership,
+        backups,
+        drills,
+        tokens,
+    ):
         router.include_router(module.router)
     return router

@@ -56,7 +56,7 @@ async def summary(ctx: Context, _: Reader) -> SummaryOut:
 @router.get(
     "/activity",
     response_model=ActivityOut,
-    summary="Jobs queued and started per minute, queue wait p50/p99",
+    summary="Per minute: deliveries, jobs queued and started, queue wait p50/p99, replica lag",
 )
 async def activity(
     ctx: Context,

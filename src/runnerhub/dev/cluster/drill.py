@@ -10,7 +10,8 @@ Jobs flow from the GitHub simulator throughout. The drill takes region A down en
   not hold after promotion; jobs that never ran, or ran twice, once everything settled;
 - the replication lag region B reported just before the fault.
 
-It writes a report (JSON and Markdown) under `<state>/drills/`. It works through
+It writes a report (JSON and Markdown) under `<state>/drills/`, and records it in the
+database of the region active at its end (`GET /api/v1/dr/drills`, the dashboard). It works through
 `cluster.json` and pids only, so the same code drives a running `up` (the CLI) and a
 cluster object in a benchmark. Interrupted, running it again finishes it (a region already
 lost is not lost again; promotion is idempotent).
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
 from runnerhub.config import load_settings
 from runnerhub.dev.cluster.asking import RequestFailed, ask_up
@@ -40,6 +43,7 @@ from runnerhub.dev.cluster.workload import Load, query, sim_jobs
 from runnerhub.dev.waiting import Timeout, wait_until_sync
 from runnerhub.dr.promote import promote
 from runnerhub.paths import write_private
+from runnerhub.store import drills
 
 LOST_FLAG = "region-a.lost"  # while it exists, `up` starts no process of region A again
 STANDBY_FLAG = "region-a.standby"  # region A came back as region B's standby
@@ -233,7 +237,19 @@ def run_drill(
         report.failback = "region A rejoined as region B's standby, then active again"
         log(f"region A active again, region B its standby, in {report.switch_back_s:.1f} s")
     _write(state_dir, report)
+    active_dsn = info["database_dsn"] if report.switch_back_s is not None else b_dsn
+    try:
+        asyncio.run(_record(active_dsn, report))
+    except psycopg.Error as exc:  # the files above still hold it
+        log(f"the drill's report was not recorded in the database: {exc}")
     return report
+
+
+async def _record(dsn: str, report: DrillReport) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        dsn, row_factory=dict_row, autocommit=True, connect_timeout=10
+    ) as conn:
+        await drills.record(conn, report.as_dict())
 
 
 def request_failback(state_dir: Path, action: str = "rejoin", timeout_s: float = 300.0) -> None:

@@ -1,7 +1,7 @@
 // RunnerHub dashboard: plain JavaScript modules, no build step, nothing from elsewhere.
 // Every request carries the token in the Authorization header; the token lives in this
 // tab's sessionStorage only. Text from the API is set with textContent, never as HTML.
-import { rateChart, waitChart } from './charts.js';
+import { intakeChart, lagChart, rateChart, waitChart } from './charts.js';
 import { LiveStream } from './stream.js';
 
 const TOKEN_KEY = 'runnerhub.token';
@@ -397,6 +397,8 @@ function refreshWork() {
       h('td', {}, j.runner_name ?? '—'), h('td', {}, ago(j.completed_at)))), 'no job has completed yet');
     rateChart($('chart-rate'), activity.minutes);
     waitChart($('chart-wait'), activity.minutes);
+    intakeChart($('chart-intake'), activity.minutes);
+    lagChart($('chart-lag'), activity.minutes);
   });
 }
 
@@ -445,10 +447,11 @@ function refreshJob() {
 
 function refreshEvents() {
   return once('events', async () => {
-    const [incidents, backups, status] = await Promise.all([
+    const [incidents, backups, status, drills] = await Promise.all([
       api('/api/v1/incidents?limit=30'),
       api('/api/v1/backups?limit=15'),
       api('/api/v1/backups/status'),
+      api('/api/v1/dr/drills?limit=5'),
     ]);
     // The newest restore test, good or not (a failed one is what an operator must see).
     const restoreTest = (r) => {
@@ -471,6 +474,12 @@ function refreshEvents() {
     fill('backups', backups.items.map((b) => h('tr', {}, h('td', {}, time(b.finished_at)), h('td', {}, b.repo),
       h('td', {}, b.kind), stateCell(b.ok ? 'ok' : 'failing'), h('td', {}, dur(b.duration_s)),
       h('td', {}, bytes(b.size_bytes)), h('td', {}, b.node))), 'no backup recorded (backups are off or none ran yet)');
+    // A drill passes when no job was lost or ran twice (what `runnerhub dr drill` exits by).
+    fill('drills', drills.items.map((d) => h('tr', { 'data-drill': d.id },
+      h('td', {}, ago(d.started_at)), stateCell(d.jobs_lost || d.ran_twice ? 'failing' : 'ok'),
+      h('td', {}, dur(d.rto_webhook_s)), h('td', {}, dur(d.rto_runner_s)),
+      h('td', {}, `${d.jobs_lost} lost, ${d.ran_twice} twice, ${d.acknowledged_missing} deliveries`),
+      h('td', { class: 'wrap' }, d.report.failback || '—'))), 'no drill recorded (runnerhub dr drill)');
   });
 }
 

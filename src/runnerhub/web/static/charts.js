@@ -81,3 +81,40 @@ export function waitChart(container, minutes) {
   svg.append(el('text', { x: L + 4, y: H - B - 3 }, 's'));
   container.replaceChildren(svg);
 }
+
+// Webhook deliveries taken in per minute (the intake rate): one bar per minute.
+export function intakeChart(container, minutes) {
+  const max = Math.max(1, ...minutes.map((m) => m.deliveries));
+  const total = minutes.reduce((a, m) => a + m.deliveries, 0);
+  const svg = frame(`webhook deliveries per minute over ${minutes.length} minutes: ${total} in all`, max, minutes);
+  const slot = (W - L - R) / Math.max(1, minutes.length);
+  minutes.forEach((m, i) => {
+    if (!m.deliveries) return;
+    svg.append(el('rect', { class: 's1', x: L + i * slot, y: y(m.deliveries, max), width: Math.max(1, slot - 1), height: H - B - y(m.deliveries, max) }));
+  });
+  legend(svg, [['k1', 'deliveries']]);
+  container.replaceChildren(svg);
+}
+
+// The most any PostgreSQL replica was behind the primary each minute (seconds); gaps
+// where nobody measured it (no replica, or the primary unreachable).
+export function lagChart(container, minutes) {
+  const vals = minutes.map((m) => m.replica_lag_s).filter((v) => v !== null);
+  const max = Math.max(1, ...vals);
+  const title = vals.length
+    ? `replication lag per minute, seconds; highest ${fmt(Math.max(...vals))} s`
+    : 'replication lag: no replica measured in this window';
+  const svg = frame(title, max, minutes);
+  const slot = (W - L - R) / Math.max(1, minutes.length - 1);
+  let d = '';
+  minutes.forEach((m, i) => {
+    const v = m.replica_lag_s;
+    if (v === null) { d += ' '; return; }
+    d += `${d && !d.endsWith(' ') ? 'L' : 'M'}${(L + i * slot).toFixed(1)},${y(v, max).toFixed(1)}`;
+    svg.append(el('circle', { class: 'k2', cx: L + i * slot, cy: y(v, max), r: 1.8 }));
+  });
+  if (d.trim()) svg.append(el('path', { class: 'l2', d: d.trim() }));
+  legend(svg, [['k2', vals.length ? 'most-behind replica' : 'no replica measured']]);
+  svg.append(el('text', { x: L + 4, y: H - B - 3 }, 's'));
+  container.replaceChildren(svg);
+}
