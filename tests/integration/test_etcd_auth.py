@@ -1,14 +1,17 @@
 """etcd with client TLS (certificates both ways) and authentication (users and roles), as
 the settings `ha.etcd_*` describe: the leader store elects with the right user and client
 certificate, and is refused without credentials, with a user of another prefix, over
-plain gRPC and without a client certificate. The health check reads the members over TLS."""
+plain gRPC and without a client certificate. The health check reads the members over TLS.
+Members talk to each other over TLS, with certificates of the same CA."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from runnerhub.config import HASettings
@@ -127,3 +130,29 @@ async def test_callers_racing_a_slow_connect_all_get_a_connected_client(
         assert {record for record, _ in results} == {None}
     finally:
         await store.close()
+
+
+def test_members_talk_to_each_other_over_tls_and_refuse_a_peer_without_a_certificate(
+    tmp_path: Path,
+) -> None:
+    """Three members elect a raft leader over TLS peer links; the peer port answers only a
+    client showing a certificate of the CA (`--peer-client-cert-auth`)."""
+    ca = LocalCA(tmp_path / "ca")
+    etcd = LocalEtcd(tmp_path / "etcd", members=3, tls=ca, client_certs=False)
+    etcd.start()
+    try:
+        assert etcd.tls is not None and etcd.leader_index() is not None
+        member = etcd.members[0]
+        assert member.peer_url.startswith("https://"), member.peer_url
+        peers = f"https://127.0.0.1:{member.peer_port}/members"
+        with pytest.raises(httpx.HTTPError):  # plain HTTP: dropped unanswered
+            httpx.get(f"http://127.0.0.1:{member.peer_port}/members", timeout=3)
+        with pytest.raises(httpx.HTTPError):  # TLS, but no certificate of ours
+            httpx.get(peers, verify=ssl.create_default_context(cafile=ca.cert), timeout=3)
+        shown = ssl.create_default_context(cafile=ca.cert)
+        issued = etcd.tls.client("a-peer")
+        shown.load_cert_chain(issued.cert, issued.key)
+        r = httpx.get(peers, verify=shown, timeout=3)
+        assert r.status_code == 200 and len(r.json()) == 3, r.text
+    finally:
+        etcd.destroy()

@@ -17,7 +17,7 @@ import ssl
 import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class EtcdMember(ManagedProcess):
     election_ms: int = 1000
     popen: subprocess.Popen[bytes] | None = None
     tls: EtcdTls | None = None  # clients over TLS, each showing a certificate of the CA
+    # Members over TLS too, each showing its certificate to the others. Off only for a
+    # cluster made before peers had TLS: etcd keeps the peer URLs it was made with.
+    peer_tls: bool = False
 
     @property
     def client_url(self) -> str:
@@ -73,13 +76,20 @@ class EtcdMember(ManagedProcess):
 
     @property
     def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
+        return f"{'https' if self.tls and self.peer_tls else 'http'}://{HOST}:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
         return f"{HOST}:{self.client_port}"
 
     def config(self) -> EtcdMemberConfig:
+        served = self.tls.server_files(self.name) if self.tls else None
+        # The same certificate to its peers, whose own must be of the same CA.
+        peers = (
+            replace(served, ca=self.tls.ca.cert, client_cert_auth=True)
+            if served and self.tls and self.peer_tls
+            else None
+        )
         return EtcdMemberConfig(
             name=self.name,
             data_dir=self.data_dir,
@@ -91,7 +101,8 @@ class EtcdMember(ManagedProcess):
             cluster_token=self.cluster_token,
             heartbeat_ms=self.heartbeat_ms,
             election_ms=self.election_ms,
-            client_tls=self.tls.server_files(self.name) if self.tls else None,
+            client_tls=served,
+            peer_tls=peers,
         )
 
     def argv(self) -> list[str]:
@@ -130,8 +141,9 @@ class EtcdMember(ManagedProcess):
 
 @dataclass
 class EtcdTls:
-    """Client TLS for a local etcd: each member's server certificate from a local CA, and
-    client certificates required (`--client-cert-auth`). Peers talk plain HTTP on loopback."""
+    """TLS for a local etcd: each member's certificate from a local CA, for its clients
+    (who must show one of the CA too unless `client_certs` is off) and for its peers
+    (who always must: `--peer-client-cert-auth`)."""
 
     ca: LocalCA
     # Clients must show a certificate of the CA. Off: TLS, and users with passwords only
@@ -204,10 +216,13 @@ class LocalEtcd:
                 )
             token = str(saved["token"])
             ports = [(int(m["client_port"]), int(m["peer_port"])) for m in saved["members"]]
+            peer_tls = bool(saved.get("peer_tls", False))
         else:
             token = cluster_token or f"rh-etcd-{secrets.token_hex(6)}"
             ports = [(free_port(), free_port()) for _ in range(members)]
+            peer_tls = tls is not None
         self.cluster_token = token
+        self.peer_tls = peer_tls
         self.tls = EtcdTls(tls, client_certs) if tls is not None else None
         # Once enable_auth ran (kept beside the data: a cluster resumed knows it).
         self._auth_file = self.base_dir / "root-password"
@@ -225,6 +240,7 @@ class LocalEtcd:
                 heartbeat_ms=heartbeat_ms,
                 election_ms=election_ms,
                 tls=self.tls,
+                peer_tls=peer_tls,
             )
             for i, (client, peer) in enumerate(ports)
         ]
@@ -238,6 +254,7 @@ class LocalEtcd:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "token": self.cluster_token,
+            "peer_tls": self.peer_tls,
             "members": [
                 {"name": m.name, "client_port": m.client_port, "peer_port": m.peer_port}
                 for m in self.members

@@ -349,18 +349,21 @@ class LocalCluster:
         self.etcd = LocalEtcd(self.state_dir / "etcd", members=3, tls=self.ca, client_certs=False)
         with self.console.status("starting etcd (3 members)…"):
             self.etcd.start()
-            self.etcd.enable_auth(
-                {
-                    ETCD_NODE_USER: ([f"{ETCD_PREFIX}/"], self.secrets.etcd_runnerhub_password),
-                    ETCD_PATRONI_USER: (
-                        [LocalPatroni.namespace, "/restored-"],
-                        self.secrets.etcd_patroni_password,
-                    ),
-                }
-            )
+            self.etcd.enable_auth(self._etcd_users(LocalPatroni.namespace))
         self.console.print(
             f"[green]✓[/green] etcd at {', '.join(self.etcd.endpoints)} (TLS, users)"
         )
+
+    def _etcd_users(self, patroni_namespace: str) -> dict[str, tuple[list[str], str]]:
+        """Each region's etcd users: the nodes under the leader key's prefix, Patroni under
+        its namespace (and `/restored-`, where a restore into a new cluster bootstraps)."""
+        return {
+            ETCD_NODE_USER: ([f"{ETCD_PREFIX}/"], self.secrets.etcd_runnerhub_password),
+            ETCD_PATRONI_USER: (
+                [patroni_namespace, "/restored-"],
+                self.secrets.etcd_patroni_password,
+            ),
+        }
 
     @property
     def patroni_etcd_access(self) -> EtcdClientAccess:
@@ -403,9 +406,16 @@ class LocalCluster:
         assert self.pg_cluster is not None and self.haproxy is not None
         assert self.haproxy.postgres_port is not None
         self.region_b = StandbyRegion(
-            self.state_dir / "region-b", self.pg_cluster, self.haproxy.postgres_port
+            self.state_dir / "region-b",
+            self.pg_cluster,
+            self.haproxy.postgres_port,
+            ca=self.ca,
+            etcd_users=self._etcd_users(StandbyRegion.namespace),
+            etcd_access=self.patroni_etcd_access,
         )
-        with self.console.status("starting region B (etcd, a Patroni standby cluster)…"):
+        with self.console.status(
+            "starting region B (etcd with TLS and users, a Patroni standby cluster)…"
+        ):
             self.region_b.start()
         self.console.print(
             f"[green]✓[/green] region B: standby cluster at {self.region_b.pg.ports}, "
@@ -609,10 +619,9 @@ class LocalCluster:
             config["node"]["runner_state_dir"] = str(self.state_dir / name / "runners")
             config["database"] = {"dsn": self.region_b.dsn(), "standby_lag_alert_s": 60}
             config["health"] = {"patroni_urls": [m.api_url for m in self.region_b.pg.members]}
-            # Region B's own etcd: its leaders are elected there once it is promoted. It
-            # has neither TLS nor users yet (region A's has both).
-            plain = {k: v for k, v in config.get("ha", {}).items() if k in ("heartbeat_s",)}
-            config["ha"] = {**plain, "etcd_endpoints": self.region_b.etcd.endpoints}
+            # Region B's own etcd: its leaders are elected there once it is promoted. TLS
+            # from the same CA and the same users as region A's.
+            config["ha"] = {**config["ha"], "etcd_endpoints": self.region_b.etcd.endpoints}
             for section in ("redis", "backup"):  # region A's: not region B's to use
                 config.pop(section, None)
         path = self.state_dir / f"{name}.yaml"

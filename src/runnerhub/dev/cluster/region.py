@@ -1,6 +1,7 @@
 """Region B of `runnerhub up --ha --dr`: a second region's database, standing by.
 
-It has its own etcd (one member: region B must not need region A's to elect anything) and a
+It has its own etcd (one member: region B must not need region A's to elect anything; with
+TLS and users like region A's when given a CA and users) and a
 Patroni **standby cluster** that streams from region A's primary endpoint (HAProxy's, so it
 follows region A's failovers) and, when it cannot, replays what region A archived into
 `repo2`, the repository that stands for region B's storage. Region B's pgBackRest is its
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ from typing import Any
 import psycopg
 import yaml
 
-from runnerhub.dev.cluster.etcd import LocalEtcd
+from runnerhub.dev.cluster.etcd import EtcdClientAccess, LocalEtcd
 from runnerhub.dev.cluster.patroni import LocalPatroni
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
+from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.paths import write_private
 from runnerhub.render.patroni import StandbyOf
 from runnerhub.render.pgbackrest import Repo
@@ -64,19 +67,27 @@ class StandbyRegion:
     source: LocalPatroni
     primary_port: int
     members: int = 1
+    # etcd over TLS from this CA, with these users (name -> (prefixes, password)) and
+    # Patroni reaching it as `etcd_access`: as region A's (LocalCluster passes them).
+    ca: LocalCA | None = None
+    etcd_users: Mapping[str, tuple[Sequence[str], str]] | None = field(default=None, repr=False)
+    etcd_access: EtcdClientAccess | None = None
     etcd: LocalEtcd = field(init=False)
     pg: LocalPatroni = field(init=False)
 
+    namespace = "/runnerhub-b/"  # region B's Patroni keys in its etcd
+
     def __post_init__(self) -> None:
         self.base_dir = self.base_dir.resolve()
-        self.etcd = LocalEtcd(self.base_dir / "etcd", members=1)
+        self.etcd = LocalEtcd(self.base_dir / "etcd", members=1, tls=self.ca, client_certs=False)
         repo, cipher_pass = region_b_repository(self.source)
         self.pg = LocalPatroni(
             self.base_dir / "patroni",
             self.etcd.endpoints,
             members_count=self.members,
             scope="runnerhub-b",
-            namespace="/runnerhub-b/",
+            namespace=self.namespace,
+            etcd_access=self.etcd_access or EtcdClientAccess(),
             synchronous_mode=False,  # nothing in region B commits: it only replays
             standby_credentials=self.source.credentials,  # the roles stream in from A
             backups=True,
@@ -96,6 +107,8 @@ class StandbyRegion:
 
     def start(self, timeout_s: float = 120.0) -> None:
         self.etcd.start()
+        if self.etcd_users:
+            self.etcd.enable_auth(self.etcd_users)
         self.pg.etcd_hosts = self.etcd.endpoints
         self.pg.start(timeout_s)
 
