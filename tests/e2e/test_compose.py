@@ -2,12 +2,14 @@
 builds (from the cache when this checkout's were built before), `podman-compose up` of the
 shipped compose file, three nodes electing a leader, seen through HAProxy; a job queued at
 the GitHub simulator runs; the leader's container is SIGKILLed, another node leads and a
-second job runs. Podman has a configuration and storage of its own under the test's
+second job runs; the PostgreSQL primary's container (Patroni) is SIGKILLed, a standby is
+promoted and a third job runs. Podman has a configuration and storage of its own under the test's
 directory (ImageEngine), so neither the host's containers nor other tests' are touched."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 from runnerhub.dev.cluster.node_image import CHECKOUT, ImageEngine, ensure_images
+from runnerhub.dev.cluster.podman import PodmanError
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.waiting import wait_until_sync
 
@@ -33,6 +36,7 @@ pytestmark = [
 
 COMPOSE = CHECKOUT / "deploy" / "compose" / "compose.yaml"
 NODES = ("node1", "node2", "node3")
+PG_MEMBERS = ("pg1", "pg2", "pg3")
 LINUX = ["self-hosted", "linux", "x64"]
 
 
@@ -71,6 +75,26 @@ class Stack:
             return None
         return str(body["leader"]), int(body["epoch"])
 
+    def pg_primary(self, ask: str) -> str | None:
+        """The Patroni leader, as member `ask` sees it (patronictl in its container)."""
+        try:
+            out = self.engine.podman(
+                "exec",
+                self.container(ask),
+                "patronictl",
+                "-c",
+                "/etc/runnerhub-compose/patroni.yml",
+                "list",
+                "-f",
+                "json",
+            )
+            members = json.loads(out)
+        except (PodmanError, subprocess.SubprocessError, ValueError):
+            return None
+        leaders = [m["Member"] for m in members if m["Role"] == "Leader"]
+        running = [m for m in members if m["Member"] in leaders and m["State"] == "running"]
+        return leaders[0] if len(leaders) == 1 and running else None
+
     def enqueue(self) -> int:
         r = self.sim.post(
             "/_sim/jobs",
@@ -91,7 +115,7 @@ class Stack:
         """Every container's output as <service>.log under the test's directory, where the
         report of a failed test shows it (tests/conftest.py)."""
         self.logs.mkdir(exist_ok=True)
-        for service in ("etcd1", "postgres", "github-sim", *NODES, "haproxy"):
+        for service in ("etcd1", *PG_MEMBERS, "haproxy-pg", "github-sim", *NODES, "haproxy"):
             with contextlib.suppress(Exception):
                 r = subprocess.run(
                     ["podman", "logs", self.container(service)],
@@ -117,6 +141,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             "RH_GITHUB_TOKEN": secrets.token_hex(20),
             "RH_ADMIN_TOKEN": token,
             "RH_DB_PASSWORD": secrets.token_hex(16),
+            "RH_PG_SUPERUSER_PASSWORD": secrets.token_hex(16),
+            "RH_PG_REPLICATION_PASSWORD": secrets.token_hex(16),
             "RH_HTTP_PORT": str(http_port),
             "RH_SIM_PORT": str(sim_port),
         }
@@ -140,10 +166,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         engine.destroy()
 
 
-def test_the_compose_stack_elects_runs_jobs_and_survives_its_leaders_sigkill(
+def test_the_compose_stack_elects_runs_jobs_and_survives_its_leaders_and_primarys_sigkill(
     stack: Stack,
 ) -> None:
     try:
+        primary = wait_until_sync(
+            lambda: stack.pg_primary("pg1"), 90, "a Patroni primary", interval_s=0.5
+        )
         leader, epoch = wait_until_sync(
             stack.leader, 90, "a leader reported through HAProxy", interval_s=0.25
         )
@@ -178,6 +207,24 @@ def test_the_compose_stack_elects_runs_jobs_and_survives_its_leaders_sigkill(
             lambda: stack.completed(second), 60, f"job {second} completed", interval_s=0.25
         )
         assert done["conclusion"] == "success", done
+
+        # PostgreSQL's primary container SIGKILLed: Patroni promotes the synchronous
+        # standby, HAProxy's port 5000 leads the nodes to it, and a third job runs.
+        stack.engine.podman("kill", "--signal", "KILL", stack.container(primary))
+        survivor = next(m for m in PG_MEMBERS if m != primary)
+        promoted = wait_until_sync(
+            lambda: (p := stack.pg_primary(survivor)) and p != primary and p,
+            60,
+            f"a Patroni primary other than {primary}",
+            interval_s=0.5,
+        )
+        assert promoted in PG_MEMBERS
+        third = stack.enqueue()
+        done = wait_until_sync(
+            lambda: stack.completed(third), 90, f"job {third} completed", interval_s=0.25
+        )
+        assert done["conclusion"] == "success", done
+        assert len(done["executions"]) == 1, done
     except BaseException:
         stack.save_logs()
         raise

@@ -22,7 +22,7 @@ from runnerhub.dev.cluster.patroni import SUPERUSER, LocalPatroni
 from runnerhub.dev.waiting import wait_until
 from runnerhub.node import Node
 from runnerhub.store.db import connect
-from runnerhub.store.replication import read_status
+from runnerhub.store.replication import MonitoringHidden, read_status
 from tests.conftest import make_settings
 
 
@@ -56,6 +56,31 @@ async def test_the_primary_reports_its_synchronous_replica(pair: LocalPatroni) -
     assert replica.name == next(m.name for m in pair.members if m is not primary)
     assert replica.state == "streaming" and status.synchronous == [replica.name]
     assert not replica.lagging
+
+
+async def test_a_role_without_pg_monitor_is_told_so_not_shown_empty_replicas(
+    pair: LocalPatroni,
+) -> None:
+    """PostgreSQL shows such a role NULL state for other roles' replication connections,
+    with no error: read_status says the state is hidden (monitoring lost) rather than
+    making replicas of nothing (the API answered 500 on them)."""
+    admin = await connect(pair.dsn(), autocommit=True)
+    try:
+        await admin.execute("DROP ROLE IF EXISTS plain_watcher")
+        await admin.execute("CREATE ROLE plain_watcher LOGIN PASSWORD 'plain-pw-0123'")
+        dsn = pair.dsn().replace(f"user={SUPERUSER}", "user=plain_watcher")
+        dsn = dsn.replace(f"password={pair.credentials.superuser}", "password=plain-pw-0123")
+        plain = await connect(dsn, autocommit=True)
+        try:
+            with pytest.raises(MonitoringHidden, match="pg_monitor"):
+                await read_status(plain)
+            await admin.execute("GRANT pg_monitor TO plain_watcher")
+            [replica] = (await read_status(plain)).replicas
+            assert replica.state == "streaming" and replica.sync_state == "sync"
+        finally:
+            await plain.close()
+    finally:
+        await admin.close()
 
 
 async def test_no_member_lets_anyone_in_without_the_password(pair: LocalPatroni) -> None:

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = ROOT / "deploy" / "container" / "Containerfile"
 INFRA_CONTAINERFILE = ROOT / "deploy" / "container" / "Containerfile.infra"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
+PG_MEMBERS = ("pg1", "pg2", "pg3")
 NODES = ("node1", "node2", "node3")
 
 
@@ -85,7 +86,7 @@ def compose() -> dict[str, Any]:
 def test_every_service_of_the_compose_file_uses_an_image_make_image_builds() -> None:
     services = compose()["services"]
     assert set(services) == {
-        "etcd1", "etcd2", "etcd3", "postgres", "github-sim", *NODES, "haproxy"
+        "etcd1", "etcd2", "etcd3", *PG_MEMBERS, "haproxy-pg", "github-sim", *NODES, "haproxy"
     }  # fmt: skip
     for name, service in services.items():
         assert service["image"] in (NODE_IMAGE, INFRA_IMAGE), name
@@ -117,6 +118,30 @@ def test_haproxy_and_etcd_name_every_member_of_the_compose_stack() -> None:
             "etcd3=http://etcd3:2380" in args
         )
         assert f"--name={name}" in args
+
+
+def test_patroni_members_and_their_haproxy_agree_on_every_member() -> None:
+    """Each member says its own name and addresses; the primary's HAProxy checks each on
+    Patroni's port; the nodes go through that HAProxy to whichever is primary."""
+    services = compose()["services"]
+    for name in PG_MEMBERS:
+        env = services[name]["environment"]
+        assert env["PATRONI_NAME"] == name
+        assert env["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"{name}:8008"
+        assert env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{name}:5432"
+        assert services[name]["command"] == ["patroni", "/etc/runnerhub-compose/patroni.yml"]
+    haproxy = (COMPOSE_DIR / "haproxy-pg.cfg").read_text()
+    assert re.findall(r"^\s*server (\S+) (\S+):5432", haproxy, re.M) == [(n, n) for n in PG_MEMBERS]
+    assert "check port 8008" in haproxy and "GET /primary" in haproxy
+    patroni = yaml.safe_load((COMPOSE_DIR / "patroni.yml").read_text())
+    dcs = patroni["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]  # Patroni's own rule
+    assert patroni["etcd3"]["hosts"] == "etcd1:2379,etcd2:2379,etcd3:2379"
+    # Replicas made at once, not after a spread checkpoint (minutes): as render/patroni.py.
+    assert {"checkpoint": "fast"} in patroni["postgresql"]["basebackup"]
+    node_env = services["node1"]["environment"]
+    assert "host=haproxy-pg port=5000" in node_env["RUNNERHUB_DATABASE__DSN"]
 
 
 def test_the_compose_nodes_configuration_is_valid_with_their_environment(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+
 from runnerhub.domain.backups import Archiver
 from runnerhub.domain.replicas import (
     Replica,
@@ -19,6 +21,12 @@ from runnerhub.domain.replicas import (
     lag_seconds,
 )
 from runnerhub.store.db import Conn
+
+
+class MonitoringHidden(psycopg.Error):
+    """PostgreSQL answered, but shows a role without `pg_monitor` only NULLs for other
+    roles' replication connections (no error): the state is unknown, not empty. Caught
+    with the other database errors, where monitoring is lost and nothing else is."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,13 @@ async def read_status(conn: Conn, lag_alert_s: float = 5.0) -> ReplicationStatus
              FROM pg_stat_replication
             ORDER BY application_name"""
     )
+    rows = await cur.fetchall()
+    if any(r["state"] is None for r in rows):
+        raise MonitoringHidden(
+            "pg_stat_replication hides its replicas' state from this role: grant it pg_monitor"
+        )
     replicas = []
-    for r in await cur.fetchall():
+    for r in rows:
         lag_bytes = int(r["replay_lag_bytes"])
         replay = lag_seconds(r["replay_lag_s"], lag_bytes)
         replicas.append(

@@ -101,7 +101,7 @@ class Rootfs:
 NODE_ROOTFS = Rootfs("node", ("python3", "python3-venv", "ca-certificates", "libstdc++6"))
 INFRA_ROOTFS = Rootfs(
     "infra",
-    (*NODE_ROOTFS.packages, "etcd-server", "postgresql", "haproxy", "redis-server"),
+    (*NODE_ROOTFS.packages, "etcd-server", "postgresql", "patroni", "haproxy", "redis-server"),
     # The packages' own cluster (a PostgreSQL data directory made at install): the stack
     # makes its own in a volume.
     customize=('rm -rf "$1"/var/lib/postgresql/15/main "$1"/etc/postgresql/15/main',),
