@@ -211,6 +211,39 @@ def test_the_dashboard_shows_every_part_of_the_ha_cluster(
     go(b, "cluster")  # where the fault tests below watch the members
 
 
+def test_postgresql_takes_tls_connections_only_and_the_nodes_check_its_certificate(
+    whole: LocalCluster,
+) -> None:
+    """Every TCP connection to a member must be TLS (`hostssl`): a plain one is refused.
+    The nodes' connections and the replicas' streams are TLS, and the nodes' DSN checks
+    the server's certificate against the local CA by name (verify-full)."""
+    pg = patroni(whole)
+    primary = pg.wait_primary()
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(
+            host="127.0.0.1",
+            port=primary.pg_port,
+            dbname="postgres",
+            user="runnerhub",
+            password=pg.credentials.superuser,
+            sslmode="disable",
+            connect_timeout=2,
+        )
+    assert "sslmode=verify-full" in whole.dsn and str(whole.ca.cert) in whole.dsn
+    with psycopg.connect(whole.dsn) as conn:
+        clients = conn.execute(
+            """SELECT a.application_name, s.ssl FROM pg_stat_activity a
+                 JOIN pg_stat_ssl s USING (pid)
+                WHERE a.datname = 'runnerhub' AND a.backend_type = 'client backend'"""
+        ).fetchall()
+        streams = conn.execute(
+            """SELECT r.application_name, s.ssl FROM pg_stat_replication r
+                 JOIN pg_stat_ssl s USING (pid)"""
+        ).fetchall()
+    assert len(clients) > 1 and all(ssl for _, ssl in clients), clients
+    assert len(streams) == len(pg.members) - 1 and all(ssl for _, ssl in streams), streams
+
+
 def test_sigkill_the_postgres_primary_under_load(
     whole: LocalCluster, alerts: Watch, page: WebDriver
 ) -> None:

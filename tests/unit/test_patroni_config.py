@@ -9,7 +9,7 @@ import pytest
 from runnerhub.dev.cluster.patroni import RestoreFrom
 from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest
 from runnerhub.render.haproxy import render_config as haproxy_config
-from runnerhub.render.patroni import Credentials, Timing, render_config
+from runnerhub.render.patroni import Credentials, PostgresTls, Timing, render_config
 from runnerhub.render.pgbackrest import Member, Repo, render_conf
 
 
@@ -124,3 +124,19 @@ def test_etcd_with_tls_and_a_user_reaches_patroni_s_etcd3_section() -> None:
         "password": "pw",
     }
     assert EtcdClientAccess().patroni(None) == {}
+
+
+def test_with_tls_every_tcp_connection_is_tls_and_members_check_the_ca() -> None:
+    plain = config()
+    assert not any(line.startswith("hostssl") for line in plain["postgresql"]["pg_hba"])  # type: ignore[index]
+    tls = PostgresTls(Path("/d/pg-1.crt"), Path("/d/pg-1.key"), Path("/d/ca.pem"))
+    c = config(tls=tls)
+    pg = c["postgresql"]
+    params = pg["parameters"]  # type: ignore[index]
+    assert params["ssl"] == "on" and params["ssl_cert_file"] == "/d/pg-1.crt"
+    assert params["ssl_key_file"] == "/d/pg-1.key"
+    hba = pg["pg_hba"]  # type: ignore[index]
+    assert [line.split()[0] for line in hba] == ["local", "hostssl", "hostssl"], hba
+    for role in ("superuser", "replication", "rewind"):
+        auth = pg["authentication"][role]  # type: ignore[index]
+        assert (auth["sslmode"], auth["sslrootcert"]) == ("verify-ca", "/d/ca.pem"), role

@@ -18,7 +18,7 @@ from runnerhub.render.etcd import EtcdMemberConfig, EtcdTlsFiles, config_file
 from runnerhub.render.haproxy import TlsFront
 from runnerhub.render.haproxy import render_config as render_haproxy
 from runnerhub.render.keepalived import HealthCheck, render_keepalived
-from runnerhub.render.patroni import PASSWORD_ENV, SUPERUSER, StandbyOf
+from runnerhub.render.patroni import PASSWORD_ENV, SUPERUSER, PostgresTls, StandbyOf
 from runnerhub.render.patroni import render_config as render_patroni
 from runnerhub.render.pgbackrest import Member as PgMember
 from runnerhub.render.pgbackrest import (
@@ -176,6 +176,11 @@ def patroni_file(t: Topology, region: Region, host: Host) -> str:
         pgpass=Path(pg.pgpass),
         log_dir=Path(pg.log_dir),
         local_parameters=pg.local_parameters,
+        tls=(
+            PostgresTls(Path(pg_tls.cert_file), Path(pg_tls.key_file), Path(pg_tls.ca_file))
+            if (pg_tls := t.tls.postgres)
+            else None
+        ),
     )
     # Patroni 3.0 (Debian 12) refuses in `--validate-config` a file without bootstrap.pg_hba;
     # postgresql.pg_hba replaces the whole file at every start anyway, so say it twice.

@@ -98,11 +98,42 @@ def loopback_hba(host: str = HOST) -> list[str]:
     ]
 
 
-def _authentication(credentials: Credentials | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PostgresTls:
+    """PostgreSQL over TLS: this member's certificate and key (readable by its service user
+    alone) and the CA that signed every member's. Every TCP connection must then be TLS
+    (`hostssl`), and Patroni's own (replication, pg_rewind, its checks) verify the server's
+    certificate against the CA (`verify-ca`: behind HAProxy or a virtual IP the server's
+    name is not the one dialled, so the chain is checked, not the name)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "ssl": "on",
+            "ssl_cert_file": str(self.cert_file),
+            "ssl_key_file": str(self.key_file),
+            "ssl_min_protocol_version": "TLSv1.2",
+        }
+
+    def client(self) -> dict[str, str]:
+        return {"sslmode": "verify-ca", "sslrootcert": str(self.ca_file)}
+
+
+def tls_only(hba: Sequence[str]) -> list[str]:
+    """The same lines, with every TCP one (`host`) for TLS connections only (`hostssl`)."""
+    return [f"hostssl {line[len('host ') :]}" if line.startswith("host ") else line for line in hba]
+
+
+def _authentication(
+    credentials: Credentials | None, tls: PostgresTls | None = None
+) -> dict[str, Any]:
     users = {"superuser": SUPERUSER, "replication": REPLICATION_USER, "rewind": REWIND_USER}
     out: dict[str, Any] = {}
     for role, username in users.items():
-        out[role] = {"username": username}
+        out[role] = {"username": username, **(tls.client() if tls else {})}
         if credentials is not None:
             out[role]["password"] = getattr(credentials, role)
     return out
@@ -133,6 +164,7 @@ def render_config(
     pgpass: Path | None = None,
     log_dir: Path | None = None,
     local_parameters: Mapping[str, Any] | None = None,
+    tls: PostgresTls | None = None,
 ) -> dict[str, Any]:
     """One member's Patroni configuration (pure: the tests check it without Patroni).
     `host` is where its REST API and PostgreSQL listen and are reached; `run_dir` holds
@@ -143,8 +175,10 @@ def render_config(
     `archive` is this member's (archive_command, restore_command): WAL goes to pgBackRest;
     `restore` (a pgBackRest restore command, its restore_command) bootstraps the cluster
     from a backup instead of initdb (point-in-time recovery: docs/dr.md); `standby_of`
-    makes it a standby cluster of another (another region: docs/dr.md)."""
+    makes it a standby cluster of another (another region: docs/dr.md); `tls` makes every
+    TCP connection TLS (`PostgresTls`)."""
     timing.validate()
+    hba = list(pg_hba) if pg_hba is not None else loopback_hba(host)
     archiving: dict[str, Any] = {"archive_mode": "on", "archive_timeout": "60s"} if archive else {}
     config: dict[str, Any] = {
         "scope": scope,
@@ -197,8 +231,8 @@ def render_config(
             # The whole file, written at every start: initdb's own lines trust every local
             # and loopback connection, and `bootstrap.pg_hba` only adds lines after them.
             # Anyone on this host (a runner, say) would be let in without a password.
-            "pg_hba": list(pg_hba) if pg_hba is not None else loopback_hba(host),
-            "authentication": _authentication(credentials),
+            "pg_hba": tls_only(hba) if tls else hba,
+            "authentication": _authentication(credentials, tls),
             "parameters": {
                 "unix_socket_directories": str(run_dir),
                 "password_encryption": "scram-sha-256",
@@ -206,6 +240,7 @@ def render_config(
                 "logging_collector": "on",
                 "log_directory": str(log_dir or run_dir / f"{name}-log"),
                 "log_min_messages": "warning",
+                **(tls.parameters() if tls else {}),
                 **(local_parameters or {}),
             },
         },

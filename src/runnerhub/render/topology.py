@@ -161,9 +161,20 @@ class RedisTlsSettings(_Strict):
     ca_file: str
 
 
+class PostgresTlsSettings(_Strict):
+    """Each PostgreSQL host's certificate and key (owned by postgres, 0600), and the CA of
+    every member's: every TCP connection is then TLS (`hostssl`), members check each
+    other against the CA."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
 class TlsSettings(_Strict):
     etcd: EtcdTlsSettings | None = None
     redis: RedisTlsSettings | None = None
+    postgres: PostgresTlsSettings | None = None
     haproxy_pem: str | None = None  # certificate chain then key; HTTPS on ports.haproxy_https
 
 

@@ -378,6 +378,7 @@ class LocalCluster:
             members_count=self.patroni_members,
             backups=backups,
             etcd_access=self.patroni_etcd_access,
+            tls=self.ca,
         )
         with self.console.status("starting PostgreSQL under Patroni (3 members)…"):
             self.pg_cluster.start()
@@ -385,7 +386,7 @@ class LocalCluster:
         primary = self.pg_cluster.primary()
         self.console.print(
             f"[green]✓[/green] PostgreSQL (Patroni) at {self.pg_cluster.ports}, "
-            f"primary {primary.name if primary else '?'}, synchronous replication"
+            f"primary {primary.name if primary else '?'}, synchronous replication, TLS only"
         )
         if self.pg_cluster.pgbackrest is not None:
             repos = ", ".join(

@@ -33,12 +33,14 @@ from runnerhub.dev.cluster.pgbackrest import LocalPgBackRest, find_pgbackrest
 from runnerhub.dev.cluster.ports import free_port
 from runnerhub.dev.cluster.postgres import PRIVATE_ROOT, find_bin_dir, private_dir, service_account
 from runnerhub.dev.cluster.process import ManagedProcess, env_path, find_binary, wait_ready
+from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.paths import write_private
 from runnerhub.render.patroni import (
     HOST,
     SUPERUSER,
     Credentials,
+    PostgresTls,
     StandbyOf,
     Timing,
     render_config,
@@ -161,6 +163,9 @@ class LocalPatroni:
     standby_of: StandbyOf | None = None
     standby_credentials: Credentials | None = None
     etcd_access: EtcdClientAccess = field(default_factory=EtcdClientAccess)
+    # PostgreSQL over TLS: each member a certificate from this CA, every TCP connection
+    # TLS, and `dsn()` checks the server's certificate (verify-full: all on 127.0.0.1).
+    tls: LocalCA | None = None
     members: list[PatroniMember] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -248,6 +253,7 @@ class LocalPatroni:
             ca_copy.write_bytes(self.etcd_access.ca.read_bytes())
             self._chown(ca_copy)
         for m, bm in zip(self.members, self.backup_members(), strict=True):
+            pg_tls = self._member_tls(m) if self.tls else None
             archive = (b.archive_command(bm), b.restore_command(bm)) if b else None
             restore = (r.command(m.data_dir), r.restore_command(m.data_dir)) if r else None
             config = render_config(
@@ -268,9 +274,23 @@ class LocalPatroni:
                 restore=restore,
                 standby_of=self.standby_of,
                 etcd=self.etcd_access.patroni(ca_copy),
+                tls=pg_tls,
             )
             text = json.dumps(config, indent=2) + "\n"  # JSON is YAML
             write_private(m.config_file, text, self.uid, self.gid)
+
+    def _member_tls(self, m: PatroniMember) -> PostgresTls:
+        """The member's certificate, key and the CA, where the service user reads them
+        (the CA's own directory is root's alone)."""
+        assert self.tls is not None
+        issued = self.tls.issue(f"postgres-{m.name}")
+        files = PostgresTls(
+            self.run_dir / f"{m.name}.crt", self.run_dir / f"{m.name}.key", self.run_dir / "ca.pem"
+        )
+        write_private(files.key_file, issued.key.read_text(), self.uid, self.gid)
+        write_private(files.cert_file, issued.cert.read_text(), self.uid, self.gid)
+        write_private(files.ca_file, self.tls.cert.read_text(), self.uid, self.gid)
+        return files
 
     def start_member(self, m: PatroniMember) -> None:
         if m.alive():
@@ -499,10 +519,11 @@ class LocalPatroni:
         """A libpq multi-host DSN that finds whichever member is the writable primary (a
         standby cluster has none: any member that answers, read-only)."""
         attrs = "any" if self.standby_of else "read-write"
+        tls = f" sslmode=verify-full sslrootcert={self.tls.cert}" if self.tls else ""
         return (
             f"host={self.hosts} port={self.ports} dbname={dbname} user={SUPERUSER} "
             f"password={self.credentials.superuser} target_session_attrs={attrs} "
-            f"connect_timeout={connect_timeout_s}"
+            f"connect_timeout={connect_timeout_s}{tls}"
         )
 
     def create_database(self, name: str) -> str:

@@ -88,6 +88,7 @@ class StandbyRegion:
             scope="runnerhub-b",
             namespace=self.namespace,
             etcd_access=self.etcd_access or EtcdClientAccess(),
+            tls=self.ca,
             synchronous_mode=False,  # nothing in region B commits: it only replays
             standby_credentials=self.source.credentials,  # the roles stream in from A
             backups=True,
