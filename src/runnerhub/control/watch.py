@@ -22,6 +22,7 @@ log = structlog.get_logger("runnerhub.node")
 
 # Reading replication state may fail for want of a database or of the pg_monitor role.
 MONITORING_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, psycopg.Error)
+CHART_ERRORS: tuple[type[Exception], ...] = (*MONITORING_ERRORS, TimeoutError)
 
 
 async def watch_replication(ctx: NodeContext, stop: asyncio.Event) -> None:
@@ -57,10 +58,10 @@ async def _chart_lag(ctx: NodeContext, chart: LagMinutes, status: ReplicationSta
     if not due:
         return
     try:
-        async with ctx.db.connection(2.0) as conn:
+        async with asyncio.timeout(2.0), ctx.db.connection(2.0) as conn:  # never hold reads up
             await replication.record_lag(conn, minute, due)
         chart.written(minute, due)
-    except MONITORING_ERRORS as exc:
+    except CHART_ERRORS as exc:
         log.debug("replication lag not charted", error=type(exc).__name__)
 
 

@@ -196,15 +196,16 @@ class LagMinutes:
         """Of this reading (`minute`: whole minutes since the epoch), what to write."""
         out = []
         for r in replicas:
-            lag = r.replay_lag_s if r.replay_lag_s is not None else 0.0
             seen = self._written.get(r.name)
-            if seen is None or seen[0] != minute or lag > seen[1]:
+            if seen is None or seen[0] != minute or _lag(r) > seen[1]:
                 out.append(r)
         return out
 
     def written(self, minute: int, replicas: Sequence[Replica]) -> None:
+        """`replicas` (what `due` gave) are in the database now."""
         for r in replicas:
-            lag = r.replay_lag_s if r.replay_lag_s is not None else 0.0
-            seen = self._written.get(r.name)
-            if seen is None or seen[0] != minute or lag > seen[1]:
-                self._written[r.name] = (minute, lag)
+            self._written[r.name] = (minute, _lag(r))
+
+
+def _lag(r: Replica) -> float:
+    return r.replay_lag_s if r.replay_lag_s is not None else 0.0
