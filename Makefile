@@ -12,7 +12,7 @@ LOCK := requirements.lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_PACKAGE := $(shell apt-cache show postgresql-15 >/dev/null 2>&1 && echo postgresql-15 || echo postgresql)
 
-.PHONY: demo test lint typecheck unit deps system venv bench clean runner-image image lock audit
+.PHONY: demo test lint typecheck unit deps system venv patroni bench clean runner-image image lock audit
 
 demo: deps
 	$(BIN)/runnerhub up
@@ -30,7 +30,7 @@ typecheck: deps
 bench: deps
 	$(BIN)/python bench/ingest.py
 
-deps: system venv $(BIN)/promtool $(BIN)/alertmanager $(RUNNER_ROOTFS)
+deps: system venv patroni $(BIN)/promtool $(BIN)/alertmanager $(RUNNER_ROOTFS)
 
 # The container backend's runner image, from Debian's packages (no registry): the base's
 # root file system tar, which `podman import` (or `docker import`) turns into the base that
@@ -95,6 +95,17 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $@
+
+# Patroni 3.0.4 in its own virtualenv over Debian's python3 and packages (patroni.lock says
+# why not Debian's 3.0.2). Under /opt: the postgres user runs it, and /root is not readable.
+PATRONI_VENV := /opt/runnerhub-patroni
+PATRONI_LOCK := patroni.lock
+patroni: $(PATRONI_VENV)/.installed
+$(PATRONI_VENV)/.installed: $(PATRONI_LOCK) | system
+	$(SUDO) /usr/bin/python3 -m venv --system-site-packages $(PATRONI_VENV)
+	$(SUDO) $(PATRONI_VENV)/bin/python -m pip install -q --require-hashes --no-deps -r $(PATRONI_LOCK)
+	$(PATRONI_VENV)/bin/patroni --version
+	$(SUDO) touch $@
 
 lock: venv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \

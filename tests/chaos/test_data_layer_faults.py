@@ -391,6 +391,34 @@ def test_a_lost_synchronous_standby_holds_up_no_delivery(whole: LocalCluster) ->
     answered_within_a_second_or_so(settle_and_check(dbha, load), "the sync standby lost")
 
 
+def test_a_frozen_primary_is_replaced_and_no_delivery_waits_on_it(whole: LocalCluster) -> None:
+    """The primary's machine hangs (Patroni, the postmaster and every backend SIGSTOPped:
+    connections to it stay open and nothing answers). Patroni promotes a replica once the
+    leader key expires; meanwhile every delivery is answered from the spool within the
+    intake's bounded wait. Woken, the old primary is demoted and rejoins as a replica."""
+    dbha = whole
+    pg = patroni(dbha)
+    with Load(dbha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 15, "some load")
+        old = pg.wait_primary()
+        frozen = chaos.freeze_host(old.pid, str(old.data_dir))
+        froze = time.monotonic()
+        try:
+            new = pg.wait_primary(pg.timing.ttl + 30, other_than=old.name)
+            wait_until_sync(pg.writable, 30, "writes on the new primary", interval_s=0.1)
+            print(
+                f"frozen primary {old.name} replaced by {new.name} in "
+                f"{time.monotonic() - froze:.1f}s"
+            )
+        finally:
+            chaos.thaw(frozen)  # Patroni wakes, finds its leader key gone, and demotes it
+        pg.wait_healthy(120)
+        assert pg.primary() is new and in_recovery(old, pg.credentials.superuser) is True
+        before = len(load.ids)
+        wait_until_sync(lambda: len(load.ids) >= before + 10, 30, "load after the failover")
+    answered_within_a_second_or_so(settle_and_check(dbha, load), "the primary frozen")
+
+
 def cache_view(c: LocalCluster, node: str) -> dict[str, Any] | None:
     try:
         r = httpx.get(

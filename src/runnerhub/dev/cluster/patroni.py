@@ -55,14 +55,18 @@ class PatroniError(Exception):
     pass
 
 
+# `make deps` puts Patroni 3.0.4 here (patroni.lock says why not Debian's 3.0.2).
+PATRONI_VENV_BIN = Path("/opt/runnerhub-patroni/bin/patroni")
+
+
 def find_patroni() -> Path:
-    """Debian's `patroni` (it runs on the system Python, which the service user can read)
-    before any other on the PATH, unless $RUNNERHUB_PATRONI names one."""
+    """$RUNNERHUB_PATRONI, else the Patroni `make deps` installs (a virtualenv over the
+    system Python, which the service user can read), else Debian's, else the PATH's."""
     return find_binary(
         "patroni",
         PatroniError,
-        "install the Debian package `patroni` (`make` does this) or set RUNNERHUB_PATRONI",
-        first=[env_path("RUNNERHUB_PATRONI") or Path("/usr/bin/patroni")],
+        "run `make deps` (Patroni 3.0.4 into /opt/runnerhub-patroni) or set RUNNERHUB_PATRONI",
+        first=[env_path("RUNNERHUB_PATRONI"), PATRONI_VENV_BIN, Path("/usr/bin/patroni")],
     )
 
 
