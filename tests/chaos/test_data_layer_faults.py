@@ -413,7 +413,11 @@ def test_a_frozen_primary_is_replaced_and_no_delivery_waits_on_it(whole: LocalCl
         finally:
             chaos.thaw(frozen)  # Patroni wakes, finds its leader key gone, and demotes it
         pg.wait_healthy(120)
-        assert pg.primary() is new and in_recovery(old, pg.credentials.superuser) is True
+        assert pg.primary() is new
+        # Patroni may report it running a moment before it takes connections again.
+        wait_until_sync(
+            lambda: in_recovery(old, pg.credentials.superuser) is True, 30, "a replica again"
+        )
         before = len(load.ids)
         wait_until_sync(lambda: len(load.ids) >= before + 10, 30, "load after the failover")
     answered_within_a_second_or_so(settle_and_check(dbha, load), "the primary frozen")
