@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg.rows import dict_row
 
 from runnerhub.config import load_settings
 from runnerhub.dev.cluster.asking import RequestFailed, ask_up
@@ -44,6 +43,7 @@ from runnerhub.dev.waiting import Timeout, wait_until_sync
 from runnerhub.dr.promote import promote
 from runnerhub.paths import write_private
 from runnerhub.store import drills
+from runnerhub.store.db import connect
 
 LOST_FLAG = "region-a.lost"  # while it exists, `up` starts no process of region A again
 STANDBY_FLAG = "region-a.standby"  # region A came back as region B's standby
@@ -246,9 +246,7 @@ def run_drill(
 
 
 async def _record(dsn: str, report: DrillReport) -> None:
-    async with await psycopg.AsyncConnection.connect(
-        dsn, row_factory=dict_row, autocommit=True, connect_timeout=10
-    ) as conn:
+    async with await connect(dsn, autocommit=True) as conn:
         await drills.record(conn, report.as_dict())
 
 
