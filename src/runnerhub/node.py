@@ -18,7 +18,6 @@ import httpx
 import structlog
 from fastapi import FastAPI
 
-from runnerhub import metrics
 from runnerhub.api.app import RunnerHubApp, create_app
 from runnerhub.backends.base import RunnerBackend
 from runnerhub.backends.container import ContainerBackend
@@ -260,8 +259,7 @@ class Node:
                 elector = self.elector.run(stop, office.take, office.leave)
                 work.append(asyncio.create_task(elector, name="elector"))
             else:
-                await self.office.start_loops()
-                metrics.IS_LEADER.set(1)  # one node, always the leader (no alert for it)
+                await self.office.start_loops()  # one node, always the leader
         await stop.wait()
         await self.office.stop_loops()
         await asyncio.gather(*work, return_exceptions=True)

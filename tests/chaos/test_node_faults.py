@@ -24,6 +24,7 @@ from runnerhub.dev.cluster.local import LocalCluster, Service
 from runnerhub.dev.cluster.workload import Load, Verdict, percentiles
 from runnerhub.dev.waiting import wait_until_sync
 from tests import checks
+from tests.chaos.alerting import Watch, watching
 
 pytestmark = pytest.mark.chaos
 
@@ -41,6 +42,13 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     finally:
         cluster.stop()
         cluster.pg.destroy()  # its data may live outside the test's directory
+
+
+@pytest.fixture(scope="module")
+def alerts(shared: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watch]:
+    """Prometheus and Alertmanager watching the cluster, as an operator's would."""
+    with watching(shared, tmp_path_factory.mktemp("alerting")) as watch:
+        yield watch
 
 
 @pytest.fixture
@@ -253,6 +261,43 @@ def test_sigkill_an_etcd_member_under_load(ha: LocalCluster) -> None:
         wait_until_sync(lambda: len(load.ids) >= 40, 30, "load after the kill")
         leader, epoch = current(ha)
         assert leader == before[0] or epoch > before[1]  # a leader still holds office
+    settle_and_check(ha, load)
+
+
+def test_etcd_quorum_lost_leaves_no_leader_a_person_is_told_and_told_when_it_is_over(
+    ha: LocalCluster, alerts: Watch
+) -> None:
+    """With two of three etcd members SIGKILLed, no node can hold or win the lease: the
+    leader steps down and nobody schedules. Deliveries are still taken. After the shipped
+    rule's 30 s, RunnerHubLeaderMissing reaches the webhook; once etcd is back, a leader is
+    elected, the alert resolves and every job runs once."""
+    assert ha.etcd is not None
+    etcd = ha.etcd
+    # From a settled start (an earlier test's fault may still be healing): etcd has a raft
+    # leader, and Prometheus has seen a RunnerHub leader, so the rule's 30 s count from
+    # the kill below.
+    wait_until_sync(lambda: etcd.leader_index() is not None, 30, "an etcd raft leader")
+    with Load(ha.sim_url, RATE) as load:
+        wait_until_sync(lambda: len(load.ids) >= 10, 10, "some load")
+        wait_until_sync(
+            lambda: [v for _, v in alerts.prometheus.query("max(runnerhub_leader)")] == ["1"],
+            60,
+            "Prometheus to see a leader",
+        )
+        assert alerts.sink.first("RunnerHubLeaderMissing", "firing", 0) is None
+        killed = time.monotonic()
+        for i in (1, 2):
+            etcd.member(i).kill(signal.SIGKILL)
+        paged_s = alerts.reached("RunnerHubLeaderMissing", "firing", killed, 90)
+        assert [v for _, v in alerts.prometheus.query("max(runnerhub_leader)")] == ["0"]
+        healing = time.monotonic()
+        ha.heal()
+        resolved_s = alerts.reached("RunnerHubLeaderMissing", "resolved", healing, 60)
+        print(
+            f"RunnerHubLeaderMissing: at the webhook {paged_s:.1f}s after etcd lost quorum "
+            f"(the rule waits 30 s), resolved {resolved_s:.1f}s after etcd was restarted"
+        )
+        assert paged_s >= 30, paged_s  # never before the rule's `for`
     settle_and_check(ha, load)
 
 

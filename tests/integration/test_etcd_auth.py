@@ -132,6 +132,30 @@ async def test_callers_racing_a_slow_connect_all_get_a_connected_client(
         await store.close()
 
 
+async def test_a_renewal_fails_once_the_key_is_not_ours_though_the_lease_lives(
+    secured: LocalEtcd,
+) -> None:
+    """A leader's renewal proves the key, not only its lease: deleted by hand and taken by
+    another node, the first leader's next renewal says the leadership is lost."""
+    ha = settings(secured)
+    store = EtcdLeaderStore(ha.etcd_endpoints, "/runnerhub", 3.0, EtcdAccess.of(ha))
+    try:
+        term = await store.campaign("node-1", None, 30)
+        assert term is not None and await store.keepalive(term)
+        secured.etcdctl("del", "/runnerhub/leader")
+        assert await store.keepalive(term) is False
+        successor = await store.campaign("node-2", None, 30)
+        assert successor is not None and successor.epoch > term.epoch
+        assert await store.keepalive(term) is False
+        assert await store.keepalive(successor)
+        lease = await (await store._c()).get_lease_info(term.lease_id)
+        assert lease.TTL > 0  # the first lease was alive all along
+        await store.resign(term)
+        await store.resign(successor)
+    finally:
+        await store.close()
+
+
 def test_members_talk_to_each_other_over_tls_and_refuse_a_peer_without_a_certificate(
     tmp_path: Path,
 ) -> None:

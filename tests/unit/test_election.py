@@ -5,6 +5,7 @@ expire, handoff and draining. Real etcd is exercised by the integration tests.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -69,10 +70,17 @@ class Partitionable(LeaderStore):
 
     inner: MemoryLeaderStore
     cut: bool = False
+    hung: bool = False  # calls never answer and ignore their cancellation while set
 
     def _check(self) -> None:
         if self.cut:
             raise StoreUnavailable("partitioned")
+
+    async def _hang(self) -> None:
+        """A client library stuck in its own clean-up: cancelling it does not end it."""
+        while self.hung:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
 
     async def campaign(self, node: str, url: str | None, ttl_s: float) -> Term | None:
         self._check()
@@ -80,10 +88,12 @@ class Partitionable(LeaderStore):
 
     async def keepalive(self, term: Term) -> bool:
         self._check()
+        await self._hang()
         return await self.inner.keepalive(term)
 
     async def resign(self, term: Term) -> None:
         self._check()
+        await self._hang()
         await self.inner.resign(term)
 
     async def leader(self) -> tuple[LeaderRecord | None, int]:
@@ -101,6 +111,7 @@ class Partitionable(LeaderStore):
 
     async def handoff(self) -> Handoff | None:
         self._check()
+        await self._hang()
         return await self.inner.handoff()
 
     async def close(self) -> None:
@@ -113,6 +124,7 @@ class Member:
     store: Partitionable
     draining: bool = False
     fail_taking_office: bool = False
+    hang_taking_office: bool = False  # taking office never ends, not even when cancelled
     policy: LeasePolicy = POLICY
     log: list[tuple[str, int, float]] = field(default_factory=list)
     elector: Elector | None = None
@@ -124,6 +136,9 @@ class Member:
             self.log.append(("failed to take office", term.epoch, time.monotonic()))
             raise RuntimeError("database down")
         self.log.append(("elected", term.epoch, time.monotonic()))
+        while self.hang_taking_office:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
 
     async def demoted(self, term: Term, reason: str) -> None:
         self.log.append((f"demoted: {reason}", term.epoch, time.monotonic()))
@@ -157,6 +172,7 @@ async def world() -> AsyncIterator[tuple[MemoryLeaderStore, list[Member]]]:
     members: list[Member] = []
     yield shared, members
     for m in members:
+        m.store.hung = m.hang_taking_office = False
         if m.task and not m.task.done():
             m.stop.set()
             m.store.cut = False
@@ -172,7 +188,13 @@ def add(
     fail_taking_office: bool = False,
     policy: LeasePolicy = POLICY,
 ) -> Member:
-    m = Member(name, Partitionable(shared), draining, fail_taking_office, policy)
+    m = Member(
+        name,
+        Partitionable(shared),
+        draining=draining,
+        fail_taking_office=fail_taking_office,
+        policy=policy,
+    )
     members.append(m)
     return m.start()
 
@@ -247,6 +269,66 @@ async def test_a_partitioned_leader_stops_acting_before_its_lease_expires(
     second = await leader_of([m for m in members if m is not first])
     assert second.log[-1][2] > stopped_acting  # never two acting at once
     assert first.log[-1][0].startswith("demoted: lease renewal overdue")
+
+
+async def test_a_leader_whose_store_calls_hang_past_cancellation_stops_acting_in_time(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    """Renewals that never return, not even when cancelled (seen in make test: a leader
+    kept its loops and runnerhub_leader for minutes after its lease had run out)."""
+    shared, members = world
+    add(shared, members, "a")
+    add(shared, members, "b")
+    first = await leader_of(members)
+    first.store.hung = True
+    hung = time.monotonic()
+    await wait_until(
+        lambda: first.log[-1][0].startswith("demoted: lease renewal overdue"),
+        POLICY.ttl_s * 3,
+        "the old leader to step down",
+    )
+    assert first.log[-1][2] - hung < POLICY.ttl_s, first.log[-1][2] - hung
+    second = await leader_of([m for m in members if m is not first])
+    assert second.log[-1][2] > first.log[-1][2]  # never two acting at once
+
+
+async def test_a_leader_whose_take_over_never_ends_still_steps_down_in_time(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    shared, members = world
+    stuck = add(shared, members, "a")
+    stuck.hang_taking_office = True
+    await wait_until(lambda: stuck.leads, 5, "a to lead")
+    stuck.store.cut = True
+    cut = time.monotonic()
+    await wait_until(lambda: not stuck.leads, POLICY.ttl_s * 3, "a to stop acting")
+    assert time.monotonic() - cut < POLICY.ttl_s, time.monotonic() - cut
+    # Leaving office (stopping the loops) follows, after a short wait for the take-over.
+    await wait_until(
+        lambda: stuck.log[-1][0].startswith("demoted: lease renewal overdue"),
+        POLICY.ttl_s * 3,
+        "a to leave office",
+    )
+
+
+async def test_a_leader_whose_key_is_deleted_under_a_live_lease_steps_down(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    """A renewal proves the lease, not the key: a key deleted by hand (its lease alive) and
+    taken by another node ends the first leadership at the next renewal."""
+    shared, members = world
+    add(shared, members, "a")
+    add(shared, members, "b")
+    first = await leader_of(members)
+    assert first.elector is not None and first.elector.term is not None
+    lease_id = first.elector.term.lease_id
+    await shared.delete_leader()
+    assert lease_id in shared._leases  # only the key went
+    await wait_until(
+        lambda: first.log[-1][0] == "demoted: lease lost", POLICY.ttl_s * 3, "a step-down"
+    )
+    second = await leader_of([m for m in members if m is not first])
+    assert second is not first
 
 
 async def test_handoff_to_a_named_node(world: tuple[MemoryLeaderStore, list[Member]]) -> None:

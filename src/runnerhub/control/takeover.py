@@ -56,8 +56,17 @@ class LeaderOffice:
         self.node = ctx.settings.node.id
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._term: Term | None = None  # the term taken and not yet left
+        # Read at each scrape, not set on taking and leaving office: a leader whose lease ran
+        # out says 0 at once, even before it has stopped its loops.
+        metrics.IS_LEADER.set_function(lambda: float(self.acting()))
+
+    def acting(self) -> bool:
+        """Runs the leader's loops and may act now."""
+        return bool(self._tasks) and self.ctx.leadership.may_act()
 
     async def take(self, term: Term, vacancy_seen: float) -> None:
+        self._term = term
         async with self.ctx.db.connection() as conn, conn.transaction():
             previous = await leadership.current(conn)
             if not await leadership.record_epoch(conn, term.epoch, self.node):
@@ -65,11 +74,10 @@ class LeaderOffice:
                 raise RuntimeError(
                     f"epoch {term.epoch} is older than the recorded {newer} (was etcd reset?)"
                 )
-        await self.start_loops()
+        await self.start_loops(term)
         takeover_s = max(0.0, time.monotonic() - vacancy_seen)
         seen_at = datetime.now(UTC) - timedelta(seconds=takeover_s)
         metrics.ELECTIONS.inc()
-        metrics.IS_LEADER.set(1)
         metrics.LEADER_EPOCH.set(term.epoch)
         metrics.TAKEOVER.observe(takeover_s)
         with contextlib.suppress(*UNAVAILABLE):
@@ -119,7 +127,7 @@ class LeaderOffice:
         )
 
     async def leave(self, term: Term, reason: str) -> None:
-        metrics.IS_LEADER.set(0)
+        self._term = None
         metrics.STEP_DOWNS.labels(reason.split(":")[0].split(" (")[0]).inc()
         await self.stop_loops()
         # Not fenced: a record of what happened, which even a deposed leader may write.
@@ -134,10 +142,11 @@ class LeaderOffice:
                     reason=reason,
                 )
 
-    async def start_loops(self) -> None:
+    async def start_loops(self, term: Term | None = None) -> None:
         """Adopt and reconcile first, then provision: a new leader must see every runner
-        the old one started before it decides a job lacks one (I5)."""
-        self._stop = asyncio.Event()
+        the old one started before it decides a job lacks one (I5). With a `term`, no loop
+        starts once that term was left (the election does not wait on a slow take-over)."""
+        self._stop = stop = asyncio.Event()
         for name, first in self.first_steps:
             try:
                 await asyncio.wait_for(first(), timeout=TAKEOVER_RECONCILE_S)
@@ -145,8 +154,9 @@ class LeaderOffice:
                 log.warning(
                     "takeover step did not finish", step=name, error=f"{type(exc).__name__}: {exc}"
                 )
+        if stop.is_set() or (term is not None and self._term is not term):
+            return  # left office meanwhile: no loops
         dsn = self.ctx.settings.database.dsn.get_secret_value()
-        stop = self._stop
         self._tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
         # Notifications wake the loops they concern (a queued job, "reconcile now", "back
         # up now"): at once, not at their next tick.

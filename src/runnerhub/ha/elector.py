@@ -7,6 +7,11 @@ several times per TTL and may act only until `LeasePolicy.act_until(last renewal
 past that it steps down on its own, before its lease can have expired anywhere else. Going
 down always stops the control loops first and revokes the lease second, so a clean stop
 hands over at once.
+
+Every wait of a leader has a deadline that holds even when the awaited call ignores its
+cancellation (`_bounded`): a client library stuck in its own clean-up once kept a leader
+from ever noticing that its lease had run out, its loops running and `runnerhub_leader` at
+1 while another node led (seen in make test; fencing refused the writes).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -26,6 +31,7 @@ log = structlog.get_logger("runnerhub.ha")
 
 OnElected = Callable[[Term, float], Awaitable[None]]  # (term, when the vacancy was seen)
 OnDemoted = Callable[[Term, str], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Elector:
@@ -181,10 +187,13 @@ class Elector:
         assert self._on_elected is not None
         taking_office = asyncio.ensure_future(self._on_elected(term, vacancy_seen))
         reason = await self._hold(term, stop, taking_office)
+        self._act_until = 0.0  # acting ends here, before anything else is waited for
         if not taking_office.done():
             taking_office.cancel()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await taking_office
+            # Not waited for past a moment: the office checks on its own that it was left
+            # before it starts any loop.
+            await asyncio.wait({taking_office}, timeout=self._retry_s * 4)
+        taking_office.add_done_callback(_forget)  # a failure was reported by _hold
         await self._step_down(term, reason)
         if reason.startswith("could not take office"):
             await _wait(stop, self._retry_s * 4)  # let a healthier node try first
@@ -211,9 +220,7 @@ class Elector:
             if renewed:
                 self._act_until = self.policy.act_until(sent)
             with contextlib.suppress(StoreUnavailable, TimeoutError):
-                request = await asyncio.wait_for(
-                    self.store.handoff(), timeout=self.policy.renew_every_s
-                )
+                request = await _bounded(self.store.handoff(), self.policy.renew_every_s)
                 if should_step_down(self.node, term.epoch, request):
                     assert request is not None
                     return f"handoff requested (to {request.target or 'anyone'})"
@@ -221,9 +228,10 @@ class Elector:
             await _wait_any(stop, self._resign, max(0.0, pause), taking_office)
 
     async def _renew(self, term: Term, budget_s: float) -> bool | None:
-        """True renewed, False the lease is gone, None unknown (store slow/unreachable)."""
+        """True renewed, False the lease or the key is gone, None unknown (store
+        slow/unreachable)."""
         try:
-            return await asyncio.wait_for(self.store.keepalive(term), timeout=max(0.01, budget_s))
+            return await _bounded(self.store.keepalive(term), max(0.01, budget_s))
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("lease renewal failed", node=self.node, error=str(exc) or "timeout")
             return None
@@ -234,11 +242,36 @@ class Elector:
         log.warning("stepping down", node=self.node, epoch=term.epoch, reason=reason)
         try:
             assert self._on_demoted is not None
-            await self._on_demoted(term, reason)
+            await _bounded(self._on_demoted(term, reason), max(2.0, self.policy.ttl_s))
+        except TimeoutError:
+            log.error("leaving office did not finish in time", node=self.node, epoch=term.epoch)
         finally:
             self.term = None
             with contextlib.suppress(StoreUnavailable, TimeoutError):
-                await asyncio.wait_for(self.store.resign(term), timeout=self.policy.ttl_s)
+                await _bounded(self.store.resign(term), self.policy.ttl_s)
+
+
+async def _bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
+    """Await with a deadline that holds even if the call ignores its cancellation (unlike
+    `asyncio.wait_for`, which waits for the cancelled call to end): past it the call is
+    cancelled, left to finish on its own, and TimeoutError raised."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_forget)
+    raise TimeoutError
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -271,13 +271,19 @@ class EtcdLeaderStore(LeaderStore):
 
     async def keepalive(self, term: Term) -> bool:
         resp = await self._call("refresh_lease", term.lease_id)
-        return int(getattr(resp, "TTL", 0)) > 0
+        if int(getattr(resp, "TTL", 0)) <= 0:
+            return False
+        # A live lease proves only the lease: the key itself may have been deleted (by hand,
+        # or by an etcd restored from a snapshot) and taken by another node since.
+        held, _ = await self._leader_kv()
+        return held is not None and int(held.lease) == term.lease_id
 
     async def resign(self, term: Term) -> None:
         with contextlib.suppress(StoreUnavailable):  # else the lease expires on its own
             await self._call("revoke_lease", term.lease_id)
 
-    async def leader(self) -> tuple[LeaderRecord | None, int]:
+    async def _leader_kv(self) -> tuple[Any, int]:
+        """The leader key as etcd keeps it (None when missing), and the store revision."""
         # A raw range request: its header carries the store revision even when the key is
         # missing, and watching from there misses nothing.
         try:
@@ -287,10 +293,12 @@ class EtcdLeaderStore(LeaderStore):
             )
         except _ERRORS as exc:
             raise await self._failed(exc) from exc
-        revision = int(resp.header.revision)
-        if not resp.kvs:
+        return (resp.kvs[0] if resp.kvs else None), int(resp.header.revision)
+
+    async def leader(self) -> tuple[LeaderRecord | None, int]:
+        kv, revision = await self._leader_kv()
+        if kv is None:
             return None, revision
-        kv = resp.kvs[0]
         return _record(kv.value, int(kv.create_revision)), revision
 
     async def changes(self, after_revision: int) -> AsyncIterator[LeaderRecord | None]:
@@ -308,7 +316,8 @@ class EtcdLeaderStore(LeaderStore):
         except _ERRORS as exc:
             raise await self._failed(exc) from exc
         finally:
-            with contextlib.suppress(*_ERRORS):
+            # AttributeError: aetcd's cancel after the client was closed (by `_failed`).
+            with contextlib.suppress(*_ERRORS, AttributeError):
                 await watch.cancel()
 
     async def put_handoff(self, request: Handoff, ttl_s: float) -> None:

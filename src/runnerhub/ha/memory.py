@@ -47,11 +47,7 @@ class MemoryLeaderStore(LeaderStore):
     async def _drop_lease(self, lease_id: int) -> None:
         self._leases.pop(lease_id, None)
         if self._leader is not None and self._leader[1] == lease_id:
-            self._leader = None
-            self.revision += 1
-            self._history.append((self.revision, None))
-            async with self._changed:
-                self._changed.notify_all()
+            await self.delete_leader()
 
     async def campaign(self, node: str, url: str | None, ttl_s: float) -> Term | None:
         self._check()
@@ -75,7 +71,17 @@ class MemoryLeaderStore(LeaderStore):
         if lease is None:
             return False
         lease.expires_at = self.clock() + lease.ttl_s
-        return True
+        return self._leader is not None and self._leader[1] == term.lease_id
+
+    async def delete_leader(self) -> None:
+        """Delete the key (tests call it alone for an operator's `etcdctl del`: the lease
+        lives on)."""
+        if self._leader is not None:
+            self._leader = None
+            self.revision += 1
+            self._history.append((self.revision, None))
+            async with self._changed:
+                self._changed.notify_all()
 
     async def resign(self, term: Term) -> None:
         self._check()
