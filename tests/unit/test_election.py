@@ -64,23 +64,29 @@ def test_a_handoff_addresses_one_leadership_only() -> None:
 # -- the loop -------------------------------------------------------------------------------
 
 
+async def stuck_until(released: asyncio.Event) -> None:
+    """A call stuck in its own clean-up (a client library's): cancelling it does not end
+    it, only `released` does. The fault these tests inject."""
+    while not released.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await released.wait()
+
+
 @dataclass
 class Partitionable(LeaderStore):
     """One node's view of the shared store; `cut` makes it unreachable for that node."""
 
     inner: MemoryLeaderStore
     cut: bool = False
-    hung: bool = False  # calls never answer and ignore their cancellation while set
+    hung_until: asyncio.Event | None = None  # calls never answer until it is set
 
     def _check(self) -> None:
         if self.cut:
             raise StoreUnavailable("partitioned")
 
     async def _hang(self) -> None:
-        """A client library stuck in its own clean-up: cancelling it does not end it."""
-        while self.hung:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.01)
+        if self.hung_until is not None:
+            await stuck_until(self.hung_until)
 
     async def campaign(self, node: str, url: str | None, ttl_s: float) -> Term | None:
         self._check()
@@ -124,7 +130,7 @@ class Member:
     store: Partitionable
     draining: bool = False
     fail_taking_office: bool = False
-    hang_taking_office: bool = False  # taking office never ends, not even when cancelled
+    taking_office_until: asyncio.Event | None = None  # taking office ends only when set
     policy: LeasePolicy = POLICY
     log: list[tuple[str, int, float]] = field(default_factory=list)
     elector: Elector | None = None
@@ -136,9 +142,8 @@ class Member:
             self.log.append(("failed to take office", term.epoch, time.monotonic()))
             raise RuntimeError("database down")
         self.log.append(("elected", term.epoch, time.monotonic()))
-        while self.hang_taking_office:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.01)
+        if self.taking_office_until is not None:
+            await stuck_until(self.taking_office_until)
 
     async def demoted(self, term: Term, reason: str) -> None:
         self.log.append((f"demoted: {reason}", term.epoch, time.monotonic()))
@@ -172,7 +177,9 @@ async def world() -> AsyncIterator[tuple[MemoryLeaderStore, list[Member]]]:
     members: list[Member] = []
     yield shared, members
     for m in members:
-        m.store.hung = m.hang_taking_office = False
+        for stuck in (m.store.hung_until, m.taking_office_until):
+            if stuck is not None:
+                stuck.set()
         if m.task and not m.task.done():
             m.stop.set()
             m.store.cut = False
@@ -280,7 +287,7 @@ async def test_a_leader_whose_store_calls_hang_past_cancellation_stops_acting_in
     add(shared, members, "a")
     add(shared, members, "b")
     first = await leader_of(members)
-    first.store.hung = True
+    first.store.hung_until = asyncio.Event()
     hung = time.monotonic()
     await wait_until(
         lambda: first.log[-1][0].startswith("demoted: lease renewal overdue"),
@@ -297,7 +304,7 @@ async def test_a_leader_whose_take_over_never_ends_still_steps_down_in_time(
 ) -> None:
     shared, members = world
     stuck = add(shared, members, "a")
-    stuck.hang_taking_office = True
+    stuck.taking_office_until = asyncio.Event()
     await wait_until(lambda: stuck.leads, 5, "a to lead")
     stuck.store.cut = True
     cut = time.monotonic()

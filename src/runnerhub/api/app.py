@@ -7,7 +7,6 @@ route is a plain Starlette endpoint because it must see the raw bytes (and is th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
@@ -19,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from runnerhub import __version__
+from runnerhub.aio import forget
 from runnerhub.api import probes
 from runnerhub.api.auth import FailedAuthLimit, Found, Lookup, Principal, Role, TokenAuth
 from runnerhub.api.deps import Reader
@@ -33,13 +33,6 @@ log = structlog.get_logger("runnerhub.api")
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 FIRST = asyncio.FIRST_COMPLETED
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """A request given up on: its end is of no interest (but must be retrieved)."""
-    if not task.cancelled():
-        with contextlib.suppress(Exception):
-            task.exception()
 
 
 def _holds_nul(scope: Scope) -> bool:
@@ -132,7 +125,7 @@ class RunnerHubApp:
             return
         gave_up = True
         answering.cancel()
-        answering.add_done_callback(_retrieve)
+        answering.add_done_callback(forget)
         log.warning("no answer in time", path=scope["path"], within_s=self.answer_within_s)
         late = JSONResponse(
             {

@@ -9,7 +9,7 @@ down always stops the control loops first and revokes the lease second, so a cle
 hands over at once.
 
 Every wait of a leader has a deadline that holds even when the awaited call ignores its
-cancellation (`_bounded`): a client library stuck in its own clean-up once kept a leader
+cancellation (`aio.bounded`): a client library stuck in its own clean-up once kept a leader
 from ever noticing that its lease had run out, its loops running and `runnerhub_leader` at
 1 while another node led (seen in make test; fencing refused the writes).
 """
@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
+from runnerhub.aio import bounded, forget
 from runnerhub.ha.dcs import Handoff, LeaderRecord, LeaderStore, StoreUnavailable, Term
 from runnerhub.ha.leadership import LeasePolicy, decide_campaign, should_step_down
 
@@ -31,7 +32,6 @@ log = structlog.get_logger("runnerhub.ha")
 
 OnElected = Callable[[Term, float], Awaitable[None]]  # (term, when the vacancy was seen)
 OnDemoted = Callable[[Term, str], Awaitable[None]]
-T = TypeVar("T")
 
 
 class Elector:
@@ -193,7 +193,7 @@ class Elector:
             # Not waited for past a moment: the office checks on its own that it was left
             # before it starts any loop.
             await asyncio.wait({taking_office}, timeout=self._retry_s * 4)
-        taking_office.add_done_callback(_forget)  # a failure was reported by _hold
+        taking_office.add_done_callback(forget)  # a failure was reported by _hold
         await self._step_down(term, reason)
         if reason.startswith("could not take office"):
             await _wait(stop, self._retry_s * 4)  # let a healthier node try first
@@ -220,7 +220,7 @@ class Elector:
             if renewed:
                 self._act_until = self.policy.act_until(sent)
             with contextlib.suppress(StoreUnavailable, TimeoutError):
-                request = await _bounded(self.store.handoff(), self.policy.renew_every_s)
+                request = await bounded(self.store.handoff(), self.policy.renew_every_s)
                 if should_step_down(self.node, term.epoch, request):
                     assert request is not None
                     return f"handoff requested (to {request.target or 'anyone'})"
@@ -231,7 +231,7 @@ class Elector:
         """True renewed, False the lease or the key is gone, None unknown (store
         slow/unreachable)."""
         try:
-            return await _bounded(self.store.keepalive(term), max(0.01, budget_s))
+            return await bounded(self.store.keepalive(term), max(0.01, budget_s))
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("lease renewal failed", node=self.node, error=str(exc) or "timeout")
             return None
@@ -242,36 +242,13 @@ class Elector:
         log.warning("stepping down", node=self.node, epoch=term.epoch, reason=reason)
         try:
             assert self._on_demoted is not None
-            await _bounded(self._on_demoted(term, reason), max(2.0, self.policy.ttl_s))
+            await bounded(self._on_demoted(term, reason), max(2.0, self.policy.ttl_s))
         except TimeoutError:
             log.error("leaving office did not finish in time", node=self.node, epoch=term.epoch)
         finally:
             self.term = None
             with contextlib.suppress(StoreUnavailable, TimeoutError):
-                await _bounded(self.store.resign(term), self.policy.ttl_s)
-
-
-async def _bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
-    """Await with a deadline that holds even if the call ignores its cancellation (unlike
-    `asyncio.wait_for`, which waits for the cancelled call to end): past it the call is
-    cancelled, left to finish on its own, and TimeoutError raised."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if task in done:
-        return task.result()
-    task.cancel()
-    task.add_done_callback(_forget)
-    raise TimeoutError
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned call's outcome, so asyncio does not report it as lost."""
-    if not task.cancelled():
-        task.exception()
+                await bounded(self.store.resign(term), self.policy.ttl_s)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

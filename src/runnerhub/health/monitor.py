@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge, Histogram
 
+from runnerhub.aio import forget
 from runnerhub.health.model import STATUS_CODE, CheckResult, Outcome, Status, aged, overall
 
 log = structlog.get_logger("runnerhub.health")
@@ -157,7 +158,7 @@ class HealthMonitor:
         if not done:
             # Left running (see the module docstring); its result, if any, is dropped.
             self._hung[name] = (task, began)
-            task.add_done_callback(_swallow)
+            task.add_done_callback(forget)  # stale by then
             return self._store(
                 spec, Outcome("failing", message=f"no answer within {spec.timeout_s:g} s"), None
             )
@@ -202,9 +203,3 @@ class HealthMonitor:
                 message=result.message,
             )
         return result
-
-
-def _swallow(task: asyncio.Task[Outcome]) -> None:
-    """A hung check that finally ends: its outcome is stale, its error uninteresting."""
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
