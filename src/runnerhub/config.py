@@ -111,7 +111,7 @@ class WebhookSettings(_Strict):
     # (503 without a spool). A hung primary, a frozen host or a lost synchronous standby then
     # costs a delivery this much, not GitHub's 10 s timeout; a slow commit that lands after
     # all is a duplicate of the spooled copy, recognised by its GUID when it is replayed.
-    db_wait_s: float = Field(default=0.25, gt=0, le=10)
+    db_wait_s: float = Field(default=0.15, gt=0, le=10)
     # A body not received whole by then is refused (408): slow uploads hold nothing for long.
     body_timeout_s: float = Field(default=10.0, gt=0, le=60)
 

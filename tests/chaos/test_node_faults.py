@@ -161,7 +161,7 @@ def test_sigstop_the_leader_past_its_lease_then_sigcont(ha: LocalCluster) -> Non
             frozen.popen.send_signal(signal.SIGCONT)
         wait_until_sync(lambda: len(load.ids) >= 50, 30, "load after the wake-up")
     v = settle_and_check(ha, load)
-    # HAProxy gave up on the frozen node after 600 ms and replayed its deliveries elsewhere.
+    # HAProxy gave up on the frozen node after 450 ms and replayed its deliveries elsewhere.
     print(f"deliveries with a node frozen: {percentiles(v.delivery_s)}")
     assert max(v.delivery_s) < 2.0, percentiles(v.delivery_s)
     # The woken leader wrote nothing after its successor took office but the record that it

@@ -136,21 +136,23 @@ def render_config(
         f"    default_backend {BACKEND}",
         "",
         f"backend {WEBHOOKS}",
-        "    balance roundrobin",
+        # A hung node keeps the delivery it was sent: with the fewest deliveries in flight
+        # chosen, no other goes its way until that one is replayed or the node is out.
+        "    balance leastconn",
         "    option httpchk GET /readyz",
         "    http-check expect status 200",
         "    option http-buffer-request",
-        # A node answers a delivery within webhook.db_wait_s (0.25 s) and a spool write:
-        # one that has not by 600 ms is hung, and the delivery is replayed on another node.
-        "    timeout server 600ms",
+        # A node answers a delivery within webhook.db_wait_s (0.15 s) and a spool write:
+        # one that has not by 450 ms is hung, and the delivery is replayed on another node.
+        "    timeout server 450ms",
         # /readyz answers at once from the node's background checks: a hung node is out
-        # of this backend after two checks of 500 ms.
-        "    timeout check 500ms",
+        # of this backend after two checks of 200 ms, 100 ms apart.
+        "    timeout check 200ms",
         "    retries 3",
         "    retry-on conn-failure empty-response response-timeout 502 503 504",
         "    option redispatch 1",
         "    http-reuse safe",
-        "    default-server check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2",
+        "    default-server check inter 100ms fastinter 100ms downinter 1s fall 2 rise 2",
     ]
     out += [f"    server {name} {host}:{port}" for name, host, port in backends] + spare
     out += [
