@@ -1,8 +1,9 @@
 """Replication monitoring and repair against a real Patroni pair (primary + synchronous
 replica): the state RunnerHub reads from pg_stat_replication; a replica flagged once it
 falls behind (its replay process frozen while the primary keeps writing); and a replica
-that can no longer stream (the WAL it needs recycled while it was down) reinitialised by
-the leader's remediation, which leaves a healthy pair alone."""
+that can no longer stream (the WAL it needs recycled while it was down), or whose
+PostgreSQL no longer starts, reinitialised by the leader's remediation, which leaves a
+healthy pair alone."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from runnerhub.dev.cluster import chaos
 from runnerhub.dev.cluster.etcd import LocalEtcd
 from runnerhub.dev.cluster.patroni import SUPERUSER, LocalPatroni
 from runnerhub.dev.waiting import wait_until
+from runnerhub.domain.replicas import FAILING_STATES
 from runnerhub.node import Node
 from runnerhub.store.db import connect
 from runnerhub.store.replication import MonitoringHidden, read_status
@@ -151,11 +153,9 @@ def reinit_events(dsn: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
-    pair: LocalPatroni, tmp_path: Path
-) -> None:
-    dsn = pair.create_database("reinit")
-    node = Node(
+def remediating_node(pair: LocalPatroni, dsn: str, tmp_path: Path) -> Node:
+    """A node that leads alone and rebuilds a replica 4 s after it finds it stalled."""
+    return Node(
         make_settings(
             dsn,
             node={"id": "reinit", "state_dir": str(tmp_path / "node")},
@@ -176,6 +176,19 @@ async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
             pools=[],
         )
     )
+
+
+def streams(pair: LocalPatroni, replica: str) -> bool:
+    with psycopg.connect(pair.dsn(), autocommit=True) as conn:
+        rows = conn.execute("SELECT application_name, state FROM pg_stat_replication")
+        return (replica, "streaming") in rows.fetchall()
+
+
+async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
+    pair: LocalPatroni, tmp_path: Path
+) -> None:
+    dsn = pair.create_database("reinit")
+    node = remediating_node(pair, dsn, tmp_path)
     before = reinits()
     await node.start()
     try:
@@ -218,12 +231,9 @@ async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
         asked_after = time.monotonic() - started
         assert reinit_events(dsn) == [f"postgres:{replica.name}"]
 
-        def streaming() -> bool:
-            with psycopg.connect(pair.dsn(), autocommit=True) as conn:
-                rows = conn.execute("SELECT application_name, state FROM pg_stat_replication")
-                return (replica.name, "streaming") in rows.fetchall()
-
-        await wait_until(streaming, 60, "the rebuilt replica to stream", interval_s=0.5)
+        await wait_until(
+            lambda: streams(pair, replica.name), 60, "the rebuilt replica to stream", 0.5
+        )
         # It holds what was written while it was away.
         replica_dsn = pair.dsn().replace("target_session_attrs=read-write", "")
         replica_dsn = replica_dsn.replace(f"port={pair.ports}", f"port={replica.pg_port}")
@@ -234,5 +244,47 @@ async def test_a_replica_that_can_no_longer_stream_is_reinitialised(
         await wait_until(lambda: stalled_s(replica.name) == 0, 10, "the stall gauge to clear")
         assert reinits() == before + 1  # asked once
         assert asked_after < 4 + 3, asked_after  # reinit_after_s, plus a check or two
+    finally:
+        await node.stop()
+
+
+async def test_a_replica_whose_postgresql_no_longer_starts_is_reinitialised(
+    pair: LocalPatroni, tmp_path: Path
+) -> None:
+    """As a rewind cut short by the next failover leaves it: a data directory PostgreSQL
+    refuses to start from, which Patroni retries forever. Here the member's machine dies
+    and comes back with a line PostgreSQL cannot parse in its postgresql.auto.conf."""
+    pair.wait_healthy(60)
+    dsn = pair.create_database("startfail")
+    node = remediating_node(pair, dsn, tmp_path)
+    before = reinits()
+    await node.start()
+    try:
+        primary = pair.primary()
+        assert primary is not None
+        [replica] = [m for m in pair.members if m is not primary]
+        pair.kill_member(replica)
+        with (replica.data_dir / "postgresql.auto.conf").open("a") as f:
+            f.write("this is not a setting\n")
+        pair.start_member(replica)
+
+        def fails_to_start() -> bool:
+            topo = pair.topology() or {}
+            states = {m.get("name"): m.get("state") for m in topo.get("members", [])}
+            return states.get(replica.name) in FAILING_STATES
+
+        await wait_until(fails_to_start, 30, "Patroni to report the failing starts", 0.2)
+        await wait_until(lambda: reinits() > before, 30, "the leader to ask for a reinit")
+        assert f"postgres:{replica.name}" in reinit_events(dsn)
+        with psycopg.connect(dsn) as conn:
+            reasons = conn.execute(
+                "SELECT detail->>'reason' FROM events WHERE kind = 'remediation.reinit_replica'"
+            ).fetchall()
+        assert any("failed to start" in r[0] for r in reasons), reasons
+        # Rebuilt from the primary (its own postgresql.auto.conf): it starts and streams.
+        await wait_until(
+            lambda: streams(pair, replica.name), 90, "the rebuilt replica to stream", 0.5
+        )
+        await wait_until(lambda: stalled_s(replica.name) == 0, 10, "the stall gauge to clear")
     finally:
         await node.stop()

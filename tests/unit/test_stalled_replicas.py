@@ -56,6 +56,39 @@ def test_members_that_are_not_running_are_not_timed() -> None:
     assert run(watch, members, view(), 60) == []
 
 
+def failing_start(t: int) -> str:
+    """Patroni's states for a replica whose PostgreSQL never starts, one per second."""
+    return ("starting", "start failed", "restarting after failure")[t % 3]
+
+
+def test_a_replica_that_keeps_failing_to_start_is_due_after_the_limit() -> None:
+    # A rewind cut short by the next failover leaves a data directory that never starts.
+    watch = StalledReplicas(after_s=30)
+    decisions = []
+    for t in range(70):
+        members = [LEADER, R2, member("pg-3", state=failing_start(t))]
+        d = watch.observe(members, view("pg-2"), float(t))
+        if d is not None:
+            decisions.append((t, d.member.name, d.failing_to_start, d.reason))
+    # Timed from its first failed start (t=1): due at 31, then timed afresh.
+    assert decisions == [
+        (31, "pg-3", True, "PostgreSQL has failed to start again and again for 30 s"),
+        (61, "pg-3", True, "PostgreSQL has failed to start again and again for 30 s"),
+    ]
+    assert watch.stalled(69.0) == {"pg-3": 8.0}
+
+
+def test_a_replica_that_starts_after_failing_is_no_longer_timed() -> None:
+    watch = StalledReplicas(after_s=30)
+    for t in range(20):
+        members = [LEADER, member("pg-2", state=failing_start(t))]
+        assert watch.observe(members, view(), float(t)) is None
+    assert watch.stalled(20.0) == {"pg-2": 19.0}
+    assert watch.observe([LEADER, R2], view("pg-2"), 21.0) is None
+    assert watch.stalled(21.0) == {}
+    assert run(watch, [LEADER, R2], view("pg-2"), 100) == []
+
+
 def test_nothing_is_asked_while_a_rebuild_runs() -> None:
     watch = StalledReplicas(after_s=5)
     members = [LEADER, member("pg-2", state="creating replica"), R3]

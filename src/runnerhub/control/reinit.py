@@ -2,8 +2,9 @@
 
 The leader reads Patroni's members (from the `patroni` health check) and who streams from
 the primary (`pg_stat_replication`, read here, on the primary), times each running replica
-without a stream (`domain.replicas`), and once one has had none for
-`remediation.reinit_after_s` asks that member's Patroni to reinitialise it (`POST
+without a stream and each replica whose PostgreSQL keeps failing to start
+(`domain.replicas`), and once one has been so for `remediation.reinit_after_s` asks that
+member's Patroni to reinitialise it (`POST
 /reinitialize`: a fresh base backup from the primary). One at a time, within the hourly
 budget, recorded as an event (`remediation.reinit_replica`) and counted; switchable off
 with `remediation.reinit_stalled_replicas`.
@@ -24,7 +25,13 @@ from runnerhub.context import NodeContext
 from runnerhub.control.loop import ControlLoop
 from runnerhub.control.remediation import REMEDIATIONS, REMEDIATIONS_SKIPPED
 from runnerhub.domain.budget import ActionBudget
-from runnerhub.domain.replicas import UP_STATES, Member, PrimaryView, StalledReplicas
+from runnerhub.domain.replicas import (
+    RETRYING_STATES,
+    UP_STATES,
+    Member,
+    PrimaryView,
+    StalledReplicas,
+)
 from runnerhub.store import events, replication
 from runnerhub.store.db import UNAVAILABLE_OR_SLOW
 
@@ -32,8 +39,8 @@ log = structlog.get_logger("runnerhub.remediation")
 
 STALLED = Gauge(
     "runnerhub_postgres_replica_stalled_seconds",
-    "How long each running PostgreSQL replica has had no WAL stream from the primary "
-    "(as the leader sees it; 0 once it streams).",
+    "How long each PostgreSQL replica has had no WAL stream from the primary while running, "
+    "or has failed to start (as the leader sees it; 0 once it streams).",
     ["replica"],
 )
 ACTION = "reinit_replica"
@@ -78,17 +85,18 @@ class ReinitStalledReplicas(ControlLoop):
                 api_url=due.member.api_url,
             )
             return
-        if not await self._runs_as_replica_of(base, self._system_id):
+        states = RETRYING_STATES if due.failing_to_start else UP_STATES
+        if not await self._runs_as_replica_of(base, self._system_id, states):
             # Patroni's member list comes from etcd: a member whose machine died is listed
             # as it last was until its key expires. And the Patroni named in the settings
             # might not manage the database we read. Only a live replica of it is rebuilt.
-            log.info("stalled replica does not answer as a running replica", replica=name)
+            log.info("stalled replica does not answer as a replica", replica=name)
             return
         if not self.budget.take(now):
             REMEDIATIONS_SKIPPED.labels(ACTION).inc()
             log.warning("remediation budget spent; not acting", action=ACTION, replica=name)
             return
-        why = f"no WAL stream from the primary for {due.for_s:.0f} s while running"
+        why = due.reason
         self.ctx.ensure_may_act()
         answer = await self._reinitialize(base)
         log.warning("remediation", action=ACTION, replica=name, reason=why, patroni=answer)
@@ -125,9 +133,11 @@ class ReinitStalledReplicas(ControlLoop):
             return None
         return PrimaryView({r.name for r in status.replicas}, status.server, status.timeline)
 
-    async def _runs_as_replica_of(self, base: str, system_id: str | None) -> bool:
-        """The member's own Patroni says, now, that it runs as a replica of the database
-        whose primary we read (same system identifier)."""
+    async def _runs_as_replica_of(
+        self, base: str, system_id: str | None, states: Sequence[str]
+    ) -> bool:
+        """The member's own Patroni says, now, that it is a replica of the database whose
+        primary we read (same system identifier), in one of `states`."""
         try:
             r = await self.http.get(f"{base}/patroni", timeout=2.0)
             body = r.json()
@@ -136,7 +146,7 @@ class ReinitStalledReplicas(ControlLoop):
         return (
             isinstance(body, dict)
             and body.get("role") == "replica"
-            and body.get("state") in UP_STATES
+            and body.get("state") in states
             and system_id is not None
             and str(body.get("database_system_identifier")) == system_id
         )

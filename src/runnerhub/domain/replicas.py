@@ -5,10 +5,12 @@ Which replica to reinitialise: one whose PostgreSQL runs (Patroni reports it `ru
 but which has no WAL stream from the primary (it is missing from the primary's
 `pg_stat_replication`) for `after_s` will not catch up by itself. The usual cause is that
 the WAL it needs is gone (its slot given up past `max_slot_wal_keep_size`, or recycled
-while it was down), and it asks for it again every few seconds, forever. Patroni's
-reinitialise (a fresh base backup from the primary) is the fix. A replica that is catching
-up *is* streaming and is left alone, as is one that is starting, stopped or already being
-rebuilt.
+while it was down), and it asks for it again every few seconds, forever. So will one whose
+PostgreSQL has failed to start, again and again, for `after_s`: a rewind cut short (its
+source, the new primary, died during it) leaves a data directory that never starts, and
+Patroni retries it forever. Patroni's reinitialise (a fresh base backup from the primary)
+is the fix for both. A replica that is catching up *is* streaming and is left alone, as is
+one that is only starting (a long recovery), stopped or already being rebuilt.
 
 Only act on a consistent picture: one running leader, and the streaming list read on that
 same leader. During a failover (no leader, a new leader, the list read elsewhere) nothing
@@ -25,6 +27,10 @@ LEADER_ROLES = ("leader", "master", "standby_leader")
 # PostgreSQL is up on the member (Patroni 3 says `running`; later versions `streaming`,
 # which they only say when it does, but the primary's view is what counts here).
 UP_STATES = ("running", "streaming")
+# PostgreSQL does not start: Patroni's states while it tries again and again ("starting"
+# in between, which alone is no failure).
+FAILING_STATES = ("start failed", "crashed", "restarting after failure")
+RETRYING_STATES = (*FAILING_STATES, "starting")
 # A rebuild is under way: never ask for a second one.
 REBUILDING_STATES = ("creating replica", "running custom bootstrap script")
 
@@ -127,19 +133,29 @@ class PrimaryView:
 class Stalled:
     member: Member
     for_s: float  # how long it has had no stream
+    # Its PostgreSQL keeps failing to start, rather than running without a stream.
+    failing_to_start: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.failing_to_start:
+            return f"PostgreSQL has failed to start again and again for {self.for_s:.0f} s"
+        return f"no WAL stream from the primary for {self.for_s:.0f} s while running"
 
 
 class StalledReplicas:
-    """Times each running replica's absence from the primary's streaming list."""
+    """Times each running replica's absence from the primary's streaming list, and each
+    replica's failing starts."""
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
-        self._since: dict[str, float] = {}
+        self._since: dict[str, float] = {}  # running without a stream since
+        self._failing: dict[str, float] = {}  # failing to start since
         self._leader: str | None = None
 
     def stalled(self, now: float) -> dict[str, float]:
         """Every replica without a stream now, and for how long (for metrics)."""
-        return {name: now - t for name, t in self._since.items()}
+        return {name: now - t for name, t in {**self._since, **self._failing}.items()}
 
     def observe(
         self, members: Sequence[Member] | None, primary: PrimaryView | None, now: float
@@ -161,23 +177,34 @@ class StalledReplicas:
         replicas = [m for m in members if m.role not in LEADER_ROLES]
         if any(m.state in REBUILDING_STATES for m in replicas):
             self._since.clear()
+            self._failing.clear()
             return None
         up = {m.name: m for m in replicas if m.state in UP_STATES}
+        retrying = {m.name: m for m in replicas if m.state in RETRYING_STATES}
         for name in list(self._since):
             if name not in up or name in streaming:
                 del self._since[name]
+        for name in list(self._failing):
+            if name not in retrying:
+                del self._failing[name]
         for name in up:
             if name not in streaming:
                 self._since.setdefault(name, now)
-        due = [(t, name) for name, t in self._since.items() if now - t >= self.after_s]
+        for name, m in retrying.items():
+            if m.state in FAILING_STATES:  # "starting" alone starts no clock
+                self._failing.setdefault(name, now)
+        due = [(t, name, False) for name, t in self._since.items() if now - t >= self.after_s]
+        due += [(t, name, True) for name, t in self._failing.items() if now - t >= self.after_s]
         if not due:
             return None
-        since, name = min(due)
-        self._since[name] = now  # timed afresh: it gets `after_s` to show the rebuild worked
-        return Stalled(up[name], now - since)
+        since, name, failing = min(due)
+        # Timed afresh: it gets `after_s` to show the rebuild worked.
+        (self._failing if failing else self._since)[name] = now
+        return Stalled((retrying if failing else up)[name], now - since, failing)
 
     def _reset(self, leader: str | None) -> None:
         self._since.clear()
+        self._failing.clear()
         self._leader = leader
 
 
