@@ -171,12 +171,20 @@ def main() -> int:
     ap.add_argument("--lease", type=float, default=2.0, help="leader lease TTL, seconds")
     ap.add_argument("--quiet-s", type=float, default=20.0, help="the baseline's window")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--keep", type=Path, help="run the cluster in this directory and keep it (its logs)"
+    )
     args = ap.parse_args()
     faults = [f.strip() for f in args.faults.split(",")]
     results = Results()
 
-    with tempfile.TemporaryDirectory(prefix="rh-failover-") as d:
-        os.chmod(d, 0o755)  # PostgreSQL's service user keeps its data inside, removed with it
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            d = str(args.keep)
+        else:
+            d = stack.enter_context(tempfile.TemporaryDirectory(prefix="rh-failover-"))
+        os.chmod(d, 0o755)  # PostgreSQL's service user keeps its data inside
         c = LocalCluster.for_faults(Path(d) / "state", args.lease)
         try:
             c.start()

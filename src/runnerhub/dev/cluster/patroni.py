@@ -471,7 +471,9 @@ class LocalPatroni:
 
     def wait_healthy(self, timeout_s: float = 90.0, expect_members: int | None = None) -> None:
         """Wait until there is a primary and `expect_members - 1` streaming replicas, one
-        of them synchronous (when synchronous mode is on)."""
+        of them synchronous (when synchronous mode is on). Streaming as each replica's
+        Patroni says (`replication_state`, Patroni 3.0.4+): a member woken as a replica
+        runs for a moment before it rewinds, and a fault then would cut its rewind short."""
         want = expect_members or len(self.members)
         # Expecting every member: one that was started and exited will not come back.
         started = [m for m in self.members if m.popen is not None]
@@ -487,7 +489,9 @@ class LocalPatroni:
             synced = [x for x in running if x.get("role") == "sync_standby"]
             if len(leaders) != 1 or len(running) < want:
                 return False
-            return not self.synchronous_mode or want == 1 or bool(synced)
+            if self.synchronous_mode and want > 1 and not synced:
+                return False
+            return all(self._streams(x.get("name")) for x in running if x not in leaders)
 
         wait_ready(
             healthy,
@@ -499,6 +503,18 @@ class LocalPatroni:
             log_lines=8,
             interval_s=0.2,
         )
+
+    def _streams(self, name: Any) -> bool:
+        """The member's own Patroni says its WAL receiver streams (or is too old to say:
+        `replication_state` came with Patroni 3.0.4, absent there while not streaming)."""
+        m = next((m for m in self.members if m.name == name), None)
+        state = m.state() if m is not None else None
+        if state is None:
+            return False
+        version = str((state.get("patroni") or {}).get("version", "0"))
+        if tuple(int(p) for p in version.split(".")[:3] if p.isdigit()) < (3, 0, 4):
+            return True
+        return state.get("replication_state") == "streaming"
 
     def wait_primary(self, timeout_s: float = 60.0, other_than: str | None = None) -> PatroniMember:
         def found() -> PatroniMember | None:
