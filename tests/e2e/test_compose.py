@@ -181,6 +181,9 @@ def test_the_compose_stack_elects_runs_jobs_and_survives_its_leaders_and_primary
         node = stack.container(leader)
         assert stack.engine.podman("healthcheck", "run", node).strip() in ("", "healthy")
         assert stack.engine.podman("exec", node, "id", "-u").strip() == "10001"
+        # Patroni as `make deps` has it (patroni.lock), not Debian's 3.0.2.
+        version = stack.engine.podman("exec", stack.container("pg1"), "patroni", "--version")
+        assert version.split() == ["patroni", "3.0.4"], version
 
         first = stack.enqueue()
         done = wait_until_sync(

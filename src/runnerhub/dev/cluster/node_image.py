@@ -61,6 +61,7 @@ SUITE = "bookworm"
 CHECKOUT = Path(__file__).resolve().parents[4]
 CONTAINER_DIR = CHECKOUT / "deploy" / "container"
 LOCK = CHECKOUT / "requirements.lock"
+PATRONI_LOCK = CHECKOUT / "patroni.lock"  # Patroni's version and hash, as `make deps` installs
 # Leave out what nobody reads in a container (manual pages, documentation, translations),
 # but keep each package's copyright file, as Debian's licences ask.
 SLIM = (
@@ -299,6 +300,29 @@ def prepare_context(context: Path, requirements: str) -> None:
         _pip("wheel", "--quiet", "--no-deps", "-w", str(wheels), str(src))
 
 
+def prepare_patroni(context: Path) -> None:
+    """`patroni/` in the build context: Patroni's wheel at the version and hash of
+    patroni.lock, and the lock as `requirements.txt`."""
+    wheels = context / "patroni"
+    wheels.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PATRONI_LOCK, wheels / "requirements.txt")
+    store = cache_dir() / "wheels"
+    store.mkdir(parents=True, exist_ok=True)
+    _pip(
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "--dest",
+        str(store),
+        "-r",
+        str(PATRONI_LOCK),
+    )
+    for wheel in store.glob("patroni-*.whl"):
+        shutil.copy2(wheel, wheels / wheel.name)
+
+
 # -- Podman of its own ------------------------------------------------------------------------
 
 
@@ -366,6 +390,7 @@ class ImageSpec:
     rootfs: Rootfs
     containerfile: Path
     with_wheels: bool
+    with_patroni: bool = False  # Patroni from PyPI (patroni.lock) in the build context
 
     @property
     def base(self) -> str:
@@ -375,6 +400,8 @@ class ImageSpec:
         parts = [self.image, self.rootfs.key, self.containerfile.read_text()]
         if self.with_wheels:
             parts += [requirements, source_digest()]
+        if self.with_patroni:
+            parts.append(PATRONI_LOCK.read_text())
         return _digest("\0".join(parts).encode())
 
     @property
@@ -383,7 +410,9 @@ class ImageSpec:
 
 
 NODE_SPEC = ImageSpec(NODE_IMAGE, NODE_ROOTFS, CONTAINER_DIR / "Containerfile", True)
-INFRA_SPEC = ImageSpec(INFRA_IMAGE, INFRA_ROOTFS, CONTAINER_DIR / "Containerfile.infra", False)
+INFRA_SPEC = ImageSpec(
+    INFRA_IMAGE, INFRA_ROOTFS, CONTAINER_DIR / "Containerfile.infra", False, with_patroni=True
+)
 SPECS = (NODE_SPEC, INFRA_SPEC)
 
 
@@ -400,6 +429,8 @@ def _build(engine: ImageEngine, spec: ImageSpec, requirements: str) -> None:
         context = Path(tmp)
         if spec.with_wheels:
             prepare_context(context, requirements)
+        if spec.with_patroni:
+            prepare_patroni(context)
         engine.podman(
             "build",
             # Docker's format: OCI images have no HEALTHCHECK (Podman would drop it).
