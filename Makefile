@@ -18,7 +18,7 @@ demo: deps
 	$(BIN)/runnerhub up
 
 test: deps lint typecheck audit
-	$(BIN)/pytest -q --durations=30
+	$(BIN)/pytest -q --durations=30 -n 2 --dist loadgroup
 
 lint: deps
 	$(BIN)/ruff check src tests bench
