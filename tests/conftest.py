@@ -175,11 +175,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # worker takes its ports from a lane of its own (runnerhub.dev.cluster.ports). Without
 # xdist (`pytest` alone) the marks change nothing.
 SERIAL_DIRS = ("chaos", "e2e")
+# pgBackRest's faults time WAL archiving (a backup waits 30 s for its WAL): beside another
+# module's clusters on two cores, archiving fell behind and a backup failed for that.
+SERIAL_MODULES = ("integration/test_backups.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_dir = Path(__file__).resolve().parent
     for item in items:
         rel = item.path.resolve().relative_to(tests_dir)
-        group = "serial" if rel.parts[0] in SERIAL_DIRS else str(rel)
+        serial = rel.parts[0] in SERIAL_DIRS or rel.as_posix() in SERIAL_MODULES
+        group = "serial" if serial else str(rel)
         item.add_marker(pytest.mark.xdist_group(group))

@@ -29,8 +29,10 @@ class Proxy:
         self.port = 0
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def start(self, port: int = 0) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+    async def start(self, port: int | None = None) -> int:
+        # Below the ephemeral range (free_port): a port the kernel chose there may be some
+        # client's by the time the proxy is started on it again.
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port or free_port())
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self.port
 
