@@ -175,9 +175,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # worker takes its ports from a lane of its own (runnerhub.dev.cluster.ports). Without
 # xdist (`pytest` alone) the marks change nothing.
 SERIAL_DIRS = ("chaos", "e2e")
-# pgBackRest's faults time WAL archiving (a backup waits 30 s for its WAL): beside another
-# module's clusters on two cores, archiving fell behind and a backup failed for that.
-SERIAL_MODULES = ("integration/test_backups.py",)
+# The modules with pgBackRest repositories: beside each other (on two workers) backups
+# failed, a WAL segment not archived within their 30 s, in both of two runs.
+SERIAL_MODULES = ("integration/test_backups.py", "integration/test_standby_region.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -153,8 +153,8 @@ def reinit_events(dsn: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def remediating_node(pair: LocalPatroni, dsn: str, tmp_path: Path) -> Node:
-    """A node that leads alone and rebuilds a replica 4 s after it finds it stalled."""
+def remediating_node(pair: LocalPatroni, dsn: str, tmp_path: Path, after_s: float = 4) -> Node:
+    """A node that leads alone and rebuilds a replica `after_s` after it finds it stalled."""
     return Node(
         make_settings(
             dsn,
@@ -172,7 +172,7 @@ def remediating_node(pair: LocalPatroni, dsn: str, tmp_path: Path) -> Node:
                 "github_interval_s": 60,
                 "patroni_urls": [m.api_url for m in pair.members],
             },
-            remediation={"interval_s": 0.5, "reinit_after_s": 4},
+            remediation={"interval_s": 0.5, "reinit_after_s": after_s},
             pools=[],
         )
     )
@@ -256,7 +256,9 @@ async def test_a_replica_whose_postgresql_no_longer_starts_is_reinitialised(
     and comes back with a line PostgreSQL cannot parse in its postgresql.auto.conf."""
     pair.wait_healthy(60)
     dsn = pair.create_database("startfail")
-    node = remediating_node(pair, dsn, tmp_path)
+    # Failing starts count while the last one is under half of this old (Patroni tries
+    # again every few seconds here).
+    node = remediating_node(pair, dsn, tmp_path, after_s=10)
     before = reinits()
     await node.start()
     try:
@@ -274,7 +276,7 @@ async def test_a_replica_whose_postgresql_no_longer_starts_is_reinitialised(
             return states.get(replica.name) in FAILING_STATES
 
         await wait_until(fails_to_start, 30, "Patroni to report the failing starts", 0.2)
-        await wait_until(lambda: reinits() > before, 30, "the leader to ask for a reinit")
+        await wait_until(lambda: reinits() > before, 40, "the leader to ask for a reinit")
         assert f"postgres:{replica.name}" in reinit_events(dsn)
         with psycopg.connect(dsn) as conn:
             reasons = conn.execute(

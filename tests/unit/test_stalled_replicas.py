@@ -89,6 +89,18 @@ def test_a_replica_that_starts_after_failing_is_no_longer_timed() -> None:
     assert run(watch, [LEADER, R2], view("pg-2"), 100) == []
 
 
+def test_one_crash_then_a_long_recovery_is_left_alone() -> None:
+    watch = StalledReplicas(after_s=30)
+    decisions = []
+    for t in range(120):
+        state = "crashed" if t == 1 else "starting"  # recovering after one crash
+        d = watch.observe([LEADER, member("pg-2", state=state)], view(), float(t))
+        if d is not None:
+            decisions.append(t)
+    assert decisions == []
+    assert watch.stalled(119.0) == {}
+
+
 def test_nothing_is_asked_while_a_rebuild_runs() -> None:
     watch = StalledReplicas(after_s=5)
     members = [LEADER, member("pg-2", state="creating replica"), R3]

@@ -31,6 +31,9 @@ UP_STATES = ("running", "streaming")
 # in between, which alone is no failure).
 FAILING_STATES = ("start failed", "crashed", "restarting after failure")
 RETRYING_STATES = (*FAILING_STATES, "starting")
+# A replica whose last failed start is older than this (or than half the limit) while it
+# is still starting is recovering, not failing: one crash, then a long crash recovery.
+STILL_FAILING_S = 60.0
 # A rebuild is under way: never ask for a second one.
 REBUILDING_STATES = ("creating replica", "running custom bootstrap script")
 
@@ -150,12 +153,14 @@ class StalledReplicas:
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
         self._since: dict[str, float] = {}  # running without a stream since
-        self._failing: dict[str, float] = {}  # failing to start since
+        # Failing to start: since when, and when it last failed.
+        self._failing: dict[str, tuple[float, float]] = {}
         self._leader: str | None = None
 
     def stalled(self, now: float) -> dict[str, float]:
         """Every replica without a stream now, and for how long (for metrics)."""
-        return {name: now - t for name, t in {**self._since, **self._failing}.items()}
+        failing = {name: first for name, (first, _) in self._failing.items()}
+        return {name: now - t for name, t in {**self._since, **failing}.items()}
 
     def observe(
         self, members: Sequence[Member] | None, primary: PrimaryView | None, now: float
@@ -184,22 +189,30 @@ class StalledReplicas:
         for name in list(self._since):
             if name not in up or name in streaming:
                 del self._since[name]
-        for name in list(self._failing):
-            if name not in retrying:
+        recent = min(STILL_FAILING_S, self.after_s / 2)
+        for name, (_, last) in list(self._failing.items()):
+            if name not in retrying or now - last > recent:
                 del self._failing[name]
         for name in up:
             if name not in streaming:
                 self._since.setdefault(name, now)
         for name, m in retrying.items():
             if m.state in FAILING_STATES:  # "starting" alone starts no clock
-                self._failing.setdefault(name, now)
+                self._failing[name] = (self._failing.get(name, (now, now))[0], now)
         due = [(t, name, False) for name, t in self._since.items() if now - t >= self.after_s]
-        due += [(t, name, True) for name, t in self._failing.items() if now - t >= self.after_s]
+        due += [
+            (first, name, True)
+            for name, (first, _) in self._failing.items()
+            if now - first >= self.after_s
+        ]
         if not due:
             return None
         since, name, failing = min(due)
         # Timed afresh: it gets `after_s` to show the rebuild worked.
-        (self._failing if failing else self._since)[name] = now
+        if failing:
+            self._failing[name] = (now, now)
+        else:
+            self._since[name] = now
         return Stalled((retrying if failing else up)[name], now - since, failing)
 
     def _reset(self, leader: str | None) -> None:
