@@ -18,7 +18,7 @@ demo: deps
 	$(BIN)/runnerhub up
 
 test: deps lint typecheck audit
-	$(BIN)/pytest -q --durations=30 -n 2 --dist loadgroup
+	$(BIN)/pytest -q --durations=30
 
 lint: deps
 	$(BIN)/ruff check src tests bench

@@ -166,24 +166,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                     continue
                 report.sections.append((f"log {path}", "\n".join(lines)))
     return report
-
-
-# `make test` runs on two xdist workers (`-n 2 --dist loadgroup`). The chaos and end-to-end
-# tests measure time (deliveries answered within a second, failovers within their
-# targets): they stay in order on one worker, one at a time. Every other module is a unit
-# of its own, so its module-scoped servers start once, on whichever worker is free; each
-# worker takes its ports from a lane of its own (runnerhub.dev.cluster.ports). Without
-# xdist (`pytest` alone) the marks change nothing.
-SERIAL_DIRS = ("chaos", "e2e")
-# The modules with pgBackRest repositories: beside each other (on two workers) backups
-# failed, a WAL segment not archived within their 30 s, in both of two runs.
-SERIAL_MODULES = ("integration/test_backups.py", "integration/test_standby_region.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests_dir = Path(__file__).resolve().parent
-    for item in items:
-        rel = item.path.resolve().relative_to(tests_dir)
-        serial = rel.parts[0] in SERIAL_DIRS or rel.as_posix() in SERIAL_MODULES
-        group = "serial" if serial else str(rel)
-        item.add_marker(pytest.mark.xdist_group(group))

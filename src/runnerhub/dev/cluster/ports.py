@@ -6,14 +6,10 @@ there — as binding port 0 does — can be taken by any client's connection bet
 moment it is chosen and the moment the server binds it: a Sentinel once failed to start
 with "Address already in use" that way. Below the range only another listener can take it,
 and the bind check sees one that already has.
-
-Under pytest-xdist each worker (and what it starts) takes its ports from a lane of its own:
-another worker's server can then never bind a port between this one's choice and its bind.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -29,22 +25,12 @@ def _ephemeral_start() -> int:
         return 32768
 
 
-def _lane() -> tuple[int, int]:
-    """(this process's lane, how many): one per pytest-xdist worker ("gw0", "gw1", ...)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if worker[:2] == "gw" and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
-        return int(worker[2:]) % int(count), int(count)
-    return 0, 1
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now, outside the range clients take their ports from."""
     high = _ephemeral_start() - 1
-    lane, lanes = _lane()
     if high - LOWEST >= 1000:
         for _ in range(200):
-            port = LOWEST + lane + lanes * secrets.randbelow((high - LOWEST) // lanes + 1)
+            port = LOWEST + secrets.randbelow(high - LOWEST + 1)
             if port in _handed_out:
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
