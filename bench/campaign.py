@@ -55,10 +55,10 @@ from runnerhub.dev.cluster.local import LocalCluster
 from runnerhub.dev.cluster.workload import (
     Load,
     delivery_waits,
+    missing_in_db,
     pct,
-    query,
-    sim_jobs,
     verify,
+    wait_completed,
     wait_row,
     waits_within,
 )
@@ -211,23 +211,10 @@ def main() -> int:  # long: one campaign, then its report
                     )
             ids = list(load.ids)
 
-            def settled() -> bool:
-                jobs = sim_jobs(c.sim_url)
-                return all(jobs[i]["status"] == "completed" for i in ids)
-
-            with contextlib.suppress(AssertionError):  # what never completes counts as lost
-                wait_until_sync(settled, 240, "every job to complete", interval_s=0.5)
+            wait_completed(c.sim_url, ids, 240)
             v = verify(c.sim_url, c.dsn, ids)
             waits = delivery_waits(c.sim_url)
-
-            def recorded() -> int:
-                sql = "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND state = 'completed'"
-                return int(query(c.dsn, sql, ids)[0]["n"])
-
-            # The last completions may still wait in a node's spool (acknowledged, durable).
-            with contextlib.suppress(AssertionError):
-                wait_until_sync(lambda: recorded() == len(ids), 60, "PostgreSQL to catch up")
-            missing = len(ids) - recorded()
+            missing = missing_in_db(c.dsn, ids)
         finally:
             c.stop()
             if c.pg_cluster is not None:

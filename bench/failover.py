@@ -40,8 +40,8 @@ from runnerhub.dev.cluster.workload import (
     delivery_waits,
     pct,
     query,
-    sim_jobs,
     verify,
+    wait_completed,
     wait_row,
     waits_within,
 )
@@ -208,12 +208,7 @@ def main() -> int:
                         )
             ids = list(load.ids)
 
-            def settled() -> bool:
-                jobs = sim_jobs(c.sim_url)
-                return all(jobs[i]["status"] == "completed" for i in ids)
-
-            with contextlib.suppress(AssertionError):  # what never completes counts as lost
-                wait_until_sync(settled, 180, "every job to complete", interval_s=0.5)
+            wait_completed(c.sim_url, ids, 180)
             v = verify(c.sim_url, c.dsn, ids)
             waits = delivery_waits(c.sim_url)
         finally:

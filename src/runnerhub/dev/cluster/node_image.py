@@ -258,13 +258,10 @@ def _pip(*args: str, cwd: Path | None = None) -> None:
         raise PodmanError(f"pip {args[0]} failed: {(r.stdout + r.stderr)[-2000:]}")
 
 
-def prepare_context(context: Path, requirements: str) -> None:
-    """The node image's build context: `wheels/` holds RunnerHub's wheel (from this
-    checkout), every locked dependency's wheel and `requirements.txt` (with hashes)."""
-    wheels = context / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    (wheels / "requirements.txt").write_text(requirements)
-    # Kept between builds: pip download takes a file already there when its hash matches.
+def _download(requirements: Path) -> Path:
+    """Every wheel `requirements` names (versions and hashes pinned) into the wheel store,
+    which it returns. Kept between builds: pip takes a file already there when its hash
+    matches."""
     store = cache_dir() / "wheels"
     store.mkdir(parents=True, exist_ok=True)
     _pip(
@@ -276,8 +273,18 @@ def prepare_context(context: Path, requirements: str) -> None:
         "--dest",
         str(store),
         "-r",
-        str(wheels / "requirements.txt"),
+        str(requirements),
     )
+    return store
+
+
+def prepare_context(context: Path, requirements: str) -> None:
+    """The node image's build context: `wheels/` holds RunnerHub's wheel (from this
+    checkout), every locked dependency's wheel and `requirements.txt` (with hashes)."""
+    wheels = context / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    (wheels / "requirements.txt").write_text(requirements)
+    store = _download(wheels / "requirements.txt")
     wanted = {
         canonicalize_name(line.split("==")[0])
         for line in requirements.splitlines()
@@ -306,19 +313,7 @@ def prepare_patroni(context: Path) -> None:
     wheels = context / "patroni"
     wheels.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PATRONI_LOCK, wheels / "requirements.txt")
-    store = cache_dir() / "wheels"
-    store.mkdir(parents=True, exist_ok=True)
-    _pip(
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--require-hashes",
-        "--only-binary=:all:",
-        "--dest",
-        str(store),
-        "-r",
-        str(PATRONI_LOCK),
-    )
+    store = _download(PATRONI_LOCK)
     for wheel in store.glob("patroni-*.whl"):
         shutil.copy2(wheel, wheels / wheel.name)
 

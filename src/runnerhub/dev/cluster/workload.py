@@ -3,6 +3,7 @@ the failover benchmark and the demo."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import statistics
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg.rows import dict_row
+
+from runnerhub.dev.waiting import wait_until_sync
 
 LINUX = ["self-hosted", "linux", "x64"]
 
@@ -192,3 +195,28 @@ def wait_row(label: str, waits: list[float], base: float) -> str:
         f"{max(waits, default=float('nan')) * 1000:8.0f}  {len(waits):>6} {slow:>6}  "
         f"p99 {p99 / base:.1f}x the baseline"
     )
+
+
+def wait_completed(sim_url: str, ids: Sequence[int], timeout_s: float) -> None:
+    """Until the simulator has every job in `ids` completed, or `timeout_s` (benches: what
+    never completes counts as lost, so running out of time is no error here)."""
+
+    def settled() -> bool:
+        jobs = sim_jobs(sim_url)
+        return all(jobs[i]["status"] == "completed" for i in ids)
+
+    with contextlib.suppress(AssertionError):
+        wait_until_sync(settled, timeout_s, "every job to complete", interval_s=0.5)
+
+
+def missing_in_db(dsn: str, ids: Sequence[int], timeout_s: float = 60.0) -> int:
+    """Jobs in `ids` PostgreSQL does not have completed. The last completions may still wait
+    in a node's spool (acknowledged, durable): the drainers get `timeout_s` first."""
+
+    def recorded() -> int:
+        sql = "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND state = 'completed'"
+        return int(query(dsn, sql, list(ids))[0]["n"])
+
+    with contextlib.suppress(AssertionError):
+        wait_until_sync(lambda: recorded() == len(ids), timeout_s, "PostgreSQL to catch up")
+    return len(ids) - recorded()
