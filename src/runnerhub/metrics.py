@@ -32,6 +32,11 @@ WEBHOOK_DB_WAITS = Counter(
     "runnerhub_webhook_db_wait_exceeded_total",
     "Deliveries PostgreSQL did not record within webhook.db_wait_s (answered from the spool).",
 )
+WEBHOOK_DB_BYPASSED = Gauge(
+    "runnerhub_webhook_database_bypassed",
+    "1 while deliveries go straight to the spool: from one PostgreSQL did not record until "
+    "the spool's drainer records again.",
+)
 JOBS = Gauge("runnerhub_jobs", "Jobs known to RunnerHub, by state.", ["state"])
 OLDEST_QUEUED = Gauge(
     "runnerhub_oldest_queued_job_age_seconds",
@@ -123,6 +128,10 @@ SPOOL_APPENDED = Counter(
 )
 SPOOL_DRAINED = Counter(
     "runnerhub_spool_drained_total", "Spooled deliveries replayed into PostgreSQL."
+)
+SPOOL_DRAIN_PAUSED = Counter(
+    "runnerhub_spool_drain_paused_total",
+    "Replays of spooled deliveries PostgreSQL did not take (tried again each drain interval).",
 )
 SPOOL_REJECTED = Counter(
     "runnerhub_spool_rejected_total", "Deliveries refused (503) because the spool was full."

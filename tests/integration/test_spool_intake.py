@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -283,3 +284,62 @@ async def test_a_commit_slower_than_the_bounded_wait_is_answered_from_the_spool_
     assert [j["state"] for j in await rows(db, "SELECT state FROM jobs")] == ["queued"]
     events = await rows(db, "SELECT kind, subject FROM events")
     assert events == [{"kind": "job.created", "subject": "job:871"}]
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_after_a_delivery_the_database_did_not_record_the_next_go_straight_to_the_spool(
+    tmp_path: Path, dsn: str, db: Pool
+) -> None:
+    """Through a failover every delivery used to wait `db_wait_s` for the database again,
+    once a drain interval. Now only the first does: the next are spooled at once, however
+    long the database stays away, until the drainer records again; then deliveries are
+    recorded directly."""
+    first, second, third = (signed(workflow_job(881 + i)) for i in range(3))
+    settings = make_settings(
+        dsn,
+        node={"id": "node-a", "state_dir": str(tmp_path)},
+        # A statement held on the lock below is cancelled after 1 s: so the drainer's replay
+        # fails (and is tried again) while the database stays away.
+        database={"dsn": dsn, "pool_min_size": 1, "pool_max_size": 8, "statement_timeout_ms": 1000},
+        spool={"drain_interval_s": 0.1},
+    )
+    settings.webhook.db_wait_s = 0.2
+    waited = sample("runnerhub_webhook_db_wait_exceeded_total")
+    paused = sample("runnerhub_spool_drain_paused_total")
+    async with in_process_node(settings) as client:
+        intake: WebhookIntake = client.intake  # type: ignore[attr-defined]
+        intake.start()  # the drainer
+        # The lock lasts until this transaction ends (a connection of its own: the pool's
+        # end a transaction left idle after a few seconds).
+        async with await psycopg.AsyncConnection.connect(dsn) as blocker:
+            await blocker.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+            r = await deliver(client, first)
+            assert (r.status_code, r.json()["outcome"]) == (202, "spooled"), r.json()
+            assert sample("runnerhub_webhook_db_wait_exceeded_total") == waited + 1
+            assert sample("runnerhub_webhook_database_bypassed") == 1
+
+            def drainer_failed_twice() -> bool:
+                return sample("runnerhub_spool_drain_paused_total") >= paused + 2
+
+            # Longer than the old window (one drain interval) after the first delivery.
+            await wait_until(drainer_failed_twice, 20, "the drainer to fail to replay twice")
+            r = await deliver(client, second)
+            assert (r.status_code, r.json()["outcome"]) == (202, "spooled"), r.json()
+            assert sample("runnerhub_webhook_db_wait_exceeded_total") == waited + 1, (
+                "the second delivery waited for the database"
+            )
+        # The lock is gone: the drainer replays both, and live intake records again.
+        await wait_until(
+            lambda: sample("runnerhub_webhook_database_bypassed") == 0, 20, "the drainer to record"
+        )
+        await wait_until(lambda: intake.spool.stats().entries == 0, 20, "the spool to drain")
+        r = await deliver(client, third)
+        assert (r.status_code, r.json()["outcome"]) == (202, "created"), r.json()
+    stored = await rows(db, "SELECT delivery_guid, outcome FROM webhook_deliveries")
+    assert {s["delivery_guid"]: s["outcome"] for s in stored} == {
+        guid(q): "created" for q in (first, second, third)
+    }
+    assert [j["id"] for j in await rows(db, "SELECT id FROM jobs ORDER BY id")] == [881, 882, 883]

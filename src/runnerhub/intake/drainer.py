@@ -5,10 +5,12 @@ classification and recording as live intake (`WebhookIntake.replay`). After each
 the spool's checkpoint moves past it (fsync + rename); a crash before that replays the
 batch again, which changes nothing (I2: deliveries are recorded once per GUID).
 
-Live intake does not wait for the drainer: once the database answers, new deliveries are
-recorded directly, possibly before older spooled events of the same job. That is safe
-because job state is monotonic (I3): replaying an older event later finds the job ahead
-of it and is recorded as stale, never obeyed; a newer one moves the job on either way.
+Live intake sends deliveries straight to the spool from one the database did not record
+until the drainer records again (`on_recorded`). Then it does not wait for the drainer:
+new deliveries are recorded directly, possibly before older spooled events of the same
+job. That is safe because job state is monotonic (I3): replaying an older event later
+finds the job ahead of it and is recorded as stale, never obeyed; a newer one moves the
+job on either way.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ class SpoolDrainer:
         interval_s: float = 1.0,
         batch_size: int = 100,
         deadline_s: float = 10.0,
+        on_recorded: Callable[[], None] | None = None,
     ) -> None:
         self.spool = spool
         self._replay = replay
+        self._on_recorded = on_recorded  # the database took a replayed delivery
         self.interval_s = interval_s
         self.deadline_s = deadline_s  # a batch with no answer by then is tried again later
         self.batch_size = batch_size
@@ -94,6 +98,7 @@ class SpoolDrainer:
             done += taken
             batches += 1
             if taken < len(entries):
+                metrics.SPOOL_DRAIN_PAUSED.inc()
                 log.info("database unavailable; spool drain paused", left=len(entries) - taken)
                 break
         if done:
@@ -131,4 +136,6 @@ class SpoolDrainer:
             taken.append(e)
         await self.spool.commit(taken)
         metrics.SPOOL_DRAINED.inc(replayed)
+        if replayed and self._on_recorded is not None:
+            self._on_recorded()
         return len(taken)

@@ -8,6 +8,9 @@ While PostgreSQL is unreachable, or does not record a delivery within `webhook.d
 node's spool (fsync'd) and is answered 202 `spooled`; the spool's drainer replays it later
 through the same `classify` and recording functions as live intake. A recording that was
 only slow goes on and may land after all: the replay then finds its GUID recorded.
+
+From such a delivery on, deliveries go straight to the spool until the drainer records
+again: through a failover each would otherwise wait `db_wait_s` first, again and again.
 """
 
 from __future__ import annotations
@@ -185,11 +188,9 @@ class WebhookIntake:
             settings.spool.drain_interval_s,
             settings.webhook.max_batch,
             deadline_s=self._deadline_s,
+            on_recorded=lambda: self._bypass(False),
         )
-        # After the database failed, deliveries go straight to the spool for this long
-        # instead of each waiting out the pool's timeout first (the drainer replays them).
-        self._spool_for_s = settings.spool.drain_interval_s
-        self._spool_until = 0.0
+        self._bypassing = False  # the database failed a delivery; the drainer not yet back
         self._db_wait_s = settings.webhook.db_wait_s
         self._body_timeout_s = settings.webhook.body_timeout_s
         self._refusals = Throttle()
@@ -267,12 +268,16 @@ class WebhookIntake:
             return Answer(400, "bad_headers", f"missing header {missing}")
         hook_id = header_int(h.get("x-github-hook-id"))
         v = VerifiedDelivery(guid, event, hook_id, body, time.time(), self._node)
-        if self.spool.enabled and time.monotonic() < self._spool_until:
-            return await self._spool(v)
+        refused: Answer | None = None
+        if self.spool.enabled and self._bypassing:
+            spooled = await self._spool(v)
+            if spooled.status < 500:
+                return spooled
+            refused = spooled  # the spool cannot take it: the database may, by now
         try:
             # Recorded at once even while older spooled deliveries of the same job wait for
             # the drainer: safe because job state only moves forward (I3; see drainer.py).
-            return await self._record_within(v)
+            answer = await self._record_within(v)
         except UNAVAILABLE_OR_SLOW as exc:
             slow = isinstance(exc, TimeoutError)
             why = f"no answer within {self._db_wait_s:g}s" if slow else type(exc).__name__
@@ -283,8 +288,16 @@ class WebhookIntake:
                     "db_unavailable",
                     f"the database is unavailable ({why}); the delivery was not accepted",
                 )
-            self._spool_until = time.monotonic() + self._spool_for_s
-            return await self._spool(v)
+            self._bypass(True)
+            return refused or await self._spool(v)
+        self._bypass(False)
+        return answer
+
+    def _bypass(self, on: bool) -> None:
+        if on != self._bypassing:
+            log.info("deliveries go straight to the spool" if on else "deliveries recorded again")
+        self._bypassing = on
+        metrics.WEBHOOK_DB_BYPASSED.set(int(on))
 
     async def _record_within(self, v: VerifiedDelivery) -> Answer:
         """`_record`, waited for `db_wait_s` at most (TimeoutError). The recording itself
