@@ -126,6 +126,12 @@ SPOOL_OLDEST_AGE = Gauge(
 SPOOL_APPENDED = Counter(
     "runnerhub_spool_appended_total", "Deliveries written and fsync'd to the spool."
 )
+SPOOL_WRITE = Histogram(
+    "runnerhub_spool_write_seconds",
+    "Writing and fsyncing one group of spooled deliveries: what a spooled delivery's answer "
+    "waits for after webhook.db_wait_s.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 SPOOL_DRAINED = Counter(
     "runnerhub_spool_drained_total", "Spooled deliveries replayed into PostgreSQL."
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -275,6 +276,33 @@ async def test_a_failed_fsync_refuses_the_group_and_continues_in_a_new_segment(
         assert s.writable
         assert len(segments(s.directory)) == 2
         assert await contents(s) == [delivery(0), delivery(2)]
+    finally:
+        await s.close()
+
+
+async def test_a_slow_disk_shows_in_the_write_histogram_and_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spooled delivery's answer waits for the disk: a slow one is measured and said."""
+    slow = [False]
+
+    def fsync(fd: int) -> None:
+        if slow[0]:
+            time.sleep(0.12)  # the disk, not a synchronisation: an fsync that takes 120 ms
+        os.fsync(fd)
+
+    count = "runnerhub_spool_write_seconds_count"
+    fast_bucket = ("runnerhub_spool_write_seconds_bucket", {"le": "0.1"})
+    s = Spool(tmp_path / "spool", fsync=fsync)
+    try:
+        await s.append(delivery(0))
+        written, fast = metric(count), REGISTRY.get_sample_value(*fast_bucket) or 0.0
+        assert "spool write slow" not in capsys.readouterr().out
+        slow[0] = True
+        await s.append(delivery(1))
+        assert metric(count) == written + 1
+        assert REGISTRY.get_sample_value(*fast_bucket) == fast  # not within 0.1 s
+        assert "spool write slow" in capsys.readouterr().out
     finally:
         await s.close()
 

@@ -39,6 +39,7 @@ import structlog
 
 from runnerhub import metrics
 from runnerhub.config import Settings
+from runnerhub.logs import Throttle
 
 log = structlog.get_logger("runnerhub.intake.spool")
 
@@ -48,6 +49,7 @@ _META = struct.Struct(">I")  # meta JSON length
 MAX_RECORD = 64 * 1024 * 1024  # a length beyond this is garbage, not a record
 _SUFFIX = ".seg"
 _CHECKPOINT = "checkpoint"
+SLOW_WRITE_S = 0.1  # a group write this slow is logged (at most 10 lines in 10 s)
 
 
 class SpoolError(Exception):
@@ -251,6 +253,7 @@ class Spool:
         self._next_seq = 0
         self._size = 0
         self._error: str | None = None
+        self._slow = Throttle()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Spool:
@@ -412,7 +415,9 @@ class Spool:
             size = sum(len(p.frame) for p in group)
             try:
                 async with self._io:
+                    began = time.monotonic()
                     places = await asyncio.to_thread(self._write, [p.frame for p in group])
+                    self._timed(time.monotonic() - began, len(group))
             except OSError as exc:
                 self._reserved -= size
                 self._error = f"writing the spool failed: {exc}"
@@ -430,6 +435,16 @@ class Spool:
             for p in group:
                 if not p.done.done():
                     p.done.set_result(None)
+
+    def _timed(self, took_s: float, deliveries: int) -> None:
+        metrics.SPOOL_WRITE.observe(took_s)
+        if took_s >= SLOW_WRITE_S and (held := self._slow.admit(time.monotonic())) is not None:
+            log.warning(  # each spooled delivery's answer waited this long for the disk
+                "spool write slow",
+                seconds=round(took_s, 3),
+                deliveries=deliveries,
+                **({"slow_writes_not_logged": held} if held else {}),
+            )
 
     def _write(self, frames: list[bytes]) -> list[tuple[int, int]]:
         """Append frames (in a thread), rotating segments; fsync before returning."""
