@@ -233,7 +233,11 @@ def main() -> int:  # long: one campaign, then its report
         of = [f for f in faults if f.kind == kind]
         if of:
             during = waits_within(waits, [f.window for f in of])
-            summary[kind] = {"faults": len(of), "recovered_s": [f.recovered_s for f in of]}
+            summary[kind] = {
+                "faults": len(of),
+                "recovered_s": [f.recovered_s for f in of],
+                "windows": [f.window for f in of],  # wall clock, to place other logs in
+            }
             summary[kind]["delivery_wait_s"] = during
             print(wait_row(f"{kind} (x{len(of)})", during, base))
     every = waits_within(waits, [f.window for f in faults])

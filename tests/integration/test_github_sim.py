@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -593,6 +594,9 @@ async def test_failed_dropped_and_lost_deliveries_are_recorded_not_retried(
             return records if len(records) == 3 else None
 
         records = await wait_until(three_records, what="three delivery records")
+        for d in records:  # GitHub's time to the second; the simulator's own, exact
+            at = datetime.fromisoformat(d["delivered_at"]).timestamp()
+            assert at <= d["delivered_at_s"] < at + 1, d
         by_job = {
             json.loads(json.dumps(d["request"]["payload"]))["workflow_job"]["id"]: d
             for d in records

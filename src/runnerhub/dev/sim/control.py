@@ -151,8 +151,11 @@ class Control:
         return Response(status_code=204)
 
     async def deliveries(self, request: Request) -> Response:
+        # `delivered_at` is GitHub's, to the second; benches place deliveries in fault
+        # windows by `delivered_at_s`, the time the simulator sent it.
         items = [
-            {**delivery_full(d), "repository": d.repository} for d in self.state.deliveries.values()
+            {**delivery_full(d), "repository": d.repository, "delivered_at_s": d.delivered_at}
+            for d in self.state.deliveries.values()
         ]
         return JSONResponse({"deliveries": items, "pending": len(self.sim.sender.pending())})
 
