@@ -14,7 +14,9 @@ T = TypeVar("T")
 async def bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
     """Await with a deadline that holds even if the call ignores its cancellation (unlike
     `asyncio.wait_for`, which waits for the cancelled call to end): past it the call is
-    cancelled, left to finish on its own, and TimeoutError raised."""
+    cancelled, left to finish on its own, and TimeoutError raised. A call that ends
+    cancelled although this wait was not had no answer either: TimeoutError too, never a
+    CancelledError that would end the caller's task."""
     task = asyncio.ensure_future(awaitable)
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
@@ -22,6 +24,8 @@ async def bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
         task.cancel()
         raise
     if task in done:
+        if task.cancelled():  # from inside: gRPC cancels the calls of a channel it closes
+            raise TimeoutError
         return task.result()
     task.cancel()
     task.add_done_callback(forget)

@@ -10,9 +10,11 @@ configured the node is the only one and always leads.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
@@ -260,6 +262,8 @@ class Node:
                 work.append(asyncio.create_task(elector, name="elector"))
             else:
                 await self.office.start_loops()  # one node, always the leader
+        for task in work:
+            task.add_done_callback(functools.partial(_ended_early, stop))
         await stop.wait()
         await self.office.stop_loops()
         await asyncio.gather(*work, return_exceptions=True)
@@ -284,3 +288,13 @@ class Node:
         await self.ctx.cache.close()
         await self.ctx.db.close()
         log.info("node stopped", node=self.settings.node.id)
+
+
+def _ended_early(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """A node's background work runs until the node stops: one that ends before is a bug
+    that would otherwise go unseen (an election loop ended so, leaving a leader's loops
+    running on a lease nobody renewed)."""
+    if stop.is_set():
+        return
+    how = "cancelled" if task.cancelled() else repr(task.exception() or "returned")
+    log.error("background work ended before the node stopped", task=task.get_name(), how=how)

@@ -79,10 +79,15 @@ class Partitionable(LeaderStore):
     inner: MemoryLeaderStore
     cut: bool = False
     hung_until: asyncio.Event | None = None  # calls never answer until it is set
+    # Calls end cancelled from inside, as gRPC's do when the store closes their channel
+    # after another call's error (seen in bench/campaign.py: the election loop ended).
+    cancelled_inside: bool = False
 
     def _check(self) -> None:
         if self.cut:
             raise StoreUnavailable("partitioned")
+        if self.cancelled_inside:
+            raise asyncio.CancelledError
 
     async def _hang(self) -> None:
         if self.hung_until is not None:
@@ -316,6 +321,31 @@ async def test_a_leader_whose_take_over_never_ends_still_steps_down_in_time(
         POLICY.ttl_s * 3,
         "a to leave office",
     )
+
+
+async def test_store_calls_cancelled_from_inside_end_a_leadership_not_the_election(
+    world: tuple[MemoryLeaderStore, list[Member]],
+) -> None:
+    """A leader whose renewals end cancelled (not by it) steps down before its lease is
+    out; its election loop lives on and leads again once the store answers."""
+    shared, members = world
+    add(shared, members, "a")
+    add(shared, members, "b")
+    first = await leader_of(members)
+    first.store.cancelled_inside = True
+    since = time.monotonic()
+    await wait_until(lambda: not first.leads, POLICY.ttl_s * 3, "the leader to stop acting")
+    assert time.monotonic() - since < POLICY.ttl_s, time.monotonic() - since
+    await wait_until(
+        lambda: first.log[-1][0].startswith("demoted: lease renewal overdue"),
+        POLICY.ttl_s * 3,
+        "the old leader to leave office",
+    )
+    second = await leader_of([m for m in members if m is not first])
+    first.store.cancelled_inside = False  # the store answers again; b goes
+    await second.close()
+    assert await leader_of(members) is first
+    assert not first.task.done()
 
 
 async def test_a_leader_whose_key_is_deleted_under_a_live_lease_steps_down(

@@ -143,6 +143,13 @@ class Elector:
             except StoreUnavailable as exc:
                 log.warning("leader store unreachable", node=self.node, error=str(exc))
                 await _wait(stop, self._retry_s)
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                # A store call cancelled under us (gRPC cancels the calls of a channel the
+                # store closed after an error): unreachable, not the end of the election.
+                log.warning("leader store call cancelled", node=self.node)
+                await _wait(stop, self._retry_s)
             except Exception:  # a bug must not end the election for good: say it, go on
                 log.exception("election step failed", node=self.node)
                 await _wait(stop, self._retry_s)
@@ -186,7 +193,16 @@ class Elector:
         # however long it takes, the lease must not lapse meanwhile.
         assert self._on_elected is not None
         taking_office = asyncio.ensure_future(self._on_elected(term, vacancy_seen))
-        reason = await self._hold(term, stop, taking_office)
+        try:
+            reason = await self._hold(term, stop, taking_office)
+        except asyncio.CancelledError:
+            if _cancelling():
+                self._act_until = 0.0
+                raise
+            reason = "a lease call was cancelled under it"  # and the loops must stop
+        except Exception as exc:  # never leave the loops running on a lease not renewed
+            log.exception("holding the lease failed", node=self.node)
+            reason = f"holding the lease failed: {type(exc).__name__}"
         self._act_until = 0.0  # acting ends here, before anything else is waited for
         if not taking_office.done():
             taking_office.cancel()
@@ -249,6 +265,12 @@ class Elector:
             self.term = None
             with contextlib.suppress(StoreUnavailable, TimeoutError):
                 await bounded(self.store.resign(term), self.policy.ttl_s)
+
+
+def _cancelling() -> bool:
+    """Whether this task itself is being cancelled (not a call it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
