@@ -296,5 +296,6 @@ def _ended_early(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
     running on a lease nobody renewed)."""
     if stop.is_set():
         return
-    how = "cancelled" if task.cancelled() else repr(task.exception() or "returned")
+    exc = None if task.cancelled() else task.exception()
+    how = "cancelled" if task.cancelled() else f"{type(exc).__name__}: {exc}" if exc else "returned"
     log.error("background work ended before the node stopped", task=task.get_name(), how=how)
