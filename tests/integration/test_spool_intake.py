@@ -75,6 +75,10 @@ def journal(directory: Path) -> list[str]:
     return [d.guid for seg in sorted(directory.glob("*.seg")) for d in iter_segment(seg)]
 
 
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 async def rows(db: Pool, sql: str, *args: Any) -> list[dict[str, Any]]:
     async with db.connection() as conn:
         cur = await conn.execute(sql, args)
@@ -228,7 +232,7 @@ async def test_a_full_spool_refuses_with_503_and_keeps_what_it_accepted(
         return signed(payload)
 
     requests = [big(801 + i) for i in range(4)]
-    rejected = REGISTRY.get_sample_value("runnerhub_spool_rejected_total") or 0.0
+    rejected = sample("runnerhub_spool_rejected_total")
     settings = settings_for(unreachable(), tmp_path, max_bytes=1024 * 1024)
     async with in_process_node(settings) as client:
         answers = [await deliver(client, q) for q in requests]
@@ -255,7 +259,7 @@ async def test_a_commit_slower_than_the_bounded_wait_is_answered_from_the_spool_
     lands once the lock goes; the replay of the spooled copy then finds its GUID recorded:
     one delivery, one job, recorded once."""
     request = signed(workflow_job(871))
-    waited = REGISTRY.get_sample_value("runnerhub_webhook_db_wait_exceeded_total") or 0.0
+    waited = sample("runnerhub_webhook_db_wait_exceeded_total")
     settings = settings_for(dsn, tmp_path)
     default = WebhookSettings(secrets=settings.webhook.secrets).db_wait_s
     settings.webhook.db_wait_s = default  # the bound a node has unless told otherwise
@@ -284,10 +288,6 @@ async def test_a_commit_slower_than_the_bounded_wait_is_answered_from_the_spool_
     assert [j["state"] for j in await rows(db, "SELECT state FROM jobs")] == ["queued"]
     events = await rows(db, "SELECT kind, subject FROM events")
     assert events == [{"kind": "job.created", "subject": "job:871"}]
-
-
-def sample(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 async def test_after_a_delivery_the_database_did_not_record_the_next_go_straight_to_the_spool(

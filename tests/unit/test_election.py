@@ -222,6 +222,19 @@ async def leader_of(members: list[Member]) -> Member:
     return found
 
 
+async def stops_acting_in_time_then_leaves(m: Member) -> None:
+    """From now (its store just failed it), `m` stops acting within the TTL, then leaves
+    office because its renewals did not come through."""
+    since = time.monotonic()
+    await wait_until(lambda: not m.leads, POLICY.ttl_s * 3, f"{m.name} to stop acting")
+    assert time.monotonic() - since < POLICY.ttl_s, time.monotonic() - since
+    await wait_until(
+        lambda: m.log[-1][0].startswith("demoted: lease renewal overdue"),
+        POLICY.ttl_s * 3,
+        f"{m.name} to leave office",
+    )
+
+
 async def test_exactly_one_of_three_leads(world: tuple[MemoryLeaderStore, list[Member]]) -> None:
     shared, members = world
     # A lease long against its renewals: a loaded machine's stalled event loop (seen in
@@ -312,15 +325,8 @@ async def test_a_leader_whose_take_over_never_ends_still_steps_down_in_time(
     stuck.taking_office_until = asyncio.Event()
     await wait_until(lambda: stuck.leads, 5, "a to lead")
     stuck.store.cut = True
-    cut = time.monotonic()
-    await wait_until(lambda: not stuck.leads, POLICY.ttl_s * 3, "a to stop acting")
-    assert time.monotonic() - cut < POLICY.ttl_s, time.monotonic() - cut
     # Leaving office (stopping the loops) follows, after a short wait for the take-over.
-    await wait_until(
-        lambda: stuck.log[-1][0].startswith("demoted: lease renewal overdue"),
-        POLICY.ttl_s * 3,
-        "a to leave office",
-    )
+    await stops_acting_in_time_then_leaves(stuck)
 
 
 async def test_store_calls_cancelled_from_inside_end_a_leadership_not_the_election(
@@ -333,14 +339,7 @@ async def test_store_calls_cancelled_from_inside_end_a_leadership_not_the_electi
     add(shared, members, "b")
     first = await leader_of(members)
     first.store.cancelled_inside = True
-    since = time.monotonic()
-    await wait_until(lambda: not first.leads, POLICY.ttl_s * 3, "the leader to stop acting")
-    assert time.monotonic() - since < POLICY.ttl_s, time.monotonic() - since
-    await wait_until(
-        lambda: first.log[-1][0].startswith("demoted: lease renewal overdue"),
-        POLICY.ttl_s * 3,
-        "the old leader to leave office",
-    )
+    await stops_acting_in_time_then_leaves(first)
     second = await leader_of([m for m in members if m is not first])
     first.store.cancelled_inside = False  # the store answers again; b goes
     await second.close()

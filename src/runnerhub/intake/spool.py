@@ -232,6 +232,7 @@ class Spool:
         segment_bytes: int = 16 * 1024 * 1024,
         headroom: int = 64 * 1024,
         fsync: Callable[[int], None] = os.fsync,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.enabled = enabled
@@ -239,6 +240,7 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.headroom = headroom  # `writable` while this much room is left
         self._fsync = fsync  # injectable: tests count the fsyncs of a group commit
+        self._clock = clock  # injectable: tests make a write slow without waiting
         self._open_lock = asyncio.Lock()
         self._io = asyncio.Lock()  # guards the segment being written (fd, seq, size)
         self._opened = False
@@ -415,9 +417,9 @@ class Spool:
             size = sum(len(p.frame) for p in group)
             try:
                 async with self._io:
-                    began = time.monotonic()
+                    began = self._clock()
                     places = await asyncio.to_thread(self._write, [p.frame for p in group])
-                    self._timed(time.monotonic() - began, len(group))
+                    self._timed(self._clock() - began, len(group))
             except OSError as exc:
                 self._reserved -= size
                 self._error = f"writing the spool failed: {exc}"
@@ -438,7 +440,7 @@ class Spool:
 
     def _timed(self, took_s: float, deliveries: int) -> None:
         metrics.SPOOL_WRITE.observe(took_s)
-        if took_s >= SLOW_WRITE_S and (held := self._slow.admit(time.monotonic())) is not None:
+        if took_s >= SLOW_WRITE_S and (held := self._slow.admit(self._clock())) is not None:
             log.warning(  # each spooled delivery's answer waited this long for the disk
                 "spool write slow",
                 seconds=round(took_s, 3),
