@@ -166,6 +166,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         engine.destroy()
 
 
+# pytest-timeout counts the fixture too: with no cached image (a fresh machine, or every
+# change to RunnerHub's sources for the node image) the stack's setup builds them first,
+# 4 minutes of the 5 on two busy cores (2026-12-07), and its teardown then had too little.
+@pytest.mark.timeout(600)
 def test_the_compose_stack_elects_runs_jobs_and_survives_its_leaders_and_primarys_sigkill(
     stack: Stack,
 ) -> None:

@@ -144,6 +144,8 @@ def render_config(
         "    option http-buffer-request",
         # A node answers a delivery within webhook.db_wait_s (0.15 s) and a spool write:
         # one that has not by 450 ms is hung, and the delivery is replayed on another node.
+        # Not lower: when the database fails, every node's first delivery takes that long at
+        # once, and 200 ms replayed one delivery up to 3 times (docs/benchmarks.md).
         "    timeout server 450ms",
         # /readyz answers at once from the node's background checks: a hung node is out
         # of this backend after two checks of 200 ms, 100 ms apart.
