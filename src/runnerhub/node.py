@@ -296,6 +296,10 @@ def _ended_early(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
     running on a lease nobody renewed)."""
     if stop.is_set():
         return
-    exc = None if task.cancelled() else task.exception()
-    how = "cancelled" if task.cancelled() else f"{type(exc).__name__}: {exc}" if exc else "returned"
+    if task.cancelled():
+        how = "cancelled"
+    elif (exc := task.exception()) is not None:
+        how = f"{type(exc).__name__}: {exc}"
+    else:
+        how = "returned"
     log.error("background work ended before the node stopped", task=task.get_name(), how=how)

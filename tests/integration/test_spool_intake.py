@@ -29,6 +29,7 @@ from runnerhub.store.db import Pool, open_pool
 from runnerhub.store.deliveries import Recorded
 from tests.apps import node_app
 from tests.conftest import make_settings
+from tests.metrics import sample
 from tests.payloads import signed, workflow_job
 
 Signed = tuple[bytes, dict[str, str]]
@@ -73,10 +74,6 @@ def guid(request: Signed) -> str:
 
 def journal(directory: Path) -> list[str]:
     return [d.guid for seg in sorted(directory.glob("*.seg")) for d in iter_segment(seg)]
-
-
-def sample(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 async def rows(db: Pool, sql: str, *args: Any) -> list[dict[str, Any]]:

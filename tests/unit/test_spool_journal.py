@@ -33,6 +33,7 @@ from runnerhub.intake.spool import (
 )
 from runnerhub.store.deliveries import Recorded
 from tests.conftest import make_settings
+from tests.metrics import sample
 
 
 def delivery(n: int, size: int = 100) -> VerifiedDelivery:
@@ -42,10 +43,6 @@ def delivery(n: int, size: int = 100) -> VerifiedDelivery:
 
 def segments(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.seg"))
-
-
-def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 @pytest.fixture
@@ -120,11 +117,11 @@ async def test_a_torn_last_record_is_ignored_and_never_half_read(spool: Spool) -
     (seg,) = segments(spool.directory)
     with seg.open("r+b") as f:  # a crash in the middle of writing the third record
         f.truncate(seg.stat().st_size - 7)
-    before = metric("runnerhub_spool_unreadable_total")
+    before = sample("runnerhub_spool_unreadable_total")
     again = await reopen(spool)
     try:
         assert await contents(again) == [delivery(0), delivery(1)]
-        assert metric("runnerhub_spool_unreadable_total") == before + 1
+        assert sample("runnerhub_spool_unreadable_total") == before + 1
         await again.append(delivery(3))
         assert await contents(again) == [delivery(0), delivery(1), delivery(3)]
     finally:
@@ -187,10 +184,10 @@ async def test_past_max_bytes_appends_are_refused_until_drained(tmp_path: Path) 
         for n in range(3):
             await s.append(delivery(n))
         assert not s.writable
-        rejected = metric("runnerhub_spool_rejected_total")
+        rejected = sample("runnerhub_spool_rejected_total")
         with pytest.raises(SpoolFull):
             await s.append(delivery(3))
-        assert metric("runnerhub_spool_rejected_total") == rejected + 1
+        assert sample("runnerhub_spool_rejected_total") == rejected + 1
         assert await contents(s) == [delivery(n) for n in range(3)]  # nothing lost
         await s.commit(s.peek(1))
         assert s.writable
@@ -296,11 +293,11 @@ async def test_a_slow_disk_shows_in_the_write_histogram_and_the_log(
     s = Spool(tmp_path / "spool", fsync=fsync, clock=lambda: now[0])
     try:
         await s.append(delivery(0))
-        written, fast = metric(count), REGISTRY.get_sample_value(*fast_bucket) or 0.0
+        written, fast = sample(count), sample(*fast_bucket)
         assert "spool write slow" not in capsys.readouterr().out
         slow[0] = True
         await s.append(delivery(1))
-        assert metric(count) == written + 1
+        assert sample(count) == written + 1
         assert REGISTRY.get_sample_value(*fast_bucket) == fast  # not within 0.1 s
         assert "spool write slow" in capsys.readouterr().out
     finally:
@@ -347,9 +344,9 @@ async def test_checkpoint_resumes_after_a_restart_and_drained_segments_go(
         assert await contents(again) == sent[3:]
         first_left = again.peek(1)[0].segment
         assert all(int(p.stem) >= first_left for p in segments(again.directory))
-        drained = metric("runnerhub_spool_drained_total")
+        drained = sample("runnerhub_spool_drained_total")
         assert await SpoolDrainer(again, db.replay, batch_size=3).drain() == 5
-        assert metric("runnerhub_spool_drained_total") == drained + 5
+        assert sample("runnerhub_spool_drained_total") == drained + 5
         assert db.recorded == [d.guid for d in sent]
         assert again.stats().entries == 0 and again.stats().oldest_age_s == 0
         assert segments(again.directory) == []
@@ -393,12 +390,12 @@ async def test_a_record_the_database_refuses_is_quarantined_not_blocking(spool: 
         await spool.append(delivery(n))
     db = FakeDatabase()
     db.fail["guid-1"] = psycopg.ProgrammingError("no such table")
-    quarantined = metric("runnerhub_spool_quarantined_total")
+    quarantined = sample("runnerhub_spool_quarantined_total")
     assert await SpoolDrainer(spool, db.replay).drain() == 3
     assert db.recorded == ["guid-0", "guid-2"]
     (kept,) = (spool.directory / "quarantine").iterdir()
     assert list(iter_segment(kept)) == [delivery(1)]
-    assert metric("runnerhub_spool_quarantined_total") == quarantined + 1
+    assert sample("runnerhub_spool_quarantined_total") == quarantined + 1
 
 
 async def test_a_record_damaged_after_it_was_acknowledged_is_skipped(spool: Spool) -> None:
