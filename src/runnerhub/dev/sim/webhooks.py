@@ -158,7 +158,11 @@ class WebhookSender:
         self._client = httpx.AsyncClient(
             verify=ssl.create_default_context(cafile=ca) if ca else True,
             timeout=self.config.webhook_timeout_s,
-            limits=httpx.Limits(max_connections=self.config.webhook_workers),
+            # An idle connection is dropped after 2 s, well before the receiver's own idle
+            # timeout (HAProxy's http-keep-alive, 5 s). With httpx's default, also 5 s, one
+            # delivery failed without reaching HAProxy (2026-12-07): most likely sent on a
+            # connection HAProxy was closing. The warning below now names the error.
+            limits=httpx.Limits(max_connections=self.config.webhook_workers, keepalive_expiry=2.0),
             trust_env=False,  # a proxy from the environment must not carry loopback traffic
         )
         self._workers = [
@@ -235,7 +239,7 @@ class WebhookSender:
         except httpx.TimeoutException:
             return _failed("timed out")
         except Exception as exc:  # refused, reset, bad URL: all "could not connect"
-            log.debug("webhook delivery %s failed: %r", out.guid, exc)
+            log.warning("webhook delivery %s failed: %r", out.guid, exc)
             return _failed("failed to connect to host")
         code = response.status_code
         status = "OK" if 200 <= code < 300 else f"Invalid HTTP Response: {code}"
