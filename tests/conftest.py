@@ -93,7 +93,7 @@ def make_settings(dsn: str, **overrides: Any) -> Settings:
         "node": {"id": "node-test", "state_dir": "/tmp/runnerhub-test"},
         "database": {"dsn": dsn, "pool_min_size": 1, "pool_max_size": 8, "connect_timeout_s": 2},
         # The database's answer, not the spool's: under make test's load a commit can take
-        # longer than the default bounded wait (0.15 s); the bound has tests of its own.
+        # longer than the default bounded wait (0.1 s); the bound has tests of its own.
         "webhook": {"secrets": ["s3cret-current", "s3cret-previous"], "db_wait_s": 1.0},
         "github": {"api_url": "http://127.0.0.1:9", "auth": {"token": "ghp_testtoken"}},
         "pools": [

@@ -62,6 +62,16 @@ class NodeSettings(_Strict):
     # Connections and requests served at once; past it uvicorn answers 503 at once, so a
     # flood of slow clients cannot exhaust memory and file descriptors.
     max_connections: int = Field(default=1000, ge=10)
+    # HAProxy's agent check: on this port (on `host`) the node tells HAProxy what share of
+    # the deliveries to send it, 1% while it leads and 100% otherwise (lb/agent.py). Off by
+    # default; deploy/haproxy.cfg asks every node on 8081.
+    lb_agent_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _agent_port(self) -> NodeSettings:
+        if self.lb_agent_port is not None and self.lb_agent_port == self.port:
+            raise ValueError("lb_agent_port must differ from port (the API's)")
+        return self
 
     @property
     def standby(self) -> bool:
@@ -111,7 +121,7 @@ class WebhookSettings(_Strict):
     # (503 without a spool). A hung primary, a frozen host or a lost synchronous standby then
     # costs a delivery this much, not GitHub's 10 s timeout; a slow commit that lands after
     # all is a duplicate of the spooled copy, recognised by its GUID when it is replayed.
-    db_wait_s: float = Field(default=0.15, gt=0, le=10)
+    db_wait_s: float = Field(default=0.1, gt=0, le=10)
     # A body not received whole by then is refused (408): slow uploads hold nothing for long.
     body_timeout_s: float = Field(default=10.0, gt=0, le=60)
 

@@ -48,6 +48,7 @@ from runnerhub.health.monitor import HealthMonitor
 from runnerhub.health.node_checks import Subjects, node_checks
 from runnerhub.incidents.recorder import IncidentRecorder
 from runnerhub.intake.webhook import WebhookIntake
+from runnerhub.lb.agent import LoadBalancerAgent
 from runnerhub.live.hub import LiveHub
 from runnerhub.paths import private_dir
 from runnerhub.predict.node_signals import node_signals
@@ -144,6 +145,12 @@ class Node:
         for name in self.breakers:
             self.incidents.started(f"breaker:{name}")
         self.intake = WebhookIntake(s, db)
+        # Tells HAProxy to send the leader almost no deliveries (lb/agent.py).
+        self.lb_agent = (
+            LoadBalancerAgent(s.node.host, s.node.lb_agent_port, lambda: leadership.is_leader)
+            if s.node.lb_agent_port is not None
+            else None
+        )
         # The leader's loops, and what taking office means.
         self.peer_http = httpx.AsyncClient(timeout=1.0)
         self.health_http = httpx.AsyncClient(timeout=s.health.timeout_s)
@@ -222,6 +229,8 @@ class Node:
         self._loop = asyncio.get_running_loop()
         await self.ctx.db.open(wait=False)
         self.intake.start()  # the spool (and its drainer): every node has its own
+        if self.lb_agent is not None:
+            await self.lb_agent.start()
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self._run(), name="runnerhub-node"))
         # From the first moment: /health must answer (and say why) before the database does.
@@ -275,6 +284,8 @@ class Node:
                 await asyncio.wait_for(task, timeout=15)
             except TimeoutError:
                 task.cancel()
+        if self.lb_agent is not None:
+            await self.lb_agent.close()
         await self.intake.close()
         if self.elector is not None:
             await self.elector.store.close()

@@ -1,6 +1,7 @@
 """A real HAProxy in front of two tiny HTTP backends: the configuration is valid, traffic is
-balanced, a node failing /readyz leaves the rotation, a node that dies mid-traffic costs no
-request (retry-on + redispatch + a buffered body), and a reload refuses no request."""
+balanced by the weight each node's agent asks for (the leader's 1%), a node failing /readyz
+leaves the rotation, a node that dies mid-traffic costs no request (retry-on + redispatch +
+a buffered body), and a reload refuses no request."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from runnerhub.dev.cluster.tls import LocalCA
 from runnerhub.dev.waiting import wait_until_sync
 from runnerhub.health import checks
 from runnerhub.health.model import Outcome
+from runnerhub.lb.agent import LoadBalancerAgent
 from runnerhub.render.haproxy import BACKEND, WEBHOOKS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,7 +319,7 @@ def test_requests_are_balanced_and_a_node_failing_readyz_leaves_the_rotation(
     print(f"haproxy started in {time.monotonic() - began:.2f}s")
     assert proxy.pid is not None and proxy.url.endswith(str(proxy.frontend_port))
 
-    assert routed(proxy) == Counter({"node-a": 4, "node-b": 4})
+    assert set(routed(proxy, 20)) == {"node-a", "node-b"}  # drawn at random, by weight
 
     a.ready = False
     began = time.monotonic()
@@ -327,6 +329,61 @@ def test_requests_are_balanced_and_a_node_failing_readyz_leaves_the_rotation(
 
     a.ready = True
     wait_until_sync(lambda: len(routed(proxy, 6)) == 2, 5, "node-a to come back")
+
+
+@contextlib.contextmanager
+def agents(leader: list[str], *names: str) -> Iterator[dict[str, int]]:
+    """A LoadBalancerAgent for each name (a node's), in an event loop of its own, answering
+    as the leader while its name is `leader[0]`; their ports by name."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    made = [LoadBalancerAgent("127.0.0.1", free_port(), lambda n=n: leader[0] == n) for n in names]
+    try:
+        for a in made:
+            asyncio.run_coroutine_threadsafe(a.start(), loop).result(5)
+        yield {n: a.port for n, a in zip(names, made, strict=True)}
+    finally:
+        for a in made:
+            asyncio.run_coroutine_threadsafe(a.close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_the_leaders_agent_keeps_deliveries_away_from_it_unless_it_is_the_only_node(
+    tmp_path: Path, backends: list[HttpBackend]
+) -> None:
+    a, b, _ = backends
+    leader = ["node-a"]
+    with agents(leader, "node-a", "node-b") as ports:
+        hp = LocalHAProxy(tmp_path / "haproxy", agent_ports=ports)
+        try:
+            hp.start([a.entry, b.entry])
+            wait_until_sync(
+                lambda: hp.server_weights() == {"node-a": 1, "node-b": 100},
+                5,
+                "the leader's agent to ask for 1%",
+            )
+            assert hp.server_weights(BACKEND) == {"node-a": 1, "node-b": 1}  # API: untouched
+            # The weights are HAProxy's draw (balance random(2)): 1 in about 200 deliveries
+            # would reach the leader here.
+            assert routed(hp, 40)["node-a"] <= 2
+
+            leader[0] = "node-b"  # leadership moves: the weights follow within agent-inter
+            wait_until_sync(
+                lambda: hp.server_weights() == {"node-a": 100, "node-b": 1}, 5, "the swap"
+            )
+            assert routed(hp, 40)["node-b"] <= 2
+
+            # The leader's 1% is a weight, not a state: alone, it takes every delivery.
+            a.ready = False
+            wait_until_sync(
+                lambda: routed(hp, 6) == Counter({"node-b": 6}), 5, "the leader to take all"
+            )
+            assert hp.server_states()["node-b"] == "UP"
+        finally:
+            hp.stop()
 
 
 def test_a_node_dying_under_load_costs_no_request(

@@ -260,7 +260,7 @@ async def test_a_commit_slower_than_the_bounded_wait_is_answered_from_the_spool_
     settings = settings_for(dsn, tmp_path)
     default = WebhookSettings(secrets=settings.webhook.secrets).db_wait_s
     settings.webhook.db_wait_s = default  # the bound a node has unless told otherwise
-    assert default == 0.15
+    assert default == 0.1
     async with in_process_node(settings) as client:
         async with db.connection() as blocker:  # the lock lasts until this transaction ends
             await blocker.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")

@@ -2,9 +2,10 @@
 cluster's (`runnerhub up --ha`, on loopback) and a production host's
 `/etc/haproxy/haproxy.cfg` (`runnerhub render`), so the two cannot drift.
 
-Webhook deliveries and API calls go round-robin to the nodes that answer `/readyz`. A
-request that fails because its node died (refused connection, connection closed before any
-answer, no answer in time, or a 502/503/504) is replayed on another node. Deliveries have a
+Webhook deliveries and API calls go to the nodes that answer `/readyz` (deliveries by the
+weight each node's agent asks for: the leader's is 1%, lb/agent.py). A request that fails
+because its node died (refused connection, connection closed before any answer, no answer
+in time, or a 502/503/504) is replayed on another node. Deliveries have a
 backend of their own (the same nodes) with a short answer timeout, so one that meets a hung
 node is replayed within a second: GitHub does not retry a failed delivery by itself, and
 RunnerHub deduplicates deliveries by their GUID, so a replay is safe. `deploy/haproxy.cfg`
@@ -13,7 +14,7 @@ is the commented production version of what `render_config` writes; keep the two
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ SLOT_PREFIX = "slot"
 Backend = tuple[str, str, int]  # (server name, host, port)
 PatroniMember = tuple[str, str, int, int]  # (server name, host, PostgreSQL port, REST port)
 
+
+# The port each node's HAProxy agent answers on (node.lb_agent_port), unless a server line
+# names its own: the leader asks for 1% of the deliveries there (lb/agent.py).
+AGENT_PORT = 8081
 
 # Deliveries a single source may send in 10 s before HAProxy answers 429. GitHub sends
 # every delivery from a few addresses (its `hooks` ranges, api.github.com/meta): the limit
@@ -69,6 +74,7 @@ def render_config(
     header: Sequence[str] = (HEADER,),
     system: bool = False,
     slots: int = 0,
+    agent_ports: Mapping[str, int] | None = None,
 ) -> str:
     """An HAProxy 2.6 configuration for RunnerHub nodes; with `postgres_port`, also a TCP
     listener that always leads to the current Patroni primary among `postgres_members`;
@@ -76,7 +82,9 @@ def render_config(
     `bind_host` "" binds every address (a host behind a virtual IP accepts on it as soon
     as the VIP arrives); `system` adds what a system-wide HAProxy needs (SYSTEM_GLOBAL);
     `slots` adds that many free server slots to each node backend, for nodes added later
-    (`runnerhub lb sync` fills them through the runtime API: docs/load-balancer.md)."""
+    (`runnerhub lb sync` fills them through the runtime API: docs/load-balancer.md);
+    `agent_ports` gives a node's agent port where it is not AGENT_PORT (nodes sharing a
+    host)."""
     if not 0 <= slots <= 256:
         raise ValueError(f"haproxy slots must be 0-256, not {slots}")
     spare = [f"    server-template {SLOT_PREFIX} 1-{slots} 0.0.0.0:0 disabled"] if slots else []
@@ -136,17 +144,21 @@ def render_config(
         f"    default_backend {BACKEND}",
         "",
         f"backend {WEBHOOKS}",
-        # A hung node keeps the delivery it was sent: with the fewest deliveries in flight
-        # chosen, no other goes its way until that one is replayed or the node is out.
-        "    balance leastconn",
+        # Two nodes drawn by weight, the one with fewer deliveries in flight taken: a hung
+        # node keeps the delivery it was sent, so the next go elsewhere until it is out.
+        # By weight, because each node's agent asks for its share: the leader 1%, so its
+        # control work and its faults keep (almost) no delivery waiting. (leastconn would
+        # ignore the weights whenever no delivery is in flight.)
+        "    balance random(2)",
         "    option httpchk GET /readyz",
         "    http-check expect status 200",
         "    option http-buffer-request",
-        # A node answers a delivery within webhook.db_wait_s (0.15 s) and a spool write:
-        # one that has not by 450 ms is hung, and the delivery is replayed on another node.
-        # Not lower: when the database fails, every node's first delivery takes that long at
-        # once, and 200 ms replayed one delivery up to 3 times (docs/benchmarks.md).
-        "    timeout server 450ms",
+        # A node answers a delivery within webhook.db_wait_s (0.1 s) and a spool write:
+        # one that has not by 200 ms is hung, and the delivery is replayed on another node.
+        # Not lower: when the database fails, every node's first delivery waits db_wait_s
+        # at once; with db_wait_s at 0.15 s and the leader taking deliveries, 200 ms replayed
+        # one delivery up to 3 times (docs/benchmarks.md).
+        "    timeout server 200ms",
         # /readyz answers at once from the node's background checks: a hung node is out
         # of this backend after two checks of 200 ms, 100 ms apart.
         "    timeout check 200ms",
@@ -154,9 +166,17 @@ def render_config(
         "    retry-on conn-failure empty-response response-timeout 502 503 504",
         "    option redispatch 1",
         "    http-reuse safe",
-        "    default-server check inter 100ms fastinter 100ms downinter 1s fall 2 rise 2",
+        # The agent, every 500 ms, sets the weight (lb/agent.py); one that does not answer
+        # changes nothing: the health check alone decides whether a node is up.
+        "    default-server check inter 100ms fastinter 100ms downinter 1s fall 2 rise 2 "
+        f"weight 100 agent-check agent-port {AGENT_PORT} agent-inter 500ms",
     ]
-    out += [f"    server {name} {host}:{port}" for name, host, port in backends] + spare
+    agents = agent_ports or {}
+    out += [
+        f"    server {name} {host}:{port}"
+        + (f" agent-port {agents[name]}" if name in agents else "")
+        for name, host, port in backends
+    ] + spare
     out += [
         "",
         f"backend {BACKEND}",

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +108,11 @@ class LocalHAProxy(ManagedProcess):
         postgres_port: int = 0,
         tls: TlsFront | None = None,
         webhook_rate_per_10s: int | None = WEBHOOK_RATE_PER_10S,
+        agent_ports: Mapping[str, int] | None = None,
     ) -> None:
         self.name = "haproxy"
+        # Each node's agent port (node.lb_agent_port): nodes on one host need their own.
+        self.agent_ports = dict(agent_ports or {})
         self.tls = tls
         self.webhook_rate_per_10s = webhook_rate_per_10s
         self.base_dir = base_dir.resolve()
@@ -155,6 +158,7 @@ class LocalHAProxy(ManagedProcess):
             postgres_members=self.postgres_members,
             tls=self.tls,
             webhook_rate_per_10s=self.webhook_rate_per_10s,
+            agent_ports=self.agent_ports,
         )
 
     def write_config(self, backends: Sequence[Backend]) -> Path:
@@ -278,6 +282,11 @@ class LocalHAProxy(ManagedProcess):
         page shows it ("UP", "DOWN", "UP 1/2"…)."""
         rows = self._stats_rows(backend)
         return {r["svname"]: r["status"] for r in rows if r["svname"] not in ("BACKEND", "")}
+
+    def server_weights(self, backend: str = WEBHOOKS) -> dict[str, int]:
+        """Each node's current weight in `backend` (its agent sets it: lb/agent.py)."""
+        rows = self._stats_rows(backend)
+        return {r["svname"]: int(r["weight"]) for r in rows if r["svname"] not in ("BACKEND", "")}
 
     def backend_counters(self, backend: str = WEBHOOKS) -> dict[str, int]:
         """`backend`'s retry (`wretr`) and redispatch (`wredis`) counters, among others."""

@@ -251,6 +251,7 @@ class LocalCluster:
         self.haproxy: LocalHAProxy | None = None
         self.tls_port = 0  # HAProxy's HTTPS port (HA only)
         self.haproxy_stats_port = 0  # its stats page: the nodes' load_balancers check reads it
+        self.agent_ports: dict[str, int] = {}  # each node's HAProxy agent port (HA only)
         self.stopping = threading.Event()
         if self.ha and self.nodes < 2:
             self.nodes = 3
@@ -511,6 +512,7 @@ class LocalCluster:
             stats_port=self.haproxy_stats_port,
             postgres_members=[(m.name, "127.0.0.1", m.pg_port, m.api_port) for m in members],
             tls=TlsFront(self.tls_port, pem, redirect=False),
+            agent_ports=self.agent_ports,
         )
         with self.console.status("starting HAProxy…"):
             self.haproxy.start(
@@ -614,6 +616,8 @@ class LocalCluster:
 
     def _write_config(self, name: str, port: int, standby: bool = False) -> Path:
         config = self._node_config(name, port)
+        if self.ha and not standby:  # HAProxy's agent check: the leader takes ~no deliveries
+            config["node"]["lb_agent_port"] = self.agent_ports.setdefault(name, free_port())
         if standby:
             assert self.region_b is not None
             config["node"]["role"] = "standby"
