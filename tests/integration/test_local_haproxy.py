@@ -366,15 +366,15 @@ def test_the_leaders_agent_keeps_deliveries_away_from_it_unless_it_is_the_only_n
                 "the leader's agent to ask for 1%",
             )
             assert hp.server_weights(BACKEND) == {"node-a": 1, "node-b": 1}  # API: untouched
-            # The weights are HAProxy's draw (balance random(2)): 1 in about 200 deliveries
-            # would reach the leader here.
-            assert routed(hp, 40)["node-a"] <= 2
+            # The weights are HAProxy's draw (balance random(2)): about 1 delivery in 200
+            # reaches the leader (at equal weights, 20 of these 40 would).
+            assert routed(hp, 40)["node-a"] <= 4
 
             leader[0] = "node-b"  # leadership moves: the weights follow within agent-inter
             wait_until_sync(
                 lambda: hp.server_weights() == {"node-a": 100, "node-b": 1}, 5, "the swap"
             )
-            assert routed(hp, 40)["node-b"] <= 2
+            assert routed(hp, 40)["node-b"] <= 4
 
             # The leader's 1% is a weight, not a state: alone, it takes every delivery.
             a.ready = False
