@@ -280,13 +280,16 @@ class LocalHAProxy(ManagedProcess):
     def server_states(self, backend: str = WEBHOOKS) -> dict[str, str]:
         """Each RunnerHub node's state in `backend` (default: the deliveries') as the stats
         page shows it ("UP", "DOWN", "UP 1/2"…)."""
-        rows = self._stats_rows(backend)
-        return {r["svname"]: r["status"] for r in rows if r["svname"] not in ("BACKEND", "")}
+        return self._per_server(backend, "status")
 
     def server_weights(self, backend: str = WEBHOOKS) -> dict[str, int]:
         """Each node's current weight in `backend` (its agent sets it: lb/agent.py)."""
+        return {name: int(w) for name, w in self._per_server(backend, "weight").items()}
+
+    def _per_server(self, backend: str, column: str) -> dict[str, str]:
+        """One stats column of each server of `backend` (the summary rows left out)."""
         rows = self._stats_rows(backend)
-        return {r["svname"]: int(r["weight"]) for r in rows if r["svname"] not in ("BACKEND", "")}
+        return {r["svname"]: r[column] for r in rows if r["svname"] not in ("BACKEND", "")}
 
     def backend_counters(self, backend: str = WEBHOOKS) -> dict[str, int]:
         """`backend`'s retry (`wretr`) and redispatch (`wredis`) counters, among others."""
